@@ -1,0 +1,115 @@
+/**
+ * Turning what an app knows about a user into an audit `Actor`, and the request-time resolution order:
+ * `ctx.state.user`, then a verified JWT, then the app's `resolveActor`. Nothing else a client sends counts.
+ */
+import jwt from 'jsonwebtoken';
+import type { Context } from 'koa';
+import type { AuditContext } from './context.js';
+import { capString } from './safe.js';
+import type { Actor, ActorVia } from './types.js';
+
+const MAX_ID = 256;
+
+function idString(v: unknown): string | null {
+  if (typeof v === 'string') return v === '' ? null : capString(v, MAX_ID);
+  if (typeof v === 'number' || typeof v === 'bigint') return String(v);
+  if (v !== null && typeof v === 'object') {
+    const hex = (v as { toHexString?: () => string }).toHexString;
+    if (typeof hex === 'function') return hex.call(v);
+    const s = String(v);
+    if (s !== '[object Object]') return capString(s, MAX_ID);
+  }
+  return null;
+}
+
+/** Builds an actor from a user-like object (`id`/`_id`/`sub`, `username`/`name`/`email`), or null. */
+export function toActor(user: unknown, via: ActorVia): Actor | null {
+  if (user === null || user === undefined) return null;
+  if (typeof user === 'string' || typeof user === 'number') {
+    const id = idString(user);
+    return id === null ? null : { id, via };
+  }
+  if (typeof user !== 'object') return null;
+  const u = user as Record<string, unknown>;
+  const id = idString(u.id ?? u._id ?? u.sub);
+  if (id === null) return null;
+  const rawName = u.username ?? u.name ?? u.email;
+  const actor: Actor = { id, via };
+  if (typeof rawName === 'string' && rawName !== '') actor.name = capString(rawName, MAX_ID);
+  return actor;
+}
+
+export interface JwtOptions {
+  /** HMAC secret (HS*) ... */
+  secret?: jwt.Secret;
+  /** ... or public key (RS*, ES*, PS*, EdDSA). */
+  publicKey?: jwt.Secret;
+  /** Accepted algorithms. Required: a verifier that lets the token choose its algorithm can be fooled. */
+  algorithms: jwt.Algorithm[];
+  /** Also read the token from this cookie when there is no Bearer header. */
+  cookie?: string;
+  issuer?: string | string[];
+  audience?: string | string[];
+}
+
+export type ActorResolver = (ctx: Context) => unknown;
+
+const MAX_TOKEN = 16 * 1024;
+
+function tokenOf(ctx: Context, cookie: string | undefined): string | null {
+  const header = ctx.get('authorization');
+  if (header.length > 7 && header.length < MAX_TOKEN && header.slice(0, 7).toLowerCase() === 'bearer ') {
+    return header.slice(7).trim();
+  }
+  if (cookie !== undefined) {
+    try {
+      const v = ctx.cookies.get(cookie);
+      if (v !== undefined && v.length < MAX_TOKEN) return v;
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
+function verify(token: string, o: JwtOptions): Actor | null {
+  try {
+    const payload = jwt.verify(token, (o.secret ?? o.publicKey) as jwt.Secret, {
+      algorithms: o.algorithms,
+      issuer: o.issuer as string | [string, ...string[]] | undefined,
+      audience: o.audience as string | [string, ...string[]] | undefined,
+    });
+    return typeof payload === 'object' ? toActor(payload, 'jwt') : null;
+  } catch {
+    return null; // unsigned, badly signed, expired, wrong algorithm: never an actor
+  }
+}
+
+/** The request-time resolver of one auditor: built once, at construction. */
+export function createRequestResolver(
+  jwtOptions: JwtOptions | undefined,
+  resolveActor: ActorResolver | undefined,
+): (frame: AuditContext) => Promise<Actor | null> {
+  return async function resolveRequestActor(frame: AuditContext): Promise<Actor | null> {
+    const ctx = frame.ctx;
+    if (ctx === null) return null;
+    const fromState = toActor(ctx.state?.user, 'state');
+    if (fromState !== null) return fromState;
+    if (jwtOptions !== undefined) {
+      if (frame.tokenActor === undefined) {
+        const token = tokenOf(ctx, jwtOptions.cookie);
+        frame.tokenActor = Promise.resolve(token === null ? null : verify(token, jwtOptions));
+      }
+      const fromToken = await frame.tokenActor;
+      if (fromToken !== null) return fromToken;
+    }
+    if (resolveActor !== undefined) {
+      try {
+        return toActor(await resolveActor(ctx), 'resolver');
+      } catch {
+        return null; // the app's resolver failing must not lose the event
+      }
+    }
+    return null;
+  };
+}

@@ -1,0 +1,47 @@
+/**
+ * The async context: what code running while a request is served (or inside `withActor`) can learn about it.
+ *
+ * One AsyncLocalStorage for the whole package, not one per auditor: the request belongs to the app, and a
+ * plugin registered on one auditor must see a request opened by another. The frame keeps a reference to the
+ * resolver of the auditor that opened it, because only that auditor knows the app's `jwt`/`resolveActor`.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Context } from 'koa';
+import type { Actor } from './types.js';
+
+export interface AuditContext {
+  /** The request id, or null outside a request. */
+  readonly requestId: string | null;
+  readonly ip: string | null;
+  readonly userAgent: string | null;
+  /** The Koa context of the request, or null outside a request. */
+  readonly ctx: Context | null;
+  /** Set by `withActor` or a successful login; wins over everything else. */
+  explicitActor: Actor | null;
+  /** Resolves the actor from the request (state, token, resolver); absent outside a request. */
+  readonly resolve: ((frame: AuditContext) => Promise<Actor | null>) | null;
+  /** The JWT verdict is stable for a request: computed once, kept here. */
+  tokenActor?: Promise<Actor | null>;
+}
+
+export const storage = new AsyncLocalStorage<AuditContext>();
+
+/** The frame of each request being served, for callers that hand us `ctx` from outside its async context. */
+export const frameOf = new WeakMap<Context, AuditContext>();
+
+export function currentContext(): AuditContext | undefined {
+  return storage.getStore();
+}
+
+export const SYSTEM_ACTOR: Actor = Object.freeze({ id: 'system', via: 'system' }) as Actor;
+
+/**
+ * The actor of whatever runs now: explicit (withActor, login) first, then what the request says, then `null`
+ * for an anonymous request, and the system actor outside any request.
+ */
+export async function actorNow(frame: AuditContext | undefined = storage.getStore()): Promise<Actor | null> {
+  if (frame === undefined) return SYSTEM_ACTOR;
+  if (frame.explicitActor !== null) return frame.explicitActor;
+  if (frame.resolve !== null) return frame.resolve(frame);
+  return frame.ctx === null ? SYSTEM_ACTOR : null;
+}

@@ -1,0 +1,254 @@
+/**
+ * The request middleware: opens the async context of the request, and records one `request` event once the
+ * response has finished (or the client went away). It never changes the response or the error handling:
+ * errors are observed and rethrown untouched; a fault of the auditor itself is reported, not thrown.
+ */
+import { randomUUID } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import type { Context, Middleware, Next } from 'koa';
+import type { AuditCore, EventFields } from './auditor.js';
+import { frameOf, storage, type AuditContext } from './context.js';
+import { checkKnown, fail, positiveInt } from './options.js';
+import { capString, toStored } from './safe.js';
+import type { ErrorInfo, HttpInfo, StoredValue } from './types.js';
+
+export type PathPattern = string | RegExp;
+
+export interface MiddlewareOptions {
+  /** Paths to audit: exact strings, prefixes ending in `/`, or RegExps. Default: all. */
+  include?: PathPattern[];
+  /** Paths never audited (wins over `include`). The async context is still opened for them. */
+  exclude?: PathPattern[];
+  /** HTTP methods to audit. Default: all. */
+  methods?: string[];
+  /** Store the parsed request body (redacted, capped) in `http.requestBody`. Default false. */
+  captureBody?: boolean;
+  /** Cap of the stored body, in bytes of its JSON form. Default 8 KiB. */
+  maxBodyBytes?: number;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const MAX_PATH = 2048;
+const MAX_STACK = 8 * 1024;
+
+/** Paths compiled once: a Set for exact paths, a list of prefixes, and the caller's own RegExps. */
+interface PathSet {
+  exact: Set<string>;
+  prefixes: string[];
+  regexps: RegExp[];
+}
+
+function compilePaths(name: string, list: unknown): PathSet | null {
+  if (list === undefined) return null;
+  if (!Array.isArray(list)) fail(name, 'an array of strings and RegExps', list);
+  const set: PathSet = { exact: new Set(), prefixes: [], regexps: [] };
+  for (const p of list) {
+    if (typeof p === 'string' && p !== '') {
+      if (p.endsWith('/')) set.prefixes.push(p);
+      else set.exact.add(p);
+    } else if (p instanceof RegExp) {
+      // A global or sticky RegExp keeps state between test() calls: take a stateless copy.
+      set.regexps.push(p.global || p.sticky ? new RegExp(p.source, p.flags.replace(/[gy]/g, '')) : p);
+    } else fail(name, 'an array of non-empty strings and RegExps', p);
+  }
+  return set;
+}
+
+function matches(set: PathSet, path: string): boolean {
+  if (set.exact.has(path)) return true;
+  for (let i = 0; i < set.prefixes.length; i++) if (path.startsWith(set.prefixes[i])) return true;
+  for (let i = 0; i < set.regexps.length; i++) if (set.regexps[i].test(path)) return true;
+  return false;
+}
+
+/** Koa's own rule for the status an error will get, so the event says what the client receives. */
+function statusOf(err: unknown): number {
+  const e = err as { status?: unknown; statusCode?: unknown; code?: unknown } | null;
+  if (e === null || typeof e !== 'object') return 500;
+  if (e.code === 'ENOENT') return 404;
+  const s = e.status ?? e.statusCode;
+  return typeof s === 'number' && s >= 400 && s < 600 ? s : 500;
+}
+
+function errorInfo(err: unknown, maxString: number): ErrorInfo {
+  if (err instanceof Error) {
+    return {
+      name: capString(err.name || 'Error', 256),
+      message: capString(String(err.message), maxString),
+      status: statusOf(err),
+      stack: typeof err.stack === 'string' ? capString(err.stack, MAX_STACK) : null,
+    };
+  }
+  let message: string;
+  try {
+    message = err === undefined ? 'undefined' : (JSON.stringify(err) ?? String(err));
+  } catch {
+    message = String(err);
+  }
+  return { name: 'NonError', message: capString(message, maxString), status: 500, stack: null };
+}
+
+/** Per-response state, kept on the response so that the finish listeners can be shared functions. */
+interface Pending {
+  core: AuditCore;
+  ctx: Context;
+  frame: AuditContext;
+  start: number;
+  error: ErrorInfo | undefined;
+  captureBody: boolean;
+  maxBodyBytes: number;
+  done: boolean;
+}
+
+const kPending = Symbol('koa-audit.pending');
+type TrackedResponse = ServerResponse & { [kPending]?: Pending };
+
+function onFinish(this: TrackedResponse): void {
+  settle(this, false);
+}
+
+function onClose(this: TrackedResponse): void {
+  settle(this, !this.writableFinished);
+}
+
+function settle(res: TrackedResponse, aborted: boolean): void {
+  const p = res[kPending];
+  if (p === undefined || p.done) return;
+  p.done = true;
+  res[kPending] = undefined;
+  res.off('finish', onFinish);
+  res.off('close', onClose);
+  // Once headers are out, the response's status is the truth (an upstream handler may have rewritten it).
+  const status = res.headersSent ? res.statusCode : p.error?.status ?? p.ctx.status;
+  storage
+    .run(p.frame, () => p.core.record(requestFields(p, status, aborted)))
+    .catch((err: unknown) => report(p.core, err));
+}
+
+function report(core: AuditCore, err: unknown): void {
+  if (core.events.listenerCount('error') > 0) core.events.emit('error', err);
+}
+
+function requestFields(p: Pending, status: number, aborted: boolean): EventFields {
+  const { ctx, core } = p;
+  const route = (ctx as { _matchedRoute?: unknown })._matchedRoute;
+  const http: HttpInfo = {
+    method: capString(ctx.method, 32),
+    path: capString(ctx.path, MAX_PATH),
+    route: route === undefined || route === null ? null : capString(String(route), MAX_PATH),
+    query: core.redactor.query(ctx.querystring, core.limits.maxString),
+    status,
+    durationMs: Math.round((performance.now() - p.start) * 1000) / 1000,
+  };
+  if (aborted) http.aborted = true;
+  if (p.captureBody) {
+    const body = capturedBody(ctx, core, p.maxBodyBytes);
+    if (body !== undefined) http.requestBody = body;
+  }
+  const fields: EventFields = {
+    kind: 'request',
+    outcome: p.error !== undefined || status >= 400 || aborted ? 'failure' : 'success',
+    http,
+  };
+  if (p.error !== undefined) fields.error = p.error;
+  return fields;
+}
+
+/** The body an upstream parser left on `ctx.request.body`: redacted and capped; binary as its size only. */
+function capturedBody(ctx: Context, core: AuditCore, maxBytes: number): StoredValue | undefined {
+  const body = (ctx.request as { body?: unknown }).body;
+  if (body === undefined || body === null) return undefined;
+  if (Buffer.isBuffer(body) || body instanceof Uint8Array) return { binary: true, bytes: body.byteLength };
+  if (typeof body === 'string') {
+    const bytes = Buffer.byteLength(body);
+    return bytes <= maxBytes ? capString(body, maxBytes) : { truncated: true, bytes, text: capString(body, maxBytes) };
+  }
+  if (typeof (body as { pipe?: unknown }).pipe === 'function') return { binary: true, bytes: null };
+  const stored = toStored(body, core.redactor, core.limits);
+  const json = JSON.stringify(stored);
+  const bytes = Buffer.byteLength(json);
+  return bytes <= maxBytes ? stored : { truncated: true, bytes, json: capString(json, maxBytes) };
+}
+
+export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {}): Middleware {
+  if (options === null || typeof options !== 'object') fail('middleware options', 'an object', options);
+  checkKnown(options, ['include', 'exclude', 'methods', 'captureBody', 'maxBodyBytes'], 'middleware');
+  const include = compilePaths('include', options.include);
+  const exclude = compilePaths('exclude', options.exclude);
+  let methods: Set<string> | null = null;
+  if (options.methods !== undefined) {
+    if (!Array.isArray(options.methods) || options.methods.some((m) => typeof m !== 'string')) fail('methods', 'an array of HTTP method names', options.methods);
+    methods = new Set(options.methods.map((m) => m.toUpperCase()));
+  }
+  if (options.captureBody !== undefined && typeof options.captureBody !== 'boolean') fail('captureBody', 'a boolean', options.captureBody);
+  const captureBody = options.captureBody === true;
+  const maxBodyBytes = positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024);
+  const sync = core.options.mode === 'sync';
+  const blocking = core.writer.onFull === 'block';
+
+  function audited(ctx: Context): boolean {
+    if (methods !== null && !methods.has(ctx.method)) return false;
+    if (exclude !== null && matches(exclude, ctx.path)) return false;
+    return include === null || matches(include, ctx.path);
+  }
+
+  return async function koaAudit(ctx: Context, next: Next): Promise<void> {
+    const start = performance.now();
+    const incoming = ctx.get('x-request-id');
+    const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    ctx.set('X-Request-Id', requestId);
+    const ua = ctx.get('user-agent');
+    const frame: AuditContext = {
+      requestId,
+      ip: safeIp(ctx),
+      userAgent: ua === '' ? null : capString(ua, 512),
+      ctx,
+      explicitActor: null,
+      resolve: core.resolveRequestActor,
+    };
+    frameOf.set(ctx, frame);
+
+    // Changes made while serving an excluded path are still attributed: the context opens for every request.
+    if (!audited(ctx)) return storage.run(frame, next);
+    // Fail closed before the action happens, not after: under `block`, wait for room first.
+    if (blocking) await core.writer.waitForSpace();
+
+    const p: Pending = { core, ctx, frame, start, error: undefined, captureBody, maxBodyBytes, done: false };
+    if (sync) return runSync(p, next);
+
+    const res = ctx.res as TrackedResponse;
+    res[kPending] = p;
+    res.once('finish', onFinish);
+    res.once('close', onClose);
+    try {
+      await storage.run(frame, next);
+    } catch (err) {
+      p.error = errorInfo(err, core.limits.maxString);
+      throw err;
+    }
+  };
+}
+
+/** `mode: 'sync'`: the event is stored before Koa sends the response; if it cannot be, the request fails (503). */
+async function runSync(p: Pending, next: Next): Promise<void> {
+  let thrown: { err: unknown } | null = null;
+  try {
+    await storage.run(p.frame, next);
+  } catch (err) {
+    thrown = { err };
+    p.error = errorInfo(err, p.core.limits.maxString);
+  }
+  const status = p.error !== undefined ? p.error.status ?? 500 : p.ctx.status;
+  const doc = await storage.run(p.frame, () => p.core.build(requestFields(p, status, false)));
+  await p.core.writer.writeNow(doc);
+  if (thrown !== null) throw thrown.err;
+}
+
+function safeIp(ctx: Context): string | null {
+  try {
+    const ip = ctx.ip;
+    return ip === '' || ip === undefined ? null : capString(ip, 256);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * Options of `createAudit` and of the middleware: validated and resolved once, at construction.
+ * A wrong option throws a TypeError that names it; an unknown option is an error too (a typo would
+ * otherwise silently turn a safety feature off).
+ */
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import mongoose, { type Connection, type WriteConcern } from 'mongoose';
+import type { ActorResolver, JwtOptions } from './actor.js';
+import type { OnFull } from './store/writer.js';
+
+export interface AuditOptions {
+  /** The mongoose Connection events are written through. Default: `mongoose.connection`. */
+  connection?: Connection;
+  /** Collection name. Default `'auditevents'`. */
+  collection?: string;
+  /** Verify Bearer tokens (or a cookie) to find the actor. */
+  jwt?: JwtOptions;
+  /** Consulted when neither `ctx.state.user` nor a verified token gives an actor. */
+  resolveActor?: ActorResolver;
+  /** `'async'` (default): queued, batched writes; `'sync'`: the request event is stored before the response. */
+  mode?: 'async' | 'sync';
+  /** Events held in memory while the store is slow or down. Default 10,000. */
+  maxQueue?: number;
+  /** Bytes held in memory (estimated). Default 64 MiB. */
+  maxQueueBytes?: number;
+  /** What happens when the queue is full. Default `'spool'`. */
+  onFull?: OnFull;
+  /** Where spooled events are kept. Default: `<os tmpdir>/koa-audit-spool/<collection>`. */
+  spoolDir?: string;
+  /** How long a request waits for room under `onFull: 'block'` before failing with 503. Default 5,000 ms. */
+  blockTimeoutMs?: number;
+  /** `{ days }`: keep events this long (TTL index where supported, else `prune()`). */
+  retention?: { days: number };
+  /** Write concern of the audit inserts. Default: the connection's. */
+  writeConcern?: WriteConcern;
+  /** Extra key names whose values are stored as `'[REDACTED]'`. */
+  redact?: string[];
+  /** Events per insert. Default 500. */
+  batchSize?: number;
+  /** Longest wait before a partial batch is written, in ms. Default 250. */
+  flushIntervalMs?: number;
+  /** Emit `degraded` once writes have failed for this long. Default 5,000 ms. */
+  degradedAfterMs?: number;
+  /** How long `close()` tries before giving up. Default 10,000 ms. */
+  closeTimeoutMs?: number;
+  /** Longest stored string. Default 4,096 characters. */
+  maxStringLength?: number;
+  /** Which models the change plugin audits: names, or a predicate. Default: every model it is applied to. */
+  models?: string[] | ((modelName: string) => boolean);
+  /** Flood control of failed logins. Default `{ max: 10, windowMs: 60_000 }` per identifier and per IP. */
+  loginFailures?: { max: number; windowMs: number };
+}
+
+export interface ResolvedOptions {
+  connection: Connection;
+  collection: string;
+  jwt: JwtOptions | undefined;
+  resolveActor: ActorResolver | undefined;
+  mode: 'async' | 'sync';
+  maxQueue: number;
+  maxQueueBytes: number;
+  onFull: OnFull;
+  spoolDir: string;
+  blockTimeoutMs: number;
+  retention: { days: number } | undefined;
+  writeConcern: WriteConcern | undefined;
+  redact: string[];
+  batchSize: number;
+  flushIntervalMs: number;
+  degradedAfterMs: number;
+  closeTimeoutMs: number;
+  maxStringLength: number;
+  auditsModel: (modelName: string) => boolean;
+  loginFailures: { max: number; windowMs: number };
+}
+
+const JWT_ALGORITHMS = new Set([
+  'HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'EdDSA',
+]);
+
+export function fail(name: string, expected: string, got: unknown): never {
+  const shown = typeof got === 'string' ? JSON.stringify(got) : typeof got === 'function' ? 'a function' : String(got);
+  throw new TypeError(`koa-audit: option "${name}" must be ${expected}, got ${shown}`);
+}
+
+export function checkKnown(given: object, known: readonly string[], where: string): void {
+  for (const key of Object.keys(given)) {
+    if (!known.includes(key)) throw new TypeError(`koa-audit: unknown ${where} option "${key}"`);
+  }
+}
+
+export function positiveInt(name: string, v: unknown, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) fail(name, 'a positive integer', v);
+  return v;
+}
+
+function nonEmptyString(name: string, v: unknown, dflt: string): string {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'string' || v === '') fail(name, 'a non-empty string', v);
+  return v;
+}
+
+function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[], dflt: T): T {
+  if (v === undefined) return dflt;
+  if (!allowed.includes(v as T)) fail(name, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, v);
+  return v as T;
+}
+
+function stringList(name: string, v: unknown): string[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || x === '')) fail(name, 'an array of non-empty strings', v);
+  return [...v];
+}
+
+function jwtOptions(v: unknown): JwtOptions | undefined {
+  if (v === undefined) return undefined;
+  if (v === null || typeof v !== 'object') fail('jwt', 'an object { secret | publicKey, algorithms }', v);
+  const j = v as Record<string, unknown>;
+  checkKnown(j, ['secret', 'publicKey', 'algorithms', 'cookie', 'issuer', 'audience'], 'jwt');
+  if ((j.secret === undefined) === (j.publicKey === undefined)) fail('jwt', 'an object with exactly one of secret or publicKey', 'neither or both');
+  const key = j.secret ?? j.publicKey;
+  if (!(typeof key === 'string' && key !== '') && !Buffer.isBuffer(key) && typeof key !== 'object') fail('jwt.secret', 'a non-empty string, Buffer or KeyObject', key);
+  const algs = j.algorithms;
+  if (!Array.isArray(algs) || algs.length === 0 || algs.some((a) => !JWT_ALGORITHMS.has(a as string))) {
+    fail('jwt.algorithms', `a non-empty array of ${[...JWT_ALGORITHMS].join(', ')} (pinning them is required; 'none' is never accepted)`, algs);
+  }
+  if (j.cookie !== undefined) nonEmptyString('jwt.cookie', j.cookie, '');
+  return j as unknown as JwtOptions;
+}
+
+function modelsOption(v: unknown): (name: string) => boolean {
+  if (v === undefined) return () => true;
+  if (typeof v === 'function') return v as (name: string) => boolean;
+  const names = new Set(stringList('models', v));
+  return (name) => names.has(name);
+}
+
+const KNOWN = [
+  'connection', 'collection', 'jwt', 'resolveActor', 'mode', 'maxQueue', 'maxQueueBytes', 'onFull', 'spoolDir',
+  'blockTimeoutMs', 'retention', 'writeConcern', 'redact', 'batchSize', 'flushIntervalMs', 'degradedAfterMs',
+  'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures',
+] as const;
+
+export function resolveOptions(options: unknown): ResolvedOptions {
+  if (options === undefined) options = {};
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) fail('options', 'an object', options);
+  const o = options as Record<string, unknown>;
+  checkKnown(o, KNOWN, 'createAudit');
+
+  const connection = o.connection ?? mongoose.connection;
+  if (!(connection instanceof mongoose.Connection)) fail('connection', 'a mongoose Connection', connection);
+  const collection = nonEmptyString('collection', o.collection, 'auditevents');
+  if (o.resolveActor !== undefined && typeof o.resolveActor !== 'function') fail('resolveActor', 'a function', o.resolveActor);
+
+  let retention: { days: number } | undefined;
+  if (o.retention !== undefined) {
+    const r = o.retention as { days?: unknown } | null;
+    if (r === null || typeof r !== 'object' || typeof r.days !== 'number' || !(r.days > 0)) fail('retention', 'an object { days: number > 0 }', o.retention);
+    retention = { days: r.days };
+  }
+  if (o.writeConcern !== undefined && (o.writeConcern === null || typeof o.writeConcern !== 'object')) {
+    fail('writeConcern', 'an object such as { w: "majority" }', o.writeConcern);
+  }
+  if (o.spoolDir !== undefined) nonEmptyString('spoolDir', o.spoolDir, '');
+
+  let loginFailures = { max: 10, windowMs: 60_000 };
+  if (o.loginFailures !== undefined) {
+    const l = o.loginFailures as Record<string, unknown> | null;
+    if (l === null || typeof l !== 'object') fail('loginFailures', 'an object { max, windowMs }', l);
+    loginFailures = { max: positiveInt('loginFailures.max', l.max, 10), windowMs: positiveInt('loginFailures.windowMs', l.windowMs, 60_000) };
+  }
+
+  return {
+    connection: connection as Connection,
+    collection,
+    jwt: jwtOptions(o.jwt),
+    resolveActor: o.resolveActor as ActorResolver | undefined,
+    mode: oneOf('mode', o.mode, ['async', 'sync'] as const, 'async'),
+    maxQueue: positiveInt('maxQueue', o.maxQueue, 10_000),
+    maxQueueBytes: positiveInt('maxQueueBytes', o.maxQueueBytes, 64 * 1024 * 1024),
+    onFull: oneOf('onFull', o.onFull, ['spool', 'block', 'drop'] as const, 'spool'),
+    spoolDir: (o.spoolDir as string | undefined) ?? join(tmpdir(), 'koa-audit-spool', collection),
+    blockTimeoutMs: positiveInt('blockTimeoutMs', o.blockTimeoutMs, 5_000),
+    retention,
+    writeConcern: o.writeConcern as WriteConcern | undefined,
+    redact: stringList('redact', o.redact),
+    batchSize: positiveInt('batchSize', o.batchSize, 500),
+    flushIntervalMs: positiveInt('flushIntervalMs', o.flushIntervalMs, 250),
+    degradedAfterMs: positiveInt('degradedAfterMs', o.degradedAfterMs, 5_000),
+    closeTimeoutMs: positiveInt('closeTimeoutMs', o.closeTimeoutMs, 10_000),
+    maxStringLength: positiveInt('maxStringLength', o.maxStringLength, 4_096),
+    auditsModel: modelsOption(o.models),
+    loginFailures,
+  };
+}

@@ -1,0 +1,190 @@
+/**
+ * The safe stored form: turns any JavaScript value into a JSON-like value that every MongoDB-compatible server
+ * accepts and that keeps its meaning when read back. It never throws.
+ *
+ * | input                      | stored as                                         |
+ * |----------------------------|---------------------------------------------------|
+ * | Date                       | ISO string (`'Invalid Date'` when invalid)        |
+ * | ObjectId                   | 24-char hex string                                |
+ * | Decimal128, BigInt         | decimal string                                    |
+ * | Buffer, typed array, Binary| base64 string (capped)                            |
+ * | Map                        | object; Set: array                                |
+ * | undefined                  | null                                              |
+ * | NaN, Infinity, -Infinity   | the strings `'NaN'`, `'Infinity'`, `'-Infinity'`  |
+ * | cyclic reference           | `'[Circular]'`                                    |
+ * | deeper than `maxDepth`     | `'[Truncated]'`                                   |
+ * | key with `.`, `$…`, `%`, NUL | escaped key: `%2E`, `%24`, `%25`, `%00` (see `unescapeKey`) |
+ * | string over `maxString`    | cut to the cap, then `'…[truncated N chars]'`     |
+ * | lone UTF-16 surrogate      | U+FFFD                                            |
+ * | function, symbol           | `'[Function name]'`, `'Symbol(desc)'`             |
+ * | Error                      | `{ name, message }`                               |
+ * | secret key (lib/redact.ts) | `'[REDACTED]'`                                    |
+ */
+import { REDACTED, type Redactor } from './redact.js';
+import type { StoredValue } from './types.js';
+
+export interface SafeLimits {
+  /** Longest stored string, in UTF-16 code units. */
+  maxString: number;
+  /** Deepest nesting kept; deeper values become `'[Truncated]'`. */
+  maxDepth: number;
+  /** Most array items or object keys kept per level. */
+  maxItems: number;
+}
+
+export const DEFAULT_LIMITS: SafeLimits = { maxString: 4096, maxDepth: 12, maxItems: 1000 };
+
+export const CIRCULAR = '[Circular]';
+export const TRUNCATED = '[Truncated]';
+
+/** Cuts a string to `max` code units without splitting a surrogate pair, and makes it well-formed. */
+export function capString(s: string, max: number): string {
+  let out = s;
+  if (out.length > max) {
+    let cut = max;
+    const c = out.charCodeAt(cut - 1);
+    if (c >= 0xd800 && c <= 0xdbff) cut--;
+    out = `${out.slice(0, cut)}…[truncated ${s.length - cut} chars]`;
+  }
+  return out.isWellFormed() ? out : out.toWellFormed();
+}
+
+/** Escapes a key so that it has no `.`, no leading `$` and no NUL; `%` is escaped so that this is reversible. */
+export function escapeKey(key: string): string {
+  let needs = key.charCodeAt(0) === 36; // '$'
+  for (let i = 0; !needs && i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    needs = c === 46 || c === 37 || c === 0;
+  }
+  if (!needs) return key;
+  let out = '';
+  for (let i = 0; i < key.length; i++) {
+    const ch = key[i];
+    if (ch === '%') out += '%25';
+    else if (ch === '.') out += '%2E';
+    else if (ch === '\0') out += '%00';
+    else if (ch === '$' && i === 0) out += '%24';
+    else out += ch;
+  }
+  return out;
+}
+
+/** The inverse of `escapeKey`. */
+export function unescapeKey(key: string): string {
+  if (!key.includes('%')) return key;
+  return key.replace(/%(25|2E|00|24)/g, (_m, code: string) =>
+    code === '25' ? '%' : code === '2E' ? '.' : code === '00' ? '\0' : '$');
+}
+
+interface Walk {
+  limits: SafeLimits;
+  redactor: Redactor | null;
+  /** Objects on the current path, to tell a cycle from a shared reference. */
+  path: object[];
+}
+
+/** Converts `value` to its safe stored form, redacting values under secret keys when a redactor is given. */
+export function toStored(value: unknown, redactor: Redactor | null = null, limits: SafeLimits = DEFAULT_LIMITS): StoredValue {
+  return convert(value, { limits, redactor, path: [] }, 0);
+}
+
+function convert(value: unknown, w: Walk, depth: number): StoredValue {
+  switch (typeof value) {
+    case 'string':
+      return capString(value, w.limits.maxString);
+    case 'number':
+      return Number.isFinite(value) ? value : String(value);
+    case 'boolean':
+      return value;
+    case 'undefined':
+      return null;
+    case 'bigint':
+      return value.toString();
+    case 'symbol':
+      return capString(value.toString(), w.limits.maxString);
+    case 'function':
+      return capString(`[Function ${value.name || 'anonymous'}]`, w.limits.maxString);
+  }
+  if (value === null) return null;
+  return convertObject(value as object, w, depth);
+}
+
+function convertObject(obj: object, w: Walk, depth: number): StoredValue {
+  if (obj instanceof Date) return Number.isNaN(obj.getTime()) ? 'Invalid Date' : obj.toISOString();
+  const bsontype = (obj as { _bsontype?: unknown })._bsontype;
+  if (typeof bsontype === 'string') return fromBson(obj, bsontype, w);
+  if (ArrayBuffer.isView(obj)) return bytesToBase64(obj, w.limits.maxString);
+  if (obj instanceof ArrayBuffer) return bytesToBase64(new Uint8Array(obj), w.limits.maxString);
+  if (obj instanceof RegExp) return capString(obj.toString(), w.limits.maxString);
+  if (obj instanceof Error) return { name: capString(obj.name, 256), message: capString(String(obj.message), w.limits.maxString) };
+
+  if (w.path.includes(obj)) return CIRCULAR;
+  if (depth >= w.limits.maxDepth) return TRUNCATED;
+
+  // A mongoose document or subdocument: store its data, not its internals.
+  const plain = typeof (obj as { toObject?: unknown }).toObject === 'function' && '$__' in obj
+    ? (obj as unknown as { toObject(o: object): object }).toObject({ depopulate: true, virtuals: false, getters: false })
+    : obj;
+
+  w.path.push(obj);
+  try {
+    if (Array.isArray(plain) || plain instanceof Set) return convertList(plain, w, depth);
+    if (plain instanceof Map) return convertEntries(plain.entries(), w, depth);
+    return convertEntries(Object.entries(plain), w, depth);
+  } finally {
+    w.path.pop();
+  }
+}
+
+function convertList(list: Iterable<unknown>, w: Walk, depth: number): StoredValue[] {
+  const out: StoredValue[] = [];
+  let n = 0;
+  for (const item of list) {
+    if (n++ === w.limits.maxItems) {
+      out.push(TRUNCATED);
+      break;
+    }
+    out.push(convert(item, w, depth + 1));
+  }
+  return out;
+}
+
+function convertEntries(entries: Iterable<[unknown, unknown]>, w: Walk, depth: number): { [key: string]: StoredValue } {
+  const out: { [key: string]: StoredValue } = {};
+  let n = 0;
+  for (const [rawKey, item] of entries) {
+    if (n++ === w.limits.maxItems) {
+      out[escapeKey('…')] = TRUNCATED;
+      break;
+    }
+    const key = capString(typeof rawKey === 'string' ? rawKey : String(rawKey), 256);
+    out[escapeKey(key)] = w.redactor !== null && w.redactor.isSecret(key) ? REDACTED : convert(item, w, depth + 1);
+  }
+  return out;
+}
+
+function fromBson(obj: object, type: string, w: Walk): StoredValue {
+  switch (type) {
+    case 'ObjectId':
+    case 'ObjectID':
+      return (obj as { toHexString(): string }).toHexString();
+    case 'Binary': {
+      const b = obj as { buffer: Uint8Array; position?: number };
+      return bytesToBase64(b.buffer.subarray(0, b.position ?? b.buffer.length), w.limits.maxString);
+    }
+    case 'Int32':
+    case 'Double':
+      return convert((obj as { valueOf(): number }).valueOf(), w, 0);
+    default:
+      // Decimal128, Long, Timestamp, UUID...: their string form is their exact meaning.
+      return capString(String(obj), w.limits.maxString);
+  }
+}
+
+function bytesToBase64(view: ArrayBufferView, maxString: number): string {
+  const bytes = Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+  // Cut before encoding: base64 of a huge buffer would be built only to be thrown away.
+  const maxBytes = Math.floor((maxString / 4) * 3);
+  if (bytes.length <= maxBytes) return bytes.toString('base64');
+  return `${bytes.subarray(0, maxBytes).toString('base64')}…[truncated ${bytes.length - maxBytes} bytes]`;
+}

@@ -1,0 +1,56 @@
+/**
+ * The mongoose model of the audit collection. Writes go through the driver with already-safe values (the
+ * writer); the model serves reads, index creation and users who want mongoose queries of their own.
+ */
+import { Schema, type Connection, type Model } from 'mongoose';
+import type { AuditEvent } from '../types.js';
+
+const { Mixed } = Schema.Types;
+
+/** The audit collection's own schemas: the change plugin, even when registered globally, leaves them alone. */
+export const auditSchemas = new WeakSet<Schema>();
+
+function eventSchema(collection: string): Schema {
+  // Untyped on purpose: mongoose's inferred types for a schema this wide exceed the compiler's depth limit.
+  const schema = new Schema(
+    {
+      ts: { type: Date, required: true },
+      kind: { type: String, required: true },
+      outcome: { type: String, required: true },
+      actor: { type: Mixed, default: null },
+      requestId: { type: String, default: null },
+      ip: { type: String, default: null },
+      userAgent: { type: String, default: null },
+      http: { type: Mixed },
+      error: { type: Mixed },
+      model: { type: String },
+      collectionName: { type: String },
+      documentId: { type: String },
+      operation: { type: String },
+      changes: { type: Mixed },
+      summary: { type: Mixed },
+      provider: { type: String },
+      identifier: { type: String },
+      reason: { type: String },
+      meta: { type: Mixed },
+    },
+    { collection, versionKey: false, autoIndex: false, autoCreate: false, strict: false, minimize: false },
+  );
+  // Newest-first keyset pagination sorts on (ts, _id): every index ends with both.
+  schema.index({ ts: -1, _id: -1 });
+  schema.index({ 'actor.id': 1, ts: -1, _id: -1 });
+  schema.index({ model: 1, documentId: 1, ts: -1, _id: -1 });
+  schema.index({ requestId: 1, ts: -1, _id: -1 });
+  schema.index({ kind: 1, ts: -1, _id: -1 });
+  schema.index({ outcome: 1, ts: -1, _id: -1 });
+  schema.index({ ip: 1, ts: -1, _id: -1 });
+  auditSchemas.add(schema);
+  return schema;
+}
+
+/** The model for `collection` on `connection`, created once per connection and collection. */
+export function eventModel(connection: Connection, collection: string): Model<AuditEvent> {
+  const name = `KoaAuditEvent:${collection}`;
+  const existing = connection.models[name] as Model<AuditEvent> | undefined;
+  return existing ?? (connection.model(name, eventSchema(collection)) as unknown as Model<AuditEvent>);
+}

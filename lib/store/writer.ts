@@ -1,0 +1,435 @@
+/**
+ * The writer: takes accepted events and gets every one of them into the collection.
+ *
+ * - Batches: a full batch is written at once, a partial one after `flushIntervalMs`, on an unref'd timer.
+ * - One insert in flight at a time, unordered within the batch; `_id`s are set at acceptance, so a retried
+ *   batch whose first attempt did reach the server stores nothing twice (duplicate keys count as stored).
+ * - Failures are retried with capped exponential backoff; the queue is bounded by count and by bytes, and
+ *   what does not fit goes to the spool, waits (`block`), or is dropped and counted (`drop`).
+ * - Errors never reach the caller that recorded the event: they are emitted as `'error'` on the auditor.
+ */
+import { EventEmitter } from 'node:events';
+import type { Collection, WriteConcern } from 'mongoose';
+import { mongo } from 'mongoose';
+import { Spool, type StoredDoc } from './spool.js';
+
+export type OnFull = 'spool' | 'block' | 'drop';
+
+export interface WriterOptions {
+  batchSize: number;
+  flushIntervalMs: number;
+  maxQueue: number;
+  maxQueueBytes: number;
+  onFull: OnFull;
+  spool: Spool | null;
+  blockTimeoutMs: number;
+  writeConcern: WriteConcern | undefined;
+  degradedAfterMs: number;
+  retryMinMs: number;
+  retryMaxMs: number;
+}
+
+export interface AuditStats {
+  /** Events handed to the writer. */
+  accepted: number;
+  /** Events confirmed stored (including duplicates of an earlier attempt). */
+  stored: number;
+  /** Batch write attempts that failed and were retried. */
+  retried: number;
+  /** Events lost because the queue was full with `onFull: 'drop'` (or the spool could not be written). */
+  dropped: number;
+  /** Events written to the spool. */
+  spooled: number;
+  /** Events in memory now. */
+  queued: number;
+  /** True while writes have been failing for longer than the degraded threshold. */
+  degraded: boolean;
+}
+
+/** Raised to the caller only under `onFull: 'block'` (and by the sync mode): the request must fail closed. */
+export class AuditUnavailableError extends Error {
+  readonly status = 503;
+  readonly expose = true;
+  constructor(message = 'Audit log unavailable') {
+    super(message);
+    this.name = 'AuditUnavailableError';
+  }
+}
+
+interface Queued {
+  doc: StoredDoc;
+  bytes: number;
+  /** Set when the server refused this document itself (not the batch): its second form is a stub. */
+  stubbed?: boolean;
+}
+
+const DUPLICATE_KEY = 11000;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** Per-document write errors of a bulk insert, or null when the whole command failed. */
+function documentErrors(err: unknown): { index: number; code: number; message: string }[] | null {
+  if (!(err instanceof mongo.MongoBulkWriteError)) return null;
+  const list = err.writeErrors;
+  const arr = Array.isArray(list) ? list : list === undefined || list === null ? [] : [list];
+  if (arr.length === 0) return null;
+  return arr.map((e) => ({ index: e.index, code: e.code as number, message: e.errmsg ?? 'write error' }));
+}
+
+export class Writer {
+  private readonly o: WriterOptions;
+  private readonly coll: () => Collection;
+  private readonly events: EventEmitter;
+  private queue: Queued[] = [];
+  private bytes = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private draining = false;
+  /** Write partial batches too (the interval passed, or someone is waiting in flush()). */
+  private force = false;
+  private idle: (() => void)[] = [];
+  private space: (() => void)[] = [];
+  private failingSince: number | null = null;
+  private spoolPending: boolean;
+  private warned = false;
+  private lost: { count: number; from: Date; to: Date } | null = null;
+  private readonly s: AuditStats = { accepted: 0, stored: 0, retried: 0, dropped: 0, spooled: 0, queued: 0, degraded: false };
+
+  constructor(collection: () => Collection, options: WriterOptions, events: EventEmitter) {
+    this.coll = collection;
+    this.o = options;
+    this.events = events;
+    // What an earlier process left in the spool is replayed as soon as the store answers.
+    this.spoolPending = options.spool !== null && options.spool.files().length > 0;
+    if (this.spoolPending) this.schedule(0);
+  }
+
+  get onFull(): OnFull {
+    return this.o.onFull;
+  }
+
+  stats(): AuditStats {
+    return { ...this.s, queued: this.queue.length };
+  }
+
+  isFull(): boolean {
+    return this.queue.length >= this.o.maxQueue || this.bytes >= this.o.maxQueueBytes;
+  }
+
+  /**
+   * Accepts one event. Returns nothing, except under `block` with a full queue: then a promise that resolves
+   * once the event is queued, or rejects with AuditUnavailableError after `blockTimeoutMs`.
+   */
+  accept(doc: StoredDoc): void | Promise<void> {
+    this.s.accepted++;
+    if (!this.isFull()) return this.enqueue(doc);
+    switch (this.o.onFull) {
+      case 'spool':
+        return this.toSpool([doc]);
+      case 'drop':
+        return this.drop(1, doc.ts as Date);
+      case 'block':
+        return this.waitForSpace().then(() => this.enqueue(doc));
+    }
+  }
+
+  /** Resolves when there is room in the queue; rejects with AuditUnavailableError after `blockTimeoutMs`. */
+  waitForSpace(): Promise<void> {
+    if (!this.isFull()) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const onSpace = (): void => {
+        clearTimeout(t);
+        resolve();
+      };
+      const t = setTimeout(() => {
+        this.space = this.space.filter((f) => f !== onSpace);
+        reject(new AuditUnavailableError('Audit log full: the store is not keeping up'));
+      }, this.o.blockTimeoutMs);
+      this.space.push(onSpace);
+    });
+  }
+
+  /** Writes one document now, bypassing the queue (sync mode). Throws AuditUnavailableError on failure. */
+  async writeNow(doc: StoredDoc): Promise<void> {
+    this.s.accepted++;
+    try {
+      await this.coll().insertOne(doc, { writeConcern: this.o.writeConcern });
+      this.s.stored++;
+      this.succeeded();
+    } catch (err) {
+      if ((err as { code?: number }).code === DUPLICATE_KEY) {
+        this.s.stored++;
+        return;
+      }
+      this.failed(err);
+      throw new AuditUnavailableError();
+    }
+  }
+
+  /** Resolves when every accepted event (and every spooled one, once the store answers) is stored. */
+  flush(): Promise<void> {
+    if (this.queue.length === 0 && !this.draining && !this.spoolPending) return Promise.resolve();
+    const p = new Promise<void>((resolve) => this.idle.push(resolve));
+    this.force = true;
+    this.schedule(0);
+    return p;
+  }
+
+  /**
+   * Flushes, then stops the timer. After `timeoutMs`, events still in memory are moved to the spool when
+   * there is one (a later process replays them); resolves with how many could not be written.
+   */
+  async close(timeoutMs: number): Promise<{ unwritten: number }> {
+    let timedOut = false;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.flush(),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          timedOut = true;
+          resolve();
+        }, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    if (!timedOut) return { unwritten: 0 };
+    const left = this.queue.splice(0);
+    this.bytes = 0;
+    if (this.o.spool !== null && left.length > 0) {
+      try {
+        this.o.spool.append(left.map((q) => q.doc));
+        this.s.spooled += left.length;
+      } catch (err) {
+        this.report(err);
+      }
+    }
+    return { unwritten: left.length };
+  }
+
+  private enqueue(doc: StoredDoc): void {
+    const bytes = approximateSize(doc);
+    this.queue.push({ doc, bytes });
+    this.bytes += bytes;
+    this.schedule(this.queue.length >= this.o.batchSize ? 0 : this.o.flushIntervalMs);
+  }
+
+  private toSpool(docs: StoredDoc[]): void {
+    try {
+      (this.o.spool as Spool).append(docs);
+      this.s.spooled += docs.length;
+      this.spoolPending = true;
+    } catch (err) {
+      this.report(err);
+      this.drop(docs.length, docs[0].ts as Date);
+    }
+  }
+
+  private drop(count: number, ts: Date): void {
+    this.s.dropped += count;
+    if (this.lost === null) this.lost = { count, from: ts, to: ts };
+    else {
+      this.lost.count += count;
+      this.lost.to = ts;
+    }
+  }
+
+  /** `delay` 0: a full batch is waiting; otherwise arm the interval timer, after which everything is written. */
+  private schedule(delay: number): void {
+    if (delay === 0) {
+      if (this.draining) return;
+      if (this.timer !== null) clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.drain(), 0);
+    } else if (this.timer === null && !this.draining) {
+      this.timer = setTimeout(() => {
+        this.force = true;
+        this.drain();
+      }, delay);
+    } else return;
+    this.timer.unref();
+  }
+
+  private async drain(): Promise<void> {
+    this.timer = null;
+    if (this.draining) return;
+    this.draining = true;
+    let backoff = this.o.retryMinMs;
+    try {
+      for (;;) {
+        let ok: boolean;
+        if (this.queue.length >= this.o.batchSize || (this.force && this.queue.length > 0)) ok = await this.writeHead();
+        else if (this.spoolPending && (this.force || this.queue.length === 0)) ok = await this.replaySpool();
+        else break;
+        if (ok) {
+          backoff = this.o.retryMinMs;
+          this.recordLoss();
+        } else {
+          this.s.retried++;
+          await sleep(backoff + Math.floor(Math.random() * backoff * 0.2));
+          backoff = Math.min(backoff * 2, this.o.retryMaxMs);
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+    if (this.queue.length > 0) {
+      this.schedule(this.o.flushIntervalMs); // a partial batch left: it waits for the interval
+      return;
+    }
+    this.force = false;
+    const waiters = this.idle.splice(0);
+    for (const w of waiters) w();
+  }
+
+  /** Writes the head of the queue; true when the store answered (even if some documents were refused). */
+  private async writeHead(): Promise<boolean> {
+    const batch = this.queue.slice(0, this.o.batchSize);
+    try {
+      await this.coll().insertMany(batch.map((q) => q.doc), { ordered: false, writeConcern: this.o.writeConcern });
+      this.settle(batch.length, batch.length);
+      return true;
+    } catch (err) {
+      const errors = documentErrors(err);
+      if (errors === null) {
+        this.failed(err);
+        return false;
+      }
+      // The server answered: every document not named in writeErrors is stored, duplicates were stored before.
+      let stored = batch.length;
+      const keep: Queued[] = [];
+      for (const e of errors) {
+        if (e.code === DUPLICATE_KEY) continue;
+        stored--;
+        const q = batch[e.index];
+        if (q.stubbed) {
+          this.s.dropped++;
+          this.report(new Error(`audit event ${String(q.doc._id)} refused by the server: ${e.message}`));
+        } else {
+          keep.push({ doc: stub(q.doc, e.message), bytes: 256, stubbed: true });
+        }
+      }
+      this.settle(batch.length, stored);
+      this.queue.unshift(...keep);
+      for (const k of keep) this.bytes += k.bytes;
+      return true;
+    }
+  }
+
+  private settle(removed: number, stored: number): void {
+    const out = this.queue.splice(0, removed);
+    for (const q of out) this.bytes -= q.bytes;
+    this.s.stored += stored;
+    this.succeeded();
+    const waiters = this.space.splice(0);
+    for (const w of waiters) w();
+  }
+
+  private async replaySpool(): Promise<boolean> {
+    const spool = this.o.spool as Spool;
+    try {
+      const n = await spool.replay(this.o.batchSize, async (docs) => {
+        try {
+          await this.coll().insertMany(docs, { ordered: false, writeConcern: this.o.writeConcern });
+        } catch (err) {
+          const errors = documentErrors(err);
+          if (errors === null) throw err;
+          for (const e of errors) if (e.code !== DUPLICATE_KEY) this.report(new Error(`spooled audit event refused: ${e.message}`));
+        }
+      });
+      this.s.stored += n;
+      this.spoolPending = spool.files().length > 0;
+      this.succeeded();
+      return true;
+    } catch (err) {
+      this.failed(err);
+      return false;
+    }
+  }
+
+  /** After a loss under `drop`, the gap itself becomes an event as soon as the store takes writes again. */
+  private recordLoss(): void {
+    if (this.lost === null) return;
+    const { count, from, to } = this.lost;
+    this.lost = null;
+    const doc: StoredDoc = {
+      _id: new mongo.ObjectId(),
+      ts: new Date(),
+      kind: 'loss',
+      outcome: 'failure',
+      actor: { id: 'system', via: 'system' },
+      requestId: null,
+      ip: null,
+      userAgent: null,
+      meta: { lost: count, from: from.toISOString(), to: to.toISOString(), policy: this.o.onFull },
+    };
+    this.queue.push({ doc, bytes: 256 });
+    this.bytes += 256;
+  }
+
+  private succeeded(): void {
+    this.failingSince = null;
+    if (this.s.degraded) {
+      this.s.degraded = false;
+      this.events.emit('recovered');
+    }
+  }
+
+  private failed(err: unknown): void {
+    const now = Date.now();
+    if (this.failingSince === null) this.failingSince = now;
+    if (!this.s.degraded && now - this.failingSince >= this.o.degradedAfterMs) {
+      this.s.degraded = true;
+      this.events.emit('degraded', err);
+    }
+    this.report(err);
+  }
+
+  private report(err: unknown): void {
+    if (this.events.listenerCount('error') > 0) this.events.emit('error', err);
+    else if (!this.warned) {
+      // An 'error' event with no listener would throw from a timer and crash the app: warn once instead.
+      this.warned = true;
+      process.emitWarning(`koa-audit: writing audit events failed (listen to 'error' for details): ${String(err)}`, 'KoaAuditWarning');
+    }
+  }
+}
+
+/** A refused document's replacement: what happened, without the data the server would not take. */
+function stub(doc: StoredDoc, reason: string): StoredDoc {
+  return {
+    _id: doc._id,
+    ts: doc.ts,
+    kind: doc.kind,
+    outcome: doc.outcome,
+    actor: doc.actor ?? null,
+    requestId: doc.requestId ?? null,
+    ip: null,
+    userAgent: null,
+    meta: { storeError: reason.slice(0, 1024) },
+  };
+}
+
+/** A cheap upper-bound estimate of an event's size, for the queue's byte bound. */
+function approximateSize(v: unknown): number {
+  switch (typeof v) {
+    case 'string':
+      return v.length * 2 + 8;
+    case 'object': {
+      if (v === null) return 4;
+      if (v instanceof Date) return 12;
+      if (Array.isArray(v)) {
+        let n = 8;
+        for (const x of v) n += approximateSize(x);
+        return n;
+      }
+      if ((v as { _bsontype?: unknown })._bsontype !== undefined) return 16;
+      let n = 8;
+      for (const k in v as object) n += k.length + 4 + approximateSize((v as Record<string, unknown>)[k]);
+      return n;
+    }
+    default:
+      return 8;
+  }
+}

@@ -1,0 +1,96 @@
+import { expect } from 'chai';
+import Koa from 'koa';
+import type { Connection } from 'mongoose';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createAudit, type Auditor, type AuditOptions } from '../lib/index.js';
+import { connectTestDb, eventually, listen, sleep, type Running } from './support/helpers.js';
+
+describe('event store', () => {
+  let conn: Connection;
+  const auditors: Auditor[] = [];
+  const servers: Running[] = [];
+  const make = (opts: AuditOptions = {}): Auditor => {
+    const a = createAudit({ connection: conn, spoolDir: mkdtempSync(join(tmpdir(), 'ka-spool-')), ...opts });
+    auditors.push(a);
+    return a;
+  };
+  /** A Koa app audited by `a`; each GET is one event. */
+  const serve = async (a: Auditor): Promise<Running> => {
+    const app = new Koa();
+    app.use(a());
+    app.use((ctx) => {
+      ctx.body = 'ok';
+    });
+    const r = await listen(app);
+    servers.push(r);
+    return r;
+  };
+  const hit = async (r: Running, n: number): Promise<void> => {
+    for (let i = 0; i < n; i++) expect((await fetch(`${r.url}/n/${i}`)).status).to.equal(200);
+  };
+
+  before(async () => {
+    conn = await connectTestDb('store');
+  });
+  after(async () => {
+    for (const s of servers) await s.close();
+    for (const a of auditors) await a.close({ timeoutMs: 2000 });
+    await conn.close();
+  });
+
+  it('creates the indexes the queries need', async () => {
+    const a = make({ collection: 'idx_events' });
+    await a.ready();
+    const keys = (await a.model.collection.indexes()).map((i) => JSON.stringify(i.key));
+    for (const k of [
+      { ts: -1, _id: -1 },
+      { 'actor.id': 1, ts: -1, _id: -1 },
+      { model: 1, documentId: 1, ts: -1, _id: -1 },
+      { requestId: 1, ts: -1, _id: -1 },
+      { kind: 1, ts: -1, _id: -1 },
+    ]) expect(keys).to.include(JSON.stringify(k));
+  });
+
+  it('writes full batches at once and holds a partial one for the interval', async () => {
+    const a = make({ collection: 'batch_count', batchSize: 10, flushIntervalMs: 60_000 });
+    await hit(await serve(a), 25);
+    await eventually(async () => (await a.model.countDocuments()) === 20);
+    await sleep(300);
+    expect(await a.model.countDocuments()).to.equal(20, 'the partial batch waits for the interval');
+    expect(a.stats().queued).to.equal(5);
+    await a.flush();
+    expect(await a.model.countDocuments()).to.equal(25);
+    expect(a.stats()).to.include({ accepted: 25, stored: 25, queued: 0 });
+  });
+
+  it('writes a partial batch once the interval passes', async () => {
+    const a = make({ collection: 'batch_time', batchSize: 1000, flushIntervalMs: 150 });
+    await hit(await serve(a), 3);
+    expect(await a.model.countDocuments()).to.be.below(3);
+    await eventually(async () => (await a.model.countDocuments()) === 3, 3000);
+  });
+
+  it('close() stores every queued event', async () => {
+    const a = make({ collection: 'close_queued', batchSize: 1000, flushIntervalMs: 60_000 });
+    await hit(await serve(a), 40);
+    expect(a.stats().queued).to.equal(40);
+    const res = await a.close();
+    expect(res).to.deep.equal({ unwritten: 0 });
+    expect(await a.model.countDocuments()).to.equal(40);
+  });
+
+  it('assigns _id and ts at acceptance, and stores the contract fields', async () => {
+    const a = make({ collection: 'shape' });
+    const before = new Date();
+    await hit(await serve(a), 1);
+    await a.flush();
+    const [ev] = await a.model.find().lean();
+    expect(ev._id).to.be.instanceOf(conn.base.Types.ObjectId);
+    expect(ev.ts).to.be.instanceOf(Date);
+    expect(ev.ts.getTime()).to.be.at.least(before.getTime() - 5);
+    expect(ev).to.include({ kind: 'request', outcome: 'success', actor: null });
+    expect(ev.requestId).to.be.a('string');
+  });
+});

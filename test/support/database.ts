@@ -1,0 +1,194 @@
+/**
+ * The test database: one module, used by the tests, the example app and the benchmarks.
+ *
+ * `startDatabase()` resolves to a MongoDB URI (without a database name), trying in order:
+ *   1. `MONGODB_URI` when set;
+ *   2. a real `mongod` through mongodb-memory-server-core (`MONGOMS_SYSTEM_BINARY`, or a download), given a
+ *      short deadline so that an offline machine moves on instead of hanging;
+ *   3. FerretDB v1.24.2 (SQLite backend), installed once by scripts/install-ferretdb.sh and started on a free
+ *      127.0.0.1 port in a temporary directory.
+ * Whatever it starts is stopped, and its directory removed, when `stopDatabase()` runs, when the process
+ * exits, and on SIGINT/SIGTERM. FerretDB runs under a watchdog shell that kills it when our stdin pipe
+ * closes, so even a SIGKILLed test run leaves no server behind.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { mongo } from 'mongoose';
+
+const { MongoClient } = mongo;
+
+export type DatabaseKind = 'env' | 'mongod' | 'ferretdb';
+
+export interface Database {
+  uri: string;
+  kind: DatabaseKind;
+  /** Stops the server (if this module started it) and can start it again on the same port and data. */
+  stop(): Promise<void>;
+  restart(): Promise<void>;
+}
+
+const ROOT = resolve(__dirname, '../..');
+let current: Promise<Database> | null = null;
+const cleanups: (() => void)[] = [];
+
+function log(msg: string): void {
+  if (process.env.KOA_AUDIT_DB_QUIET !== '1') process.stderr.write(`[test-db] ${msg}\n`);
+}
+
+export function startDatabase(): Promise<Database> {
+  current ??= start();
+  return current;
+}
+
+/** A URI for one database of the server, so that each test file works in its own. */
+export function databaseUri(base: string, name: string): string {
+  const u = new URL(base);
+  u.pathname = `/${name.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 60)}`;
+  return u.toString();
+}
+
+export async function stopDatabase(): Promise<void> {
+  if (current === null) return;
+  const db = await current;
+  current = null;
+  await db.stop();
+  cleanupAll();
+}
+
+async function start(): Promise<Database> {
+  if (process.env.MONGODB_URI) {
+    log('using MONGODB_URI');
+    const uri = process.env.MONGODB_URI;
+    return { uri, kind: 'env', stop: async () => {}, restart: async () => {} };
+  }
+  const mongod = await tryMemoryServer();
+  if (mongod !== null) return mongod;
+  return startFerret();
+}
+
+async function tryMemoryServer(): Promise<Database | null> {
+  if (process.env.KOA_AUDIT_SKIP_MONGOD === '1') return null;
+  let mms: typeof import('mongodb-memory-server-core');
+  try {
+    mms = await import('mongodb-memory-server-core');
+  } catch {
+    return null;
+  }
+  const deadline = Number(process.env.KOA_AUDIT_MONGOD_TIMEOUT_MS ?? 20_000);
+  let timer: NodeJS.Timeout | undefined;
+  const creating = mms.MongoMemoryServer.create();
+  try {
+    const server = await Promise.race([
+      creating,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no mongod within ${deadline} ms`)), deadline);
+      }),
+    ]);
+    const port = server.instanceInfo?.port;
+    log(`using mongod from mongodb-memory-server on port ${port}`);
+    const stop = async (): Promise<void> => {
+      await server.stop({ doCleanup: false, force: false });
+    };
+    cleanups.push(() => void server.stop({ doCleanup: true, force: true }).catch(() => {}));
+    return { uri: server.getUri().replace(/\/[^/]*$/, '/'), kind: 'mongod', stop, restart: () => server.start(true) };
+  } catch (err) {
+    log(`mongod unavailable (${String((err as Error).message).split('\n')[0]}); falling back to FerretDB`);
+    creating.then((s) => s.stop({ doCleanup: true, force: true })).catch(() => {});
+    return null;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
+
+async function ping(uri: string, timeoutMs: number): Promise<boolean> {
+  const client = new MongoClient(uri, { serverSelectionTimeoutMS: timeoutMs, connectTimeoutMS: timeoutMs });
+  try {
+    await client.db('admin').command({ ping: 1 });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.close().catch(() => {});
+  }
+}
+
+async function startFerret(): Promise<Database> {
+  const bin = execFileSync('bash', [join(ROOT, 'scripts/install-ferretdb.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() as string;
+  const dir = mkdtempSync(join(tmpdir(), 'koa-audit-ferretdb-'));
+  const port = await freePort();
+  const uri = `mongodb://127.0.0.1:${port}/`;
+  const args = [
+    '--handler=sqlite', `--sqlite-url=file:${dir}/`, `--state-dir=${dir}`, `--listen-addr=127.0.0.1:${port}`,
+    '--telemetry=disable', '--debug-addr=-', '--log-level=error',
+  ];
+  let child: ChildProcess | null = null;
+
+  const launch = async (): Promise<void> => {
+    // The watchdog: when our end of stdin closes (we exit, however we exit), the server is killed.
+    const script = '"$@" </dev/null & pid=$!; trap "kill $pid 2>/dev/null" TERM INT; cat >/dev/null; kill $pid 2>/dev/null; wait $pid';
+    const c = spawn('sh', ['-c', script, 'ferretdb', bin, ...args], { stdio: ['pipe', 'ignore', 'inherit'] });
+    child = c;
+    const exited = new Promise<number | null>((res) => c.once('exit', (code) => res(code)));
+    for (let i = 0; i < 100; i++) {
+      if (await ping(uri, 500)) return;
+      const code = await Promise.race([exited, new Promise<undefined>((res) => setTimeout(res, 100))]);
+      if (code !== undefined) throw new Error(`FerretDB exited with code ${code} before answering`);
+    }
+    throw new Error('FerretDB did not answer a ping within 20 s');
+  };
+
+  const kill = async (): Promise<void> => {
+    const c = child;
+    if (c === null || c.exitCode !== null) return;
+    const gone = new Promise<void>((res) => c.once('exit', () => res()));
+    c.stdin?.end();
+    c.kill('SIGTERM');
+    await Promise.race([gone, new Promise((res) => setTimeout(res, 3000))]);
+    child = null;
+  };
+
+  cleanups.push(() => {
+    try {
+      (child as ChildProcess | null)?.kill('SIGTERM');
+    } catch {
+      // already gone
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await launch();
+  log(`using FerretDB v1.24.2 on port ${port} (${dir})`);
+  return {
+    uri,
+    kind: 'ferretdb',
+    stop: async () => {
+      await kill();
+    },
+    restart: launch,
+  };
+}
+
+function cleanupAll(): void {
+  for (const c of cleanups.splice(0)) c();
+}
+
+process.once('exit', cleanupAll);
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    cleanupAll();
+    process.kill(process.pid, sig);
+  });
+}
