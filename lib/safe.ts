@@ -18,6 +18,7 @@
  * | lone UTF-16 surrogate      | U+FFFD                                            |
  * | function, symbol           | `'[Function name]'`, `'Symbol(desc)'`             |
  * | Error                      | `{ name, message }`                               |
+ * | object that throws on read | `'[Unreadable: message]'`                         |
  * | secret key (lib/redact.ts) | `'[REDACTED]'`                                    |
  */
 import { REDACTED, type Redactor } from './redact.js';
@@ -106,7 +107,12 @@ function convert(value: unknown, w: Walk, depth: number): StoredValue {
       return capString(`[Function ${value.name || 'anonymous'}]`, w.limits.maxString);
   }
   if (value === null) return null;
-  return convertObject(value as object, w, depth);
+  try {
+    return convertObject(value as object, w, depth);
+  } catch (err) {
+    // A throwing getter, a hostile Proxy: recording an event must never throw, so the value says what happened.
+    return capString(`[Unreadable: ${err instanceof Error ? err.message : 'error'}]`, 256);
+  }
 }
 
 function convertObject(obj: object, w: Walk, depth: number): StoredValue {
