@@ -227,8 +227,9 @@ export function createAudit(options?: AuditOptions): Auditor {
     versionAt: (m: string | Model<never>, id: unknown, date: Date) => versionAt(core, m, id, date),
     prune: (opts: { before: Date }) => prune(core, opts),
     ready,
-    flush: () => writer.flush(),
-    close: (opts?: { timeoutMs?: number }) => writer.close(opts?.timeoutMs ?? o.closeTimeoutMs),
+    // Login events are accepted asynchronously and flood summaries are held in memory: both go first.
+    flush: () => login.flush().then(() => writer.flush()),
+    close: (opts?: { timeoutMs?: number }) => login.close().then(() => writer.close(opts?.timeoutMs ?? o.closeTimeoutMs)),
     stats: () => writer.stats(),
     on(event: keyof AuditorEvents, listener: (...args: unknown[]) => void) {
       events.on(event, listener);
