@@ -4,7 +4,10 @@
  * replays what a crashed one left. Every event keeps the `_id` it got when accepted, so replaying a file twice
  * (two processes, or a crash mid-replay) stores nothing twice.
  */
-import { accessSync, appendFileSync, constants, createReadStream, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import {
+  accessSync, appendFileSync, closeSync, constants, createReadStream, mkdirSync, openSync, readdirSync, readSync,
+  renameSync, unlinkSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { mongo } from 'mongoose';
@@ -12,6 +15,8 @@ import { mongo } from 'mongoose';
 const { EJSON } = mongo.BSON;
 const PREFIX = 'spool-';
 const SUFFIX = '.ndjson';
+/** A file being replayed is renamed first, so that a process still appending to its old name starts a new file. */
+const CLAIMED = '.replaying';
 
 export type StoredDoc = Record<string, unknown>;
 
@@ -19,6 +24,11 @@ export type StoredDoc = Record<string, unknown>;
 export function ensureWritableDir(dir: string): void {
   mkdirSync(dir, { recursive: true });
   accessSync(dir, constants.W_OK);
+}
+
+/** Sort key: the name without the claim suffix, so a claimed file keeps its place in time. */
+function baseName(name: string): string {
+  return name.endsWith(CLAIMED) ? name.slice(0, -CLAIMED.length) : name;
 }
 
 export class Spool {
@@ -36,14 +46,15 @@ export class Spool {
     if (this.file === null) {
       ensureWritableDir(this.dir);
       const stamp = Date.now().toString().padStart(15, '0');
-      this.file = join(this.dir, `${PREFIX}${stamp}-${process.pid}-${this.seq++}${SUFFIX}`);
+      const seq = (this.seq++).toString().padStart(6, '0');
+      this.file = join(this.dir, `${PREFIX}${stamp}-${seq}-${process.pid}${SUFFIX}`);
     }
     let text = '';
     for (const d of docs) text += `${EJSON.stringify(d, { relaxed: false })}\n`;
     appendFileSync(this.file, text);
   }
 
-  /** Spool files waiting for replay, oldest first. */
+  /** Spool files waiting for replay (including ones a crashed replay left claimed), oldest first. */
   files(): string[] {
     let names: string[];
     try {
@@ -51,35 +62,77 @@ export class Spool {
     } catch {
       return [];
     }
-    return names.filter((n) => n.startsWith(PREFIX) && n.endsWith(SUFFIX)).sort().map((n) => join(this.dir, n));
+    return names
+      .filter((n) => n.startsWith(PREFIX) && (n.endsWith(SUFFIX) || n.endsWith(SUFFIX + CLAIMED)))
+      .sort((a, b) => (baseName(a) < baseName(b) ? -1 : baseName(a) > baseName(b) ? 1 : 0))
+      .map((n) => join(this.dir, n));
+  }
+
+  /** Events waiting in the spool (lines of its files). Reads the files: for close() and tests, not the hot path. */
+  count(): number {
+    let n = 0;
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    for (const file of this.files()) {
+      let fd: number;
+      try {
+        fd = openSync(file, 'r');
+      } catch {
+        continue;
+      }
+      try {
+        for (let got = readSync(fd, buf); got > 0; got = readSync(fd, buf)) {
+          for (let i = 0; i < got; i++) if (buf[i] === 0x0a) n++;
+        }
+      } finally {
+        closeSync(fd);
+      }
+    }
+    return n;
   }
 
   /**
    * Feeds every spooled event to `write` in batches, oldest first; a file is removed once all of it is written.
-   * New appends go to a new file from here on, so the file being replayed is never written to.
+   * New appends go to a new file from here on, so the file being replayed is never written to. If `write`
+   * throws, the file stays (claimed) and the next replay starts it again; `_id`s make that harmless.
+   * Resolves with how many events it read and handed to `write`.
    */
   async replay(batchSize: number, write: (batch: StoredDoc[]) => Promise<void>): Promise<number> {
     this.file = null;
     let total = 0;
-    for (const file of this.files()) {
-      let batch: StoredDoc[] = [];
-      const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
-      for await (const line of lines) {
-        if (line.trim() === '') continue;
+    for (const found of this.files()) {
+      let file = found;
+      if (!file.endsWith(CLAIMED)) {
         try {
-          batch.push(EJSON.parse(line, { relaxed: false }) as StoredDoc);
+          renameSync(found, found + CLAIMED);
+          file = found + CLAIMED;
         } catch {
-          continue; // a torn last line from a crash mid-append: the rest of the file is still good
-        }
-        if (batch.length >= batchSize) {
-          await write(batch);
-          total += batch.length;
-          batch = [];
+          continue; // another process claimed it first
         }
       }
-      if (batch.length > 0) {
-        await write(batch);
-        total += batch.length;
+      let batch: StoredDoc[] = [];
+      const input = createReadStream(file, 'utf8');
+      const lines = createInterface({ input, crlfDelay: Infinity });
+      try {
+        for await (const line of lines) {
+          if (line.trim() === '') continue;
+          try {
+            batch.push(EJSON.parse(line, { relaxed: false }) as StoredDoc);
+          } catch {
+            continue; // a torn last line from a crash mid-append: the rest of the file is still good
+          }
+          if (batch.length >= batchSize) {
+            await write(batch);
+            total += batch.length;
+            batch = [];
+          }
+        }
+        if (batch.length > 0) {
+          await write(batch);
+          total += batch.length;
+        }
+      } finally {
+        lines.close();
+        input.destroy();
       }
       try {
         unlinkSync(file);

@@ -65,10 +65,6 @@ interface Queued {
 
 const DUPLICATE_KEY = 11000;
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
-}
-
 /** Per-document write errors of a bulk insert, or null when the whole command failed. */
 function documentErrors(err: unknown): { index: number; code: number; message: string }[] | null {
   if (!(err instanceof mongo.MongoBulkWriteError)) return null;
@@ -82,6 +78,7 @@ export class Writer {
   private readonly o: WriterOptions;
   private readonly coll: () => Collection;
   private readonly events: EventEmitter;
+  private readonly insertOptions: { ordered: false; writeConcern?: WriteConcern };
   private queue: Queued[] = [];
   private bytes = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -90,9 +87,14 @@ export class Writer {
   private force = false;
   private idle: (() => void)[] = [];
   private space: (() => void)[] = [];
+  /** Cuts a retry backoff short: flush() and close() want an attempt now, not in five seconds. */
+  private wake: (() => void) | null = null;
+  /** When the first of the current run of failed attempts started. */
   private failingSince: number | null = null;
   private spoolPending: boolean;
   private warned = false;
+  private closed = false;
+  private closing: Promise<{ unwritten: number }> | null = null;
   private lost: { count: number; from: Date; to: Date } | null = null;
   private readonly s: AuditStats = { accepted: 0, stored: 0, retried: 0, dropped: 0, spooled: 0, queued: 0, degraded: false };
 
@@ -100,6 +102,7 @@ export class Writer {
     this.coll = collection;
     this.o = options;
     this.events = events;
+    this.insertOptions = options.writeConcern === undefined ? { ordered: false } : { ordered: false, writeConcern: options.writeConcern };
     // What an earlier process left in the spool is replayed as soon as the store answers.
     this.spoolPending = options.spool !== null && options.spool.files().length > 0;
     if (this.spoolPending) this.schedule(0);
@@ -119,10 +122,12 @@ export class Writer {
 
   /**
    * Accepts one event. Returns nothing, except under `block` with a full queue: then a promise that resolves
-   * once the event is queued, or rejects with AuditUnavailableError after `blockTimeoutMs`.
+   * once the event is queued, or rejects with AuditUnavailableError after `blockTimeoutMs` (the event is
+   * then counted as dropped, and the loss recorded).
    */
   accept(doc: StoredDoc): void | Promise<void> {
     this.s.accepted++;
+    if (this.closed) return this.afterClose(doc);
     if (!this.isFull()) return this.enqueue(doc);
     switch (this.o.onFull) {
       case 'spool':
@@ -130,57 +135,82 @@ export class Writer {
       case 'drop':
         return this.drop(1, doc.ts as Date);
       case 'block':
-        return this.waitForSpace().then(() => this.enqueue(doc));
+        return this.acceptBlocking(doc);
     }
   }
 
-  /** Resolves when there is room in the queue; rejects with AuditUnavailableError after `blockTimeoutMs`. */
-  waitForSpace(): Promise<void> {
+  /** Resolves when there is room in the queue; rejects with AuditUnavailableError after `timeoutMs`. */
+  waitForSpace(timeoutMs: number = this.o.blockTimeoutMs): Promise<void> {
     if (!this.isFull()) return Promise.resolve();
+    if (timeoutMs <= 0) return Promise.reject(new AuditUnavailableError('Audit log full: the store is not keeping up'));
     return new Promise<void>((resolve, reject) => {
       const onSpace = (): void => {
         clearTimeout(t);
         resolve();
       };
       const t = setTimeout(() => {
-        this.space = this.space.filter((f) => f !== onSpace);
+        const i = this.space.indexOf(onSpace);
+        if (i >= 0) this.space.splice(i, 1);
         reject(new AuditUnavailableError('Audit log full: the store is not keeping up'));
-      }, this.o.blockTimeoutMs);
+      }, timeoutMs);
       this.space.push(onSpace);
     });
   }
 
-  /** Writes one document now, bypassing the queue (sync mode). Throws AuditUnavailableError on failure. */
+  /**
+   * Writes one document now, bypassing the queue (sync mode). Throws AuditUnavailableError when the store
+   * refuses it or does not answer within `blockTimeoutMs` (a driver would otherwise wait for its own
+   * server-selection timeout, 30 s by default, with the request hanging).
+   */
   async writeNow(doc: StoredDoc): Promise<void> {
     this.s.accepted++;
+    const started = Date.now();
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await this.coll().insertOne(doc, { writeConcern: this.o.writeConcern });
+      await Promise.race([
+        this.coll().insertOne(doc, this.insertOptions),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new AuditUnavailableError('Audit log write timed out')), this.o.blockTimeoutMs);
+        }),
+      ]);
       this.s.stored++;
       this.succeeded();
     } catch (err) {
       if ((err as { code?: number }).code === DUPLICATE_KEY) {
         this.s.stored++;
+        this.succeeded();
         return;
       }
-      this.failed(err);
+      this.failed(err, started);
       throw new AuditUnavailableError();
+    } finally {
+      clearTimeout(timer);
     }
   }
 
   /** Resolves when every accepted event (and every spooled one, once the store answers) is stored. */
   flush(): Promise<void> {
-    if (this.queue.length === 0 && !this.draining && !this.spoolPending) return Promise.resolve();
+    if (this.closed) return Promise.resolve();
+    if (this.queue.length === 0 && !this.draining && !this.spoolPending && this.lost === null) return Promise.resolve();
     const p = new Promise<void>((resolve) => this.idle.push(resolve));
     this.force = true;
+    this.wake?.();
     this.schedule(0);
     return p;
   }
 
   /**
-   * Flushes, then stops the timer. After `timeoutMs`, events still in memory are moved to the spool when
-   * there is one (a later process replays them); resolves with how many could not be written.
+   * Flushes, then stops. After `timeoutMs`, events still in memory are moved to the spool when there is one
+   * (a later process on the same directory replays them); resolves with how many are not stored: what the
+   * spool now holds, or without a spool what was left in memory (those are lost, and counted as dropped).
+   * Events accepted after close() go straight to the spool (or are dropped without one).
    */
-  async close(timeoutMs: number): Promise<{ unwritten: number }> {
+  close(timeoutMs: number): Promise<{ unwritten: number }> {
+    this.closing ??= this.shutDown(timeoutMs);
+    return this.closing;
+  }
+
+  private async shutDown(timeoutMs: number): Promise<{ unwritten: number }> {
     let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -193,20 +223,44 @@ export class Writer {
       }),
     ]);
     clearTimeout(timer);
+    this.closed = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
+    this.wake?.(); // a drain loop asleep in a backoff ends now
+    for (const w of this.idle.splice(0)) w();
     if (!timedOut) return { unwritten: 0 };
     const left = this.queue.splice(0);
     this.bytes = 0;
-    if (this.o.spool !== null && left.length > 0) {
-      try {
-        this.o.spool.append(left.map((q) => q.doc));
-        this.s.spooled += left.length;
-      } catch (err) {
-        this.report(err);
-      }
+    if (this.o.spool === null) {
+      this.s.dropped += left.length;
+      return { unwritten: left.length };
     }
-    return { unwritten: left.length };
+    try {
+      this.o.spool.append(left.map((q) => q.doc));
+      this.s.spooled += left.length;
+    } catch (err) {
+      this.s.dropped += left.length;
+      this.report(err);
+    }
+    return { unwritten: this.o.spool.count() };
+  }
+
+  private afterClose(doc: StoredDoc): void {
+    if (this.o.spool !== null) this.toSpool([doc]);
+    else this.s.dropped++;
+  }
+
+  private async acceptBlocking(doc: StoredDoc): Promise<void> {
+    const deadline = Date.now() + this.o.blockTimeoutMs;
+    try {
+      // Woken waiters race for the room a write freed: whoever finds the queue full again waits again.
+      while (this.isFull()) await this.waitForSpace(deadline - Date.now());
+    } catch (err) {
+      this.drop(1, doc.ts as Date);
+      throw err;
+    }
+    if (this.closed) this.afterClose(doc);
+    else this.enqueue(doc);
   }
 
   private enqueue(doc: StoredDoc): void {
@@ -232,12 +286,14 @@ export class Writer {
     if (this.lost === null) this.lost = { count, from: ts, to: ts };
     else {
       this.lost.count += count;
-      this.lost.to = ts;
+      if (ts < this.lost.from) this.lost.from = ts;
+      if (ts > this.lost.to) this.lost.to = ts;
     }
   }
 
   /** `delay` 0: a full batch is waiting; otherwise arm the interval timer, after which everything is written. */
   private schedule(delay: number): void {
+    if (this.closed) return;
     if (delay === 0) {
       if (this.draining) return;
       if (this.timer !== null) clearTimeout(this.timer);
@@ -251,30 +307,46 @@ export class Writer {
     this.timer.unref();
   }
 
+  private backoff(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(t);
+        this.wake = null;
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      t.unref();
+      this.wake = done;
+    });
+  }
+
   private async drain(): Promise<void> {
     this.timer = null;
-    if (this.draining) return;
+    if (this.draining || this.closed) return;
     this.draining = true;
-    let backoff = this.o.retryMinMs;
+    let delay = this.o.retryMinMs;
     try {
       for (;;) {
+        if (this.closed) break;
+        // A loss is recorded with the next write; when nothing else is left to write, on its own.
+        if (this.lost !== null && this.force && this.queue.length === 0 && !this.spoolPending) this.recordLoss();
         let ok: boolean;
         if (this.queue.length >= this.o.batchSize || (this.force && this.queue.length > 0)) ok = await this.writeHead();
         else if (this.spoolPending && (this.force || this.queue.length === 0)) ok = await this.replaySpool();
         else break;
         if (ok) {
-          backoff = this.o.retryMinMs;
+          delay = this.o.retryMinMs;
           this.recordLoss();
         } else {
           this.s.retried++;
-          await sleep(backoff + Math.floor(Math.random() * backoff * 0.2));
-          backoff = Math.min(backoff * 2, this.o.retryMaxMs);
+          await this.backoff(delay + Math.floor(Math.random() * delay * 0.2));
+          delay = Math.min(delay * 2, this.o.retryMaxMs);
         }
       }
     } finally {
       this.draining = false;
     }
-    if (this.queue.length > 0) {
+    if (this.queue.length > 0 && !this.closed) {
       this.schedule(this.o.flushIntervalMs); // a partial batch left: it waits for the interval
       return;
     }
@@ -286,14 +358,15 @@ export class Writer {
   /** Writes the head of the queue; true when the store answered (even if some documents were refused). */
   private async writeHead(): Promise<boolean> {
     const batch = this.queue.slice(0, this.o.batchSize);
+    const started = Date.now();
     try {
-      await this.coll().insertMany(batch.map((q) => q.doc), { ordered: false, writeConcern: this.o.writeConcern });
+      await this.coll().insertMany(batch.map((q) => q.doc), this.insertOptions);
       this.settle(batch.length, batch.length);
       return true;
     } catch (err) {
       const errors = documentErrors(err);
       if (errors === null) {
-        this.failed(err);
+        this.failed(err, started);
         return false;
       }
       // The server answered: every document not named in writeErrors is stored, duplicates were stored before.
@@ -304,7 +377,7 @@ export class Writer {
         stored--;
         const q = batch[e.index];
         if (q.stubbed) {
-          this.s.dropped++;
+          this.drop(1, q.doc.ts as Date);
           this.report(new Error(`audit event ${String(q.doc._id)} refused by the server: ${e.message}`));
         } else {
           keep.push({ doc: stub(q.doc, e.message), bytes: 256, stubbed: true });
@@ -322,35 +395,44 @@ export class Writer {
     for (const q of out) this.bytes -= q.bytes;
     this.s.stored += stored;
     this.succeeded();
-    const waiters = this.space.splice(0);
-    for (const w of waiters) w();
+    // Wake only as many waiters as there is room for: the queue's bound holds under `block` too.
+    let room = this.bytes >= this.o.maxQueueBytes ? 0 : this.o.maxQueue - this.queue.length;
+    while (room-- > 0 && this.space.length > 0) (this.space.shift() as () => void)();
   }
 
   private async replaySpool(): Promise<boolean> {
     const spool = this.o.spool as Spool;
+    const started = Date.now();
     try {
-      const n = await spool.replay(this.o.batchSize, async (docs) => {
+      await spool.replay(this.o.batchSize, async (docs) => {
         try {
-          await this.coll().insertMany(docs, { ordered: false, writeConcern: this.o.writeConcern });
+          await this.coll().insertMany(docs, this.insertOptions);
+          this.s.stored += docs.length;
         } catch (err) {
           const errors = documentErrors(err);
           if (errors === null) throw err;
-          for (const e of errors) if (e.code !== DUPLICATE_KEY) this.report(new Error(`spooled audit event refused: ${e.message}`));
+          // Duplicates were stored (and counted) by an earlier replay of this file, or by another process.
+          this.s.stored += docs.length - errors.length;
+          for (const e of errors) {
+            if (e.code === DUPLICATE_KEY) continue;
+            this.drop(1, docs[e.index].ts as Date);
+            this.report(new Error(`spooled audit event refused by the server: ${e.message}`));
+          }
         }
+        this.succeeded();
       });
-      this.s.stored += n;
       this.spoolPending = spool.files().length > 0;
       this.succeeded();
       return true;
     } catch (err) {
-      this.failed(err);
+      this.failed(err, started);
       return false;
     }
   }
 
-  /** After a loss under `drop`, the gap itself becomes an event as soon as the store takes writes again. */
+  /** After a loss, the gap itself becomes an event as soon as the store takes writes again. */
   private recordLoss(): void {
-    if (this.lost === null) return;
+    if (this.lost === null || this.closed) return;
     const { count, from, to } = this.lost;
     this.lost = null;
     const doc: StoredDoc = {
@@ -376,10 +458,9 @@ export class Writer {
     }
   }
 
-  private failed(err: unknown): void {
-    const now = Date.now();
-    if (this.failingSince === null) this.failingSince = now;
-    if (!this.s.degraded && now - this.failingSince >= this.o.degradedAfterMs) {
+  private failed(err: unknown, started: number): void {
+    if (this.failingSince === null) this.failingSince = started;
+    if (!this.s.degraded && Date.now() - this.failingSince >= this.o.degradedAfterMs) {
       this.s.degraded = true;
       this.events.emit('degraded', err);
     }
