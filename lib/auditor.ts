@@ -18,6 +18,7 @@ import { createRedactor, type Redactor } from './redact.js';
 import { DEFAULT_LIMITS, capString, toStored, type SafeLimits } from './safe.js';
 import { eventModel } from './store/model.js';
 import { ensureWritableDir, Spool, type StoredDoc } from './store/spool.js';
+import { checkWriteConcern } from './store/write-concern.js';
 import { Writer, type AuditStats } from './store/writer.js';
 import type { Actor, ActorInput, AuditEvent } from './types.js';
 import { toActor } from './actor.js';
@@ -147,6 +148,7 @@ export function createAudit(options?: AuditOptions): Auditor {
     readyPromise ??= (async () => {
       await model.createIndexes();
       await setUpRetention(core);
+      await checkWriteConcern(o.connection, o.writeConcern, warnOnce);
     })().catch((err: unknown) => {
       readyPromise = null;
       throw err;
