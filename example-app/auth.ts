@@ -1,0 +1,263 @@
+/**
+ * The example app's login routes, every one audited:
+ *
+ *   POST /auth/login     local username/password (scrypt), sets the `token` cookie (a JWT)
+ *   POST /auth/token     the same credentials through the jsonwebtoken adapter: answers { token } for API clients
+ *   POST /auth/logout    clears the cookie, records the logout
+ *   GET  /auth/me        who the app thinks you are
+ *   GET  /auth/feishu/login, /auth/feishu/callback   Feishu OAuth (the fake provider in development)
+ *
+ * Mount it after the audit middleware; the auditor should verify the same JWTs so that later requests are
+ * attributed: createAudit({ jwt: { secret, algorithms: ['HS256'], cookie: 'token' } }).
+ */
+import { randomBytes, scrypt, scryptSync, timingSafeEqual, type BinaryLike } from 'node:crypto';
+import Router from '@koa/router';
+import jwt from 'jsonwebtoken';
+import type { Context, Next } from 'koa';
+import { feishuRouter, jwtLogin, type Auditor, type FeishuUser } from '../lib/index.js';
+import { startFakeFeishu } from '../test/support/fake-feishu.js';
+
+export interface DemoUserInput {
+  id: string;
+  username: string;
+  password: string;
+  role: 'admin' | 'user';
+}
+
+/** Demo accounts; a real app keeps only the hashes, in its database. */
+export const DEMO_USERS: readonly DemoUserInput[] = [
+  { id: 'u-alice', username: 'alice', password: 'alice-password', role: 'admin' },
+  { id: 'u-bob', username: 'bob', password: 'bob-password', role: 'user' },
+];
+
+export interface FeishuConfig {
+  baseUrl: string;
+  appId: string;
+  appSecret: string;
+}
+
+export interface AuthRouterOptions {
+  auditor: Auditor;
+  /** HMAC secret of the app's JWTs (the auditor's `jwt.secret` too). */
+  jwtSecret: string;
+  users?: readonly DemoUserInput[];
+  /** Feishu login; absent or null: the Feishu routes are not mounted. */
+  feishu?: FeishuConfig | null;
+  /** Name of the JWT cookie. Default `'token'`. */
+  cookie?: string;
+}
+
+/** What a token and `ctx.state.user` carry: never the password or its hash. */
+export interface SessionUser {
+  id: string;
+  username: string;
+  role: 'admin' | 'user';
+}
+
+interface StoredUser extends SessionUser {
+  salt: Buffer;
+  hash: Buffer;
+}
+
+const KEY_LENGTH = 64;
+const MAX_BODY = 16 * 1024;
+
+function scryptAsync(password: BinaryLike, salt: BinaryLike): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    scrypt(password, salt, KEY_LENGTH, (err, key) => (err === null ? resolve(key) : reject(err)));
+  });
+}
+
+function hashUser(u: DemoUserInput): StoredUser {
+  const salt = randomBytes(16);
+  return { id: u.id, username: u.username, role: u.role, salt, hash: scryptSync(u.password, salt, KEY_LENGTH) };
+}
+
+/** A minimal body parser (JSON and urlencoded forms), so the example needs no extra dependency. */
+async function readBody(ctx: Context): Promise<Record<string, unknown>> {
+  const type = ctx.request.type;
+  if (type !== 'application/json' && type !== 'application/x-www-form-urlencoded') return {};
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY) ctx.throw(413, 'body too large');
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  let body: Record<string, unknown> = {};
+  if (type === 'application/json') {
+    try {
+      const parsed: unknown = JSON.parse(text === '' ? '{}' : text);
+      if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) body = parsed as Record<string, unknown>;
+    } catch {
+      ctx.throw(400, 'malformed JSON');
+    }
+  } else {
+    body = Object.fromEntries(new URLSearchParams(text));
+  }
+  // Where the audit middleware's `captureBody` finds it (and redacts the password).
+  (ctx.request as { body?: unknown }).body = body;
+  return body;
+}
+
+function credentials(body: Record<string, unknown>): { username: string; password: string } {
+  return {
+    username: typeof body.username === 'string' ? body.username.trim() : '',
+    password: typeof body.password === 'string' ? body.password : '',
+  };
+}
+
+export function authRouter(options: AuthRouterOptions): Router {
+  const { auditor, jwtSecret } = options;
+  const cookie = options.cookie ?? 'token';
+  const users = new Map<string, StoredUser>();
+  for (const u of options.users ?? DEMO_USERS) users.set(u.username, hashUser(u));
+  // Unknown names cost one scrypt too, so response time does not tell which accounts exist.
+  const dummy = hashUser({ id: '', username: '', password: randomBytes(16).toString('hex'), role: 'user' });
+
+  type Check = { user: SessionUser } | { reason: 'unknown_user' | 'bad_password' };
+  async function check(username: string, password: string): Promise<Check> {
+    const stored = users.get(username);
+    const target = stored ?? dummy;
+    const key = await scryptAsync(password, target.salt);
+    if (stored === undefined) return { reason: 'unknown_user' };
+    if (!timingSafeEqual(key, stored.hash)) return { reason: 'bad_password' };
+    return { user: { id: stored.id, username: stored.username, role: stored.role } };
+  }
+
+  const sign = (u: SessionUser): string => jwt.sign({ sub: u.id, name: u.username, role: u.role }, jwtSecret, { algorithm: 'HS256', expiresIn: '8h' });
+
+  function setSession(ctx: Context, u: SessionUser): void {
+    ctx.cookies.set(cookie, sign(u), { httpOnly: true, sameSite: 'lax', secure: ctx.secure, maxAge: 8 * 3600_000, overwrite: true });
+  }
+
+  /** The user of a valid app token (Bearer header or cookie), or null. */
+  function sessionUser(ctx: Context): SessionUser | null {
+    const header = ctx.get('authorization');
+    const token = header.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : ctx.cookies.get(cookie);
+    if (token === undefined || token === '') return null;
+    try {
+      const p = jwt.verify(token, jwtSecret, { algorithms: ['HS256'] });
+      if (typeof p !== 'object' || typeof p.sub !== 'string') return null;
+      return { id: p.sub, username: typeof p.name === 'string' ? p.name : p.sub, role: p.role === 'admin' ? 'admin' : 'user' };
+    } catch {
+      return null;
+    }
+  }
+
+  const issueToken = jwtLogin<SessionUser>({
+    signals: auditor,
+    secret: jwtSecret,
+    expiresIn: '1h',
+    claims: (u) => ({ role: u.role }),
+    verify: async (username, password) => {
+      const r = await check(username, password);
+      return 'user' in r ? r.user : null;
+    },
+  });
+
+  const router = new Router();
+
+  router.post('/auth/login', async (ctx) => {
+    const { username, password } = credentials(await readBody(ctx));
+    if (username === '' || password === '') {
+      await auditor.loginFailed({ ctx, identifier: username === '' ? null : username, provider: 'local', reason: 'missing_credentials' });
+      ctx.status = 400;
+      ctx.body = { error: 'username and password are required' };
+      return;
+    }
+    const r = await check(username, password);
+    if (!('user' in r)) {
+      await auditor.loginFailed({ ctx, identifier: username, provider: 'local', reason: r.reason });
+      ctx.status = 401;
+      ctx.body = { error: 'invalid username or password' };
+      return;
+    }
+    await auditor.loginSucceeded({ ctx, user: r.user, provider: 'local', identifier: username });
+    ctx.state.user = r.user;
+    setSession(ctx, r.user);
+    ctx.body = { user: r.user };
+  });
+
+  router.post('/auth/token', async (ctx) => {
+    const { username, password } = credentials(await readBody(ctx));
+    const result = await issueToken({ ctx, identifier: username, password });
+    if (result === null) {
+      ctx.status = 401;
+      ctx.body = { error: 'invalid username or password' };
+      return;
+    }
+    ctx.body = { token: result.token, tokenType: 'Bearer', expiresIn: 3600 };
+  });
+
+  router.post('/auth/logout', async (ctx) => {
+    const user = sessionUser(ctx);
+    ctx.cookies.set(cookie, null, { httpOnly: true, sameSite: 'lax', overwrite: true });
+    if (user === null) {
+      ctx.status = 401;
+      ctx.body = { error: 'not logged in' };
+      return;
+    }
+    await auditor.logout({ ctx, user, provider: 'local' });
+    ctx.body = { ok: true };
+  });
+
+  router.get('/auth/me', (ctx) => {
+    const user = sessionUser(ctx);
+    ctx.status = user === null ? 401 : 200;
+    ctx.body = { user };
+  });
+
+  if (options.feishu != null) {
+    const feishu = feishuRouter({
+      signals: auditor,
+      ...options.feishu,
+      prefix: '/auth/feishu',
+      onLogin: (ctx: Context, fu: FeishuUser): SessionUser => {
+        // A real app would look up (or create) its own user by open id here.
+        const user: SessionUser = { id: `feishu:${fu.openId}`, username: fu.name ?? fu.email ?? fu.openId, role: 'user' };
+        setSession(ctx, user);
+        return user;
+      },
+    });
+    router.use(feishu.routes(), feishu.allowedMethods());
+  }
+
+  return router;
+}
+
+/** Makes the token's user `ctx.state.user` for the app's own handlers (the auditor verifies tokens itself). */
+export function sessionMiddleware(jwtSecret: string, cookie = 'token') {
+  return async (ctx: Context, next: Next): Promise<void> => {
+    const header = ctx.get('authorization');
+    const token = header.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : ctx.cookies.get(cookie);
+    if (token !== undefined && token !== '') {
+      try {
+        const p = jwt.verify(token, jwtSecret, { algorithms: ['HS256'] });
+        if (typeof p === 'object' && typeof p.sub === 'string') {
+          ctx.state.user = { id: p.sub, username: typeof p.name === 'string' ? p.name : p.sub, role: p.role === 'admin' ? 'admin' : 'user' };
+        }
+      } catch {
+        // an invalid token is simply no session
+      }
+    }
+    await next();
+  };
+}
+
+/**
+ * The Feishu configuration for this environment: the real one from FEISHU_APP_ID / FEISHU_APP_SECRET
+ * (FEISHU_BASE_URL optional), else in development the fake provider on 127.0.0.1, else none.
+ */
+export async function feishuForEnvironment(env: NodeJS.ProcessEnv = process.env): Promise<{ config: FeishuConfig | null; close(): Promise<void> }> {
+  if (env.FEISHU_APP_ID !== undefined && env.FEISHU_APP_SECRET !== undefined) {
+    return {
+      config: { baseUrl: env.FEISHU_BASE_URL ?? 'https://open.feishu.cn', appId: env.FEISHU_APP_ID, appSecret: env.FEISHU_APP_SECRET },
+      close: async () => undefined,
+    };
+  }
+  if (env.NODE_ENV === 'production') return { config: null, close: async () => undefined };
+  const fake = await startFakeFeishu();
+  return { config: { baseUrl: fake.url, appId: fake.appId, appSecret: fake.appSecret }, close: () => fake.close() };
+}

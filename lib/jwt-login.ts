@@ -1,0 +1,101 @@
+/**
+ * A jsonwebtoken login flow that only needs the signals emitter: it checks the credentials with the app's
+ * `verify`, signs a token on success and emits `login`, or emits `login_failed` on bad credentials. The
+ * password goes to `verify` and nowhere else: it is never part of an emitted event.
+ */
+import jwt from 'jsonwebtoken';
+import type { Context } from 'koa';
+import { toActor } from './actor.js';
+import { signalsOf, type SignalTarget } from './login.js';
+import { checkKnown, fail } from './options.js';
+
+export interface JwtLoginOptions<U> {
+  /** Where events are emitted: an auditor or its `signals`. */
+  signals: SignalTarget;
+  /** Signing key (HMAC secret, or a private key for asymmetric algorithms). */
+  secret: jwt.Secret;
+  /** Default `'HS256'`. */
+  algorithm?: jwt.Algorithm;
+  /** Token lifetime, as jsonwebtoken takes it (`'1h'`, seconds). Default `'1h'`. */
+  expiresIn?: jwt.SignOptions['expiresIn'];
+  issuer?: string;
+  audience?: string;
+  /** Checks the credentials: the user on success, null (or undefined) when they are wrong. */
+  verify: (identifier: string, password: string, ctx: Context | undefined) => U | null | undefined | Promise<U | null | undefined>;
+  /** Extra claims of the token. `sub` (the user's id) and `name` are set from the user. */
+  claims?: (user: U) => Record<string, unknown>;
+  /** `provider` of the events. Default `'jwt'`. */
+  provider?: string;
+}
+
+export interface JwtLoginAttempt {
+  ctx?: Context;
+  identifier: string;
+  password: string;
+  /** Goes into the event (redacted like every meta). */
+  meta?: Record<string, unknown>;
+}
+
+export interface JwtLoginResult<U> {
+  token: string;
+  user: U;
+}
+
+/**
+ * Resolves with `{ token, user }`, or null when the credentials are wrong or missing. When `verify` itself
+ * throws, `login_failed` is emitted with reason `'verify_error'` and the error is rethrown.
+ */
+export type JwtLogin<U> = (attempt: JwtLoginAttempt) => Promise<JwtLoginResult<U> | null>;
+
+const ALGORITHMS: readonly string[] = [
+  'HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512',
+];
+
+/** Builds the login function: resolves with `{ token, user }`, or null when the credentials are wrong. */
+export function jwtLogin<U>(options: JwtLoginOptions<U>): JwtLogin<U> {
+  if (options === null || typeof options !== 'object') fail('jwtLogin options', 'an object', options);
+  checkKnown(options, ['signals', 'secret', 'algorithm', 'expiresIn', 'issuer', 'audience', 'verify', 'claims', 'provider'], 'jwtLogin');
+  const signals = signalsOf(options.signals, 'signals');
+  const secret = options.secret;
+  if (!(typeof secret === 'string' && secret !== '') && !Buffer.isBuffer(secret) && (secret === null || typeof secret !== 'object')) {
+    fail('secret', 'a non-empty string, Buffer or KeyObject', secret);
+  }
+  const algorithm = options.algorithm ?? 'HS256';
+  if (!ALGORITHMS.includes(algorithm)) fail('algorithm', `one of ${ALGORITHMS.join(', ')}`, algorithm);
+  if (typeof options.verify !== 'function') fail('verify', 'a function (identifier, password, ctx) => user | null', options.verify);
+  if (options.claims !== undefined && typeof options.claims !== 'function') fail('claims', 'a function (user) => object', options.claims);
+  const provider = options.provider ?? 'jwt';
+  if (typeof provider !== 'string' || provider === '') fail('provider', 'a non-empty string', provider);
+  const signOptions: jwt.SignOptions = { algorithm, expiresIn: options.expiresIn ?? '1h' };
+  if (options.issuer !== undefined) signOptions.issuer = options.issuer;
+  if (options.audience !== undefined) signOptions.audience = options.audience;
+  const { verify, claims } = options;
+
+  return async function login(attempt: JwtLoginAttempt): Promise<JwtLoginResult<U> | null> {
+    const { ctx, meta } = attempt;
+    const identifier = typeof attempt.identifier === 'string' ? attempt.identifier : '';
+    const password = typeof attempt.password === 'string' ? attempt.password : '';
+    if (identifier === '' || password === '') {
+      signals.emit('login_failed', { ctx, identifier: identifier === '' ? null : identifier, provider, reason: 'missing_credentials', meta });
+      return null;
+    }
+    let user: U | null | undefined;
+    try {
+      user = await verify(identifier, password, ctx);
+    } catch (err) {
+      signals.emit('login_failed', { ctx, identifier, provider, reason: 'verify_error', meta });
+      throw err;
+    }
+    if (user === null || user === undefined) {
+      signals.emit('login_failed', { ctx, identifier, provider, reason: 'bad_credentials', meta });
+      return null;
+    }
+    const actor = toActor(user, 'explicit');
+    if (actor === null) throw new TypeError('koa-audit: jwtLogin verify() returned a user without an id (id, _id or sub)');
+    const payload: Record<string, unknown> = { ...(claims === undefined ? {} : claims(user)), sub: actor.id };
+    if (actor.name !== undefined) payload.name = actor.name;
+    const token = jwt.sign(payload, secret, signOptions);
+    signals.emit('login', { ctx, user, provider, identifier, meta });
+    return { token, user };
+  };
+}
