@@ -1,30 +1,170 @@
-/** The query API and pruning. (Stub: filled in by the query issue.) */
+/**
+ * The query API and pruning.
+ *
+ * Queries are newest first and keyset-paged on (ts, _id): every index of the audit collection ends with
+ * `ts: -1, _id: -1` (lib/store/model.ts), so each filter is an equality prefix of one index, the sort comes
+ * from that index, and a page costs the same on the millionth event as on the first. The cursor is where the
+ * previous page stopped, not an offset, so events arriving meanwhile neither repeat nor hide older ones.
+ */
+import { mongo } from 'mongoose';
 import type { AuditCore } from './auditor.js';
 import type { AuditEvent, AuditKind, AuditOutcome } from './types.js';
 
 export interface QueryFilter {
+  /** One kind, or any of several. */
   kind?: AuditKind | AuditKind[];
+  /** `actor.id` of the events. */
   actorId?: string;
   model?: string;
+  /** Needs `model` too (the index is on both). */
   documentId?: string;
   requestId?: string;
   outcome?: AuditOutcome;
   ip?: string;
+  /** Events at or after this instant. */
   from?: Date;
+  /** Events strictly before this instant. */
   to?: Date;
+  /** Page size, 1 to 500. Default 50. */
   limit?: number;
+  /** The `next` cursor of the previous page. */
   after?: string;
 }
 
 export interface QueryPage {
   items: AuditEvent[];
+  /** Pass as `after` for the next (older) page; null when this page is the last. */
   next: string | null;
 }
 
-export async function query(_core: AuditCore, _filter?: QueryFilter): Promise<QueryPage> {
-  throw new Error('koa-audit: query is not implemented yet');
+export const AUDIT_KINDS: readonly AuditKind[] = ['request', 'create', 'update', 'delete', 'login', 'login_failed', 'logout', 'loss'];
+export const AUDIT_OUTCOMES: readonly AuditOutcome[] = ['success', 'failure'];
+export const MAX_LIMIT = 500;
+export const DEFAULT_LIMIT = 50;
+/** Events deleted per round trip by `prune`: bounded work per command, whatever the backlog. */
+export const PRUNE_BATCH = 1000;
+
+const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'outcome', 'ip', 'from', 'to', 'limit', 'after'] as const;
+const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'ip'] as const;
+const MAX_VALUE_LENGTH = 4096;
+const MAX_DATE_MS = 8.64e15;
+
+function bad(key: string, expected: string, got: unknown): never {
+  const shown = typeof got === 'string' ? JSON.stringify(got.length > 80 ? `${got.slice(0, 80)}…` : got) : got instanceof Date ? String(got) : typeof got === 'object' && got !== null ? 'an object' : String(got);
+  throw new TypeError(`koa-audit: query filter "${key}" must be ${expected}, got ${shown}`);
 }
 
-export async function prune(_core: AuditCore, _options: { before: Date }): Promise<number> {
-  throw new Error('koa-audit: prune is not implemented yet');
+function validDate(key: string, v: unknown): Date {
+  if (!(v instanceof Date) || Number.isNaN(v.getTime())) bad(key, 'a valid Date', v);
+  return v;
+}
+
+/** The opaque cursor: base64url of 8 bytes of `ts` (ms, signed) and the 12 bytes of `_id`. */
+export function encodeCursor(ts: Date, id: mongo.ObjectId): string {
+  const buf = Buffer.alloc(20);
+  buf.writeBigInt64BE(BigInt(ts.getTime()), 0);
+  buf.set(id.id, 8);
+  return buf.toString('base64url');
+}
+
+const CURSOR_SHAPE = /^[A-Za-z0-9_-]{27}$/;
+
+export function decodeCursor(cursor: unknown): { ts: Date; id: mongo.ObjectId } {
+  const expected = "a cursor returned as `next` by a previous query";
+  if (typeof cursor !== 'string' || !CURSOR_SHAPE.test(cursor)) bad('after', expected, cursor);
+  const buf = Buffer.from(cursor, 'base64url');
+  const ms = buf.length === 20 ? Number(buf.readBigInt64BE(0)) : NaN;
+  // Re-encoding must give the same text: rejects non-canonical spellings of the same bytes.
+  if (!(Math.abs(ms) <= MAX_DATE_MS) || buf.toString('base64url') !== cursor) bad('after', expected, cursor);
+  return { ts: new Date(ms), id: new mongo.ObjectId(buf.subarray(8, 20)) };
+}
+
+export interface QueryPlan {
+  filter: Record<string, unknown>;
+  sort: { ts: -1; _id: -1 };
+  /** One more than the page size: whether that extra event exists says if there is a next page. */
+  fetch: number;
+  limit: number;
+}
+
+/** Validates a filter and turns it into the MongoDB query. Throws a TypeError naming the bad key. */
+export function planQuery(input: QueryFilter | undefined): QueryPlan {
+  const f = (input ?? {}) as Record<string, unknown>;
+  if (typeof f !== 'object' || f === null || Array.isArray(f)) bad('filter', 'an object', f);
+  for (const key of Object.keys(f)) {
+    if (!(FILTER_KEYS as readonly string[]).includes(key)) {
+      throw new TypeError(`koa-audit: unknown query filter key "${key}" (known: ${FILTER_KEYS.join(', ')})`);
+    }
+  }
+  const filter: Record<string, unknown> = {};
+
+  if (f.kind !== undefined) {
+    const kinds = Array.isArray(f.kind) ? f.kind : [f.kind];
+    if (kinds.length === 0 || kinds.some((k) => !AUDIT_KINDS.includes(k as AuditKind))) {
+      bad('kind', `one of ${AUDIT_KINDS.join(', ')}, or a non-empty array of them`, f.kind);
+    }
+    const unique = [...new Set(kinds as AuditKind[])];
+    filter.kind = unique.length === 1 ? unique[0] : { $in: unique };
+  }
+  for (const key of STRING_KEYS) {
+    const v = f[key];
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || v === '' || v.length > MAX_VALUE_LENGTH) bad(key, `a non-empty string of at most ${MAX_VALUE_LENGTH} characters`, v);
+    filter[key === 'actorId' ? 'actor.id' : key] = v;
+  }
+  if (f.documentId !== undefined && f.model === undefined) {
+    throw new TypeError('koa-audit: query filter "documentId" needs "model" too (document ids are only unique within a model)');
+  }
+  if (f.outcome !== undefined && !AUDIT_OUTCOMES.includes(f.outcome as AuditOutcome)) bad('outcome', "'success' or 'failure'", f.outcome);
+
+  let limit = DEFAULT_LIMIT;
+  if (f.limit !== undefined) {
+    if (typeof f.limit !== 'number' || !Number.isInteger(f.limit) || f.limit < 1 || f.limit > MAX_LIMIT) bad('limit', `an integer from 1 to ${MAX_LIMIT}`, f.limit);
+    limit = f.limit;
+  }
+
+  const ts: Record<string, Date> = {};
+  if (f.from !== undefined) ts.$gte = validDate('from', f.from);
+  if (f.to !== undefined) ts.$lt = validDate('to', f.to);
+  if (f.after !== undefined) {
+    const c = decodeCursor(f.after);
+    // `$lte` bounds the index scan at the cursor; the `$or` only has to decide among events of that same ms.
+    ts.$lte = c.ts;
+    filter.$or = [{ ts: { $lt: c.ts } }, { _id: { $lt: c.id } }];
+  }
+  if (Object.keys(ts).length > 0) filter.ts = ts;
+  if (f.outcome !== undefined) filter.outcome = f.outcome;
+
+  return { filter, sort: { ts: -1, _id: -1 }, fetch: limit + 1, limit };
+}
+
+export async function query(core: AuditCore, input?: QueryFilter): Promise<QueryPage> {
+  const plan = planQuery(input);
+  const docs = await core.model.find(plan.filter).sort(plan.sort).limit(plan.fetch).lean<AuditEvent[]>();
+  if (docs.length <= plan.limit) return { items: docs, next: null };
+  const items = docs.slice(0, plan.limit);
+  const last = items[items.length - 1];
+  return { items, next: encodeCursor(last.ts, last._id) };
+}
+
+/**
+ * Deletes the events older than `before`, PRUNE_BATCH at a time (each batch a short command, so a large backlog
+ * never holds one long delete). This is the only delete the library ever issues. Resolves with the count.
+ */
+export async function prune(core: AuditCore, options: { before: Date }): Promise<number> {
+  if (options === null || typeof options !== 'object') throw new TypeError('koa-audit: prune needs { before: Date }');
+  const before = options.before;
+  if (!(before instanceof Date) || Number.isNaN(before.getTime())) {
+    throw new TypeError(`koa-audit: prune option "before" must be a valid Date, got ${String(before)}`);
+  }
+  let total = 0;
+  for (;;) {
+    const ids = await core.model.find({ ts: { $lt: before } }).select({ _id: 1 }).limit(PRUNE_BATCH).lean<{ _id: mongo.ObjectId }[]>();
+    if (ids.length === 0) break;
+    const res = await core.model.deleteMany({ _id: { $in: ids.map((d) => d._id) }, ts: { $lt: before } });
+    total += res.deletedCount;
+    // Nothing deleted although events matched: something else holds them (a concurrent prune); stop, don't spin.
+    if (ids.length < PRUNE_BATCH || res.deletedCount === 0) break;
+  }
+  return total;
 }
