@@ -67,7 +67,7 @@ export interface FeishuRouterOptions {
   baseUrl?: string;
   /** Route prefix. Default `'/auth/feishu'`. */
   prefix?: string;
-  /** The callback URL registered with Feishu. Default: this request's origin + prefix + `/callback`. */
+  /** The callback URL registered with Feishu. Default: this request's protocol and host + prefix + `/callback`. */
   redirectUri?: string;
   /** Space-separated scopes to ask for. Default: none (Feishu's default scopes). */
   scope?: string;
@@ -181,7 +181,9 @@ export function feishuRouter(options: FeishuRouterOptions): Router {
     : Buffer.from(requiredString('stateSecret', options.stateSecret));
   const cookiePath = prefix === '' ? '/' : prefix;
 
-  const callbackUrl = (ctx: Context): string => redirectUri ?? `${ctx.origin}${prefix}/callback`;
+  // Not `ctx.origin`: in Koa 3 that is the client's Origin header. Forwarded host and protocol count only
+  // when the app trusts its proxy (`app.proxy`).
+  const callbackUrl = (ctx: Context): string => redirectUri ?? `${ctx.protocol}://${ctx.host}${prefix}/callback`;
   const mac = (payload: string): Buffer => createHmac('sha256', stateKey).update(payload).digest();
 
   function setStateCookie(ctx: Context, value: string | null): void {
