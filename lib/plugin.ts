@@ -1,20 +1,160 @@
-/** Change auditing: the mongoose plugin. (Stub: filled in by the change-audit issue.) */
+/**
+ * Change auditing: the mongoose plugin. `schema.plugin(audit.plugin, options)`, or `mongoose.plugin(audit.plugin)`
+ * for every schema (the audit collection's own schema is always left alone).
+ *
+ * Coverage: save (create and update, so `Model.create` too), insertMany, updateOne, updateMany,
+ * findOneAndUpdate, replaceOne, findOneAndReplace, deleteOne (query and document), deleteMany,
+ * findOneAndDelete and bulkWrite (every operation type). See lib/change-hooks.ts for how each is diffed.
+ */
 import type { Schema } from 'mongoose';
 import type { AuditCore } from './auditor.js';
+import {
+  DELETE_QUERIES, UPDATE_QUERIES, auditedBulkWrite, postInsertMany, postQuery, postSave, preQuery, preSave,
+  type AuditedDocument, type AuditedQuery,
+} from './change-hooks.js';
+import type { AuditedModel, Settings } from './change-recorder.js';
+import { pathFilter } from './diff.js';
+import { checkKnown, fail, positiveInt } from './options.js';
+import { createRedactor } from './redact.js';
+import { auditSchemas } from './store/model.js';
 
 export interface PluginOptions {
-  /** Field paths to audit (default: every field). */
+  /** Field paths to audit, with everything under them (default: every field). */
   include?: string[];
-  /** Field paths never audited (default: `__v`). */
+  /** Field paths never audited, with everything under them (wins over `include`). The version key is always excluded unless included. */
   exclude?: string[];
-  /** Extra key names redacted in this schema's changes. */
+  /** Extra key names redacted in this schema's changes (a change whose path has such a segment stores `'[REDACTED]'`). */
   redact?: string[];
-  /** Read the pre-image before updates (default true). */
+  /**
+   * Read the pre-image before updates (default true). With false, nothing of the documents is read before a
+   * write: update events list the fields the write sets, with their new values and `from: null`; delete
+   * events have no changes; the ids of the documents a query targets are still read (`_id` only), unless
+   * the filter is a plain `{ _id }`.
+   */
   fetchBefore?: boolean;
+  /** Record an update event with no changes when an update changes nothing (default false). */
+  recordNoop?: boolean;
+  /** Most documents of one updateMany / deleteMany recorded one by one; above it, one summary event. Default 1,000. */
+  maxDocuments?: number;
 }
 
-export function createPlugin(_core: AuditCore): (schema: Schema, options?: PluginOptions) => void {
-  return () => {
-    throw new Error('koa-audit: the change plugin is not implemented yet');
+const KNOWN = ['include', 'exclude', 'redact', 'fetchBefore', 'recordNoop', 'maxDocuments', 'deduplicate'] as const;
+
+function pathList(name: string, v: unknown): string[] | null {
+  if (v === undefined) return null;
+  if (!Array.isArray(v) || v.some((p) => typeof p !== 'string' || p === '' || p.startsWith('.') || p.endsWith('.'))) {
+    fail(name, 'an array of field paths (non-empty strings)', v);
+  }
+  return [...(v as string[])];
+}
+
+function bool(name: string, v: unknown, dflt: boolean): boolean {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'boolean') fail(name, 'a boolean', v);
+  return v;
+}
+
+/** Hook registration typed loosely: mongoose's overloads cannot express one handler for many hook names. */
+interface Hooks {
+  pre(name: string, options: { document: boolean; query: boolean }, fn: (this: never, ...args: never[]) => unknown): void;
+  post(name: string, options: { document: boolean; query: boolean }, fn: (this: never, ...args: never[]) => unknown): void;
+  post(name: string, fn: (this: never, ...args: never[]) => unknown): void;
+  statics: Record<string, unknown>;
+  get(key: string): unknown;
+}
+
+type BulkWrite = (this: unknown, ops: unknown, options?: unknown) => Promise<unknown>;
+
+export function createPlugin(core: AuditCore): (schema: Schema, options?: PluginOptions) => void {
+  const applied = new WeakSet<Schema>();
+  const verdicts = new Map<string, boolean>();
+  let readyAsked = false;
+
+  const auditsModel = (name: string): boolean => {
+    let v = verdicts.get(name);
+    if (v === undefined) {
+      v = core.options.auditsModel(name) === true;
+      verdicts.set(name, v);
+    }
+    return v;
+  };
+  const ensureReady = (): void => {
+    if (readyAsked) return;
+    readyAsked = true;
+    core.ready().catch((err: unknown) => {
+      readyAsked = false;
+      if (core.events.listenerCount('error') > 0) core.events.emit('error', err);
+    });
+  };
+
+  return function auditPlugin(schema: Schema, options?: PluginOptions): void {
+    if (options !== undefined && (options === null || typeof options !== 'object' || Array.isArray(options))) fail('plugin options', 'an object', options);
+    const o = (options ?? {}) as Record<string, unknown>;
+    checkKnown(o, KNOWN, 'plugin');
+    const include = pathList('include', o.include);
+    const exclude = pathList('exclude', o.exclude) ?? [];
+    const extraRedact = pathList('redact', o.redact) ?? [];
+    const fetchBefore = bool('fetchBefore', o.fetchBefore, true);
+    const recordNoop = bool('recordNoop', o.recordNoop, false);
+    const maxDocuments = positiveInt('maxDocuments', o.maxDocuments, 1000);
+
+    // The audit collection never audits itself, and a schema audited explicitly is not hooked twice by a
+    // global `mongoose.plugin(audit.plugin)` applied later.
+    if (auditSchemas.has(schema) || applied.has(schema)) return;
+    applied.add(schema);
+
+    const hooks = schema as unknown as Hooks;
+    const versionKey = hooks.get('versionKey');
+    if (typeof versionKey === 'string' && !(include ?? []).includes(versionKey)) exclude.push(versionKey);
+    const audited = pathFilter(include, exclude);
+    const redactor = extraRedact.length === 0 ? core.redactor : createRedactor([...core.options.redact, ...extraRedact]);
+    let projection: Record<string, 0 | 1> | null = null;
+    if (include !== null) projection = Object.fromEntries(include.map((p) => [p, 1 as const]));
+    else if (exclude.some((p) => p !== '_id')) projection = Object.fromEntries(exclude.filter((p) => p !== '_id').map((p) => [p, 0 as const]));
+
+    const s: Settings = {
+      core,
+      change: { audited, redactor, limits: core.limits },
+      audited,
+      redactor,
+      projection,
+      fetchBefore,
+      recordNoop,
+      maxDocuments,
+      blocking: core.writer.onFull === 'block',
+      auditsModel,
+      ensureReady,
+    };
+
+    const doc = { document: true, query: false };
+    const query = { document: false, query: true };
+    hooks.pre('save', doc, async function (this: AuditedDocument) {
+      await preSave(s, this);
+    });
+    hooks.post('save', doc, async function (this: AuditedDocument) {
+      await postSave(s, this);
+    });
+    for (const name of [...UPDATE_QUERIES, ...DELETE_QUERIES]) {
+      hooks.pre(name, query, async function (this: AuditedQuery) {
+        await preQuery(s, this);
+      });
+      hooks.post(name, query, async function (this: AuditedQuery, res: unknown) {
+        await postQuery(s, this, res);
+      });
+    }
+    hooks.post('insertMany', async function (this: AuditedModel, docs: unknown) {
+      await postInsertMany(s, this, docs);
+    });
+    // Kareem tells error handlers by arity: (error, docs, next). An ordered or unordered insertMany that
+    // failed part-way still inserted `error.insertedDocs`: those happened, and are recorded.
+    hooks.post('insertMany', async function (this: AuditedModel, error: unknown, _docs: unknown, _next: unknown) {
+      const inserted = (error as { insertedDocs?: unknown } | null)?.insertedDocs;
+      if (Array.isArray(inserted) && inserted.length > 0) await postInsertMany(s, this, inserted);
+    });
+
+    const previous = hooks.statics.bulkWrite as BulkWrite | undefined;
+    hooks.statics.bulkWrite = function bulkWrite(this: AuditedModel & { base: { Model: { bulkWrite: BulkWrite } } }, ops: unknown, opts?: unknown) {
+      return auditedBulkWrite(s, this, previous ?? this.base.Model.bulkWrite, ops, opts);
+    };
   };
 }

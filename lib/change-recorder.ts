@@ -1,0 +1,138 @@
+/**
+ * What the change hooks share: the resolved settings of one audited schema, the reads of pre- and
+ * post-images, and turning states into accepted events.
+ *
+ * Events are built with `core.build` (common fields: _id, ts, actor and request fields of the async context
+ * at this moment) and their `changes` / `summary` are attached already in stored form: they are computed with
+ * the schema's redactor and redacted by path segment, and going through `toStored` twice would escape
+ * escaped keys again.
+ */
+import type { ClientSession } from 'mongoose';
+import type { AuditCore } from './auditor.js';
+import { diffDocuments, isPlainObject, type ChangeContext, type PathFilter } from './diff.js';
+import type { Redactor } from './redact.js';
+import { toStored } from './safe.js';
+import type { Change, StoredValue } from './types.js';
+
+export type Doc = Record<string, unknown>;
+
+/** The parts of a mongoose Model the hooks use (typed structurally: the app's models have any shape). */
+export interface AuditedModel {
+  modelName: string;
+  collection: {
+    collectionName: string;
+    find(filter: object, options?: object): { toArray(): Promise<Doc[]> };
+  };
+  find(filter: object, projection?: object | null, options?: object): PromiseLike<Doc[]>;
+  countDocuments(filter: object): PromiseLike<number>;
+  castObject(obj: object): Doc;
+}
+
+export interface Settings {
+  readonly core: AuditCore;
+  readonly change: ChangeContext;
+  readonly audited: PathFilter;
+  readonly redactor: Redactor;
+  /** Projection of a whole audited document: from include / exclude. Null: every field. */
+  readonly projection: Record<string, 0 | 1> | null;
+  readonly fetchBefore: boolean;
+  readonly recordNoop: boolean;
+  readonly maxDocuments: number;
+  readonly blocking: boolean;
+  /** True when the model is audited (global `models` option), memoized per name. */
+  auditsModel(name: string): boolean;
+  /** Asks for the audit indexes once per plugin; failures are reported, never thrown into the app. */
+  ensureReady(): void;
+}
+
+export type ChangeKind = 'create' | 'update' | 'delete';
+
+export interface Summary {
+  filter: unknown;
+  update: unknown;
+  matched: number;
+}
+
+/** The `documentId` of an event: an ObjectId's hex, a string as it is, anything else in its stored JSON form. */
+export function documentIdString(id: unknown): string {
+  const s = toStored(id);
+  if (typeof s === 'string') return s;
+  if (typeof s === 'number' || typeof s === 'boolean') return String(s);
+  return JSON.stringify(s);
+}
+
+/** The projection reading `top`-level fields that are audited; `{ _id: 1 }` when none is. */
+export function narrowProjection(s: Settings, fields: Record<string, 1> | null): Record<string, 0 | 1> | null {
+  if (fields === null) return s.projection;
+  const proj: Record<string, 1> = {};
+  let any = false;
+  for (const f of Object.keys(fields)) {
+    if (f === '_id' || !s.audited(f)) continue;
+    proj[f] = 1;
+    any = true;
+  }
+  return any ? proj : { _id: 1 };
+}
+
+/** Reads documents by `_id` through the driver: no casting, no user find middleware can hide a changed document. */
+export async function readByIds(model: AuditedModel, ids: readonly unknown[], projection: object | null, session: ClientSession | null | undefined): Promise<Map<string, Doc>> {
+  const out = new Map<string, Doc>();
+  if (ids.length === 0) return out;
+  const opts: { projection?: object; session?: ClientSession } = {};
+  if (projection !== null) opts.projection = projection;
+  if (session != null) opts.session = session;
+  // Chunked: the `$in` list of one read stays far below the BSON size limit.
+  for (let i = 0; i < ids.length; i += 1000) {
+    const docs = await model.collection.find({ _id: { $in: ids.slice(i, i + 1000) } }, opts).toArray();
+    for (const d of docs) out.set(documentIdString(d._id), d);
+  }
+  return out;
+}
+
+/** Plain data of a document: a hydrated mongoose document's stored fields, or the object itself. */
+export function plainOf(doc: unknown): Doc | null {
+  if (doc === null || doc === undefined || typeof doc !== 'object') return null;
+  const d = doc as { toObject?: (o: object) => unknown; $__?: unknown };
+  if (typeof d.toObject === 'function' && d.$__ !== undefined) {
+    return d.toObject({ depopulate: true, flattenMaps: true, virtuals: false, getters: false, transform: false, versionKey: true }) as Doc;
+  }
+  return isPlainObject(doc) ? doc : (doc as Doc);
+}
+
+export interface Target {
+  modelName: string;
+  collectionName: string;
+  operation: string;
+}
+
+/** Accepts one change event. Rejects only when the store cannot take it under `onFull: 'block'`. */
+export async function emit(s: Settings, t: Target, kind: ChangeKind, documentId: string | undefined, changes: Change[], summary?: Summary): Promise<void> {
+  s.ensureReady();
+  const doc = await s.core.build({
+    kind,
+    outcome: 'success',
+    model: t.modelName,
+    collectionName: t.collectionName,
+    documentId,
+    operation: t.operation,
+  });
+  doc.changes = changes;
+  if (summary !== undefined) {
+    const stored: { filter: StoredValue; update: StoredValue; matched: number } = {
+      filter: toStored(summary.filter ?? null, s.redactor, s.core.limits),
+      update: toStored(summary.update ?? null, s.redactor, s.core.limits),
+      matched: summary.matched,
+    };
+    doc.summary = stored;
+  }
+  await s.core.writer.accept(doc);
+}
+
+/** The event of one document given its states before and after the write (either may be absent). */
+export async function emitTransition(s: Settings, t: Target, id: string, before: Doc | null, after: Doc | null): Promise<void> {
+  if (before === null && after === null) return;
+  if (before === null) return emit(s, t, 'create', id, diffDocuments(null, after, s.change));
+  if (after === null) return emit(s, t, 'delete', id, diffDocuments(before, null, s.change));
+  const changes = diffDocuments(before, after, s.change);
+  if (changes.length > 0 || s.recordNoop) await emit(s, t, 'update', id, changes);
+}

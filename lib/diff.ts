@@ -1,0 +1,204 @@
+/**
+ * Field-level diffs between two states of a document, for change events.
+ *
+ * Embedded documents are walked into dot-joined paths; arrays and every non-plain value (Date, ObjectId,
+ * Decimal128, Buffer, ...) are leaves compared as a whole and by value: two Dates of the same instant, two
+ * ObjectIds of the same hex, `1.0` and `1.00` as Decimal128, and embedded documents with the same fields in
+ * another key order are the same value. A missing field and a null one are the same too: the stored form
+ * cannot tell them apart.
+ */
+import { REDACTED, type Redactor } from './redact.js';
+import { toStored, type SafeLimits } from './safe.js';
+import type { Change, StoredValue } from './types.js';
+
+/** Which dot-joined paths a schema audits. */
+export type PathFilter = (path: string) => boolean;
+
+/** What turning raw values into change entries needs. */
+export interface ChangeContext {
+  audited: PathFilter;
+  redactor: Redactor;
+  limits: SafeLimits;
+}
+
+/** A plain object (lean read, `toObject()` output): walked into; anything else is a leaf. */
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (v === null || typeof v !== 'object') return false;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * A filter from `include` / `exclude` lists: a path is audited when it is not at or under an excluded path,
+ * and (with `include`) when it is at or under an included path, or above one (an array holding it, say).
+ */
+export function pathFilter(include: readonly string[] | null, exclude: readonly string[]): PathFilter {
+  const under = (path: string, p: string): boolean => path === p || (path.length > p.length && path.startsWith(p) && path.charCodeAt(p.length) === 46);
+  return (path) => {
+    if (path === '_id') return false;
+    for (let i = 0; i < exclude.length; i++) if (under(path, exclude[i])) return false;
+    if (include === null) return true;
+    for (let i = 0; i < include.length; i++) if (under(path, include[i]) || under(include[i], path)) return true;
+    return false;
+  };
+}
+
+/** Leaves of `doc` by dot-joined path, in document order; excluded subtrees are skipped. */
+export function flatten(doc: Record<string, unknown> | null, audited: PathFilter, prefix = '', out = new Map<string, unknown>()): Map<string, unknown> {
+  if (doc === null) return out;
+  for (const key of Object.keys(doc)) {
+    const value = doc[key];
+    if (value === undefined) continue;
+    const path = prefix === '' ? key : `${prefix}.${key}`;
+    if (!audited(path)) continue;
+    if (isPlainObject(value) && Object.keys(value).length > 0) flatten(value, audited, path, out);
+    else out.set(path, value);
+  }
+  return out;
+}
+
+/** True when two leaves hold the same value (see the module comment). */
+export function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (a === null || a === undefined || b === null || b === undefined) return (a === null || a === undefined) && (b === null || b === undefined);
+  if (typeof a !== 'object' || typeof b !== 'object') return typeof a === 'number' && typeof b === 'number' && Number.isNaN(a) && Number.isNaN(b);
+  return canonical(a, 0) === canonical(b, 0);
+}
+
+const MAX_CANONICAL_DEPTH = 64;
+
+/** A string equal for equal values and different for different ones, type included (a Date is not its ISO string). */
+function canonical(v: unknown, depth: number): string {
+  switch (typeof v) {
+    case 'string':
+      return JSON.stringify(v);
+    case 'number':
+      return Number.isNaN(v) ? 'n:NaN' : `n:${v === 0 ? 0 : v}`;
+    case 'boolean':
+      return v ? 'true' : 'false';
+    case 'bigint':
+      return `n:${v}`;
+    case 'undefined':
+      return 'null';
+    case 'object':
+      break;
+    default:
+      return `?:${String(v)}`;
+  }
+  if (v === null) return 'null';
+  if (depth > MAX_CANONICAL_DEPTH) return '[deep]';
+  if (v instanceof Date) return `D:${v.getTime()}`;
+  const bsontype = (v as { _bsontype?: unknown })._bsontype;
+  if (typeof bsontype === 'string') return bsonCanonical(v, bsontype);
+  if (ArrayBuffer.isView(v)) return `B:${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64')}`;
+  if (Array.isArray(v)) return `[${v.map((x) => canonical(x, depth + 1)).join(',')}]`;
+  if (v instanceof Map) return objectCanonical([...v.entries()].map(([k, x]) => [String(k), x]), depth);
+  if (typeof (v as { toObject?: unknown }).toObject === 'function' && '$__' in v) {
+    return canonical((v as unknown as { toObject(o: object): unknown }).toObject({ depopulate: true, virtuals: false, getters: false }), depth);
+  }
+  return objectCanonical(Object.entries(v), depth);
+}
+
+function objectCanonical(entries: [string, unknown][], depth: number): string {
+  const kept = entries.filter(([, x]) => x !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${kept.map(([k, x]) => `${JSON.stringify(k)}:${canonical(x, depth + 1)}`).join(',')}}`;
+}
+
+function bsonCanonical(v: object, type: string): string {
+  switch (type) {
+    case 'ObjectId':
+    case 'ObjectID':
+      return `O:${(v as { toHexString(): string }).toHexString()}`;
+    case 'Decimal128':
+      return `n:${normalizeDecimal(String(v))}`;
+    case 'Int32':
+    case 'Double':
+      return `n:${(v as { valueOf(): number }).valueOf()}`;
+    case 'Long':
+      return `n:${String(v)}`;
+    case 'Binary': {
+      const b = v as { buffer: Uint8Array; position?: number };
+      return `B:${Buffer.from(b.buffer.subarray(0, b.position ?? b.buffer.length)).toString('base64')}`;
+    }
+    default:
+      return `${type}:${String(v)}`;
+  }
+}
+
+/** `1.50` and `1.5`, `-0` and `0`: the same decimal value. Exponent forms are kept as they are. */
+function normalizeDecimal(s: string): string {
+  if (!/^-?\d+(\.\d+)?$/.test(s)) return s;
+  let out = s;
+  if (out.includes('.')) out = out.replace(/0+$/, '').replace(/\.$/, '');
+  out = out.replace(/^(-?)0+(?=\d)/, '$1');
+  return out === '-0' ? '0' : out;
+}
+
+/** True when a segment of `path` names a secret: the value is not stored, only the fact that it changed. */
+export function secretPath(path: string, redactor: Redactor): boolean {
+  let start = 0;
+  for (;;) {
+    const dot = path.indexOf('.', start);
+    if (redactor.isSecret(dot === -1 ? path.slice(start) : path.slice(start, dot))) return true;
+    if (dot === -1) return false;
+    start = dot + 1;
+  }
+}
+
+function entry(path: string, from: unknown, to: unknown, c: ChangeContext): Change {
+  if (secretPath(path, c.redactor)) return { path, from: REDACTED, to: REDACTED };
+  return { path, from: stored(from, c), to: stored(to, c) };
+}
+
+function stored(v: unknown, c: ChangeContext): StoredValue {
+  return v === undefined ? null : toStored(v, c.redactor, c.limits);
+}
+
+/**
+ * The changes from `before` to `after` (either may be null: a create lists every field with `from: null`,
+ * a delete every field with `to: null`). Paths of `before` come first, in document order, then new ones.
+ */
+export function diffDocuments(before: Record<string, unknown> | null, after: Record<string, unknown> | null, c: ChangeContext): Change[] {
+  const a = flatten(before, c.audited);
+  const b = flatten(after, c.audited);
+  const out: Change[] = [];
+  for (const [path, from] of a) {
+    const to = b.get(path);
+    if (!sameValue(from, to)) out.push(entry(path, from, to, c));
+  }
+  for (const [path, to] of b) {
+    if (!a.has(path) && !sameValue(undefined, to)) out.push(entry(path, undefined, to, c));
+  }
+  return out;
+}
+
+/**
+ * Without a pre-image (`fetchBefore: false`): the fields under `paths` as they are in `after`, each with
+ * `from: null`. A path absent from `after` (an `$unset`) is listed with `to: null`.
+ */
+export function listFields(after: Record<string, unknown> | null, paths: readonly string[] | null, c: ChangeContext): Change[] {
+  if (paths === null) return diffDocuments(null, after, c);
+  const out: Change[] = [];
+  const seen = new Set<string>();
+  for (const p of paths) {
+    if (!c.audited(p) && !p.includes('.')) continue;
+    const value = getPath(after, p);
+    const leaves = isPlainObject(value) && Object.keys(value).length > 0 ? flatten(value, (q) => c.audited(q), p) : new Map([[p, value]]);
+    for (const [path, v] of leaves) {
+      if (seen.has(path) || !c.audited(path)) continue;
+      seen.add(path);
+      out.push(entry(path, null, v, c));
+    }
+  }
+  return out;
+}
+
+/** The value at a dot-joined path of a plain document, or undefined. */
+export function getPath(doc: Record<string, unknown> | null, path: string): unknown {
+  let cur: unknown = doc;
+  for (const seg of path.split('.')) {
+    if (!isPlainObject(cur)) return undefined;
+    cur = cur[seg];
+  }
+  return cur;
+}
