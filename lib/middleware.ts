@@ -10,6 +10,7 @@ import type { AuditCore, EventFields } from './auditor.js';
 import { frameOf, storage, type AuditContext } from './context.js';
 import { checkKnown, fail, positiveInt } from './options.js';
 import { capString, toStored } from './safe.js';
+import type { StoredDoc } from './store/spool.js';
 import type { ErrorInfo, HttpInfo, StoredValue } from './types.js';
 
 export type PathPattern = string | RegExp;
@@ -240,8 +241,15 @@ async function runSync(p: Pending, next: Next): Promise<void> {
   }
   const status = p.error !== undefined ? p.error.status ?? 500 : p.ctx.status;
   const doc = await storage.run(p.frame, () => p.core.build(requestFields(p, status, false)));
-  await p.core.writer.writeNow(doc);
+  await p.core.writer.writeNow(doc, failedClosed);
   if (thrown !== null) throw thrown.err;
+}
+
+/** The request event as the client of a failed sync write sees it: a 503 from the auditor. */
+function failedClosed(doc: StoredDoc): StoredDoc {
+  const http = { ...(doc.http as HttpInfo), status: 503 };
+  const error: ErrorInfo = { name: 'AuditUnavailableError', message: 'Audit log unavailable', status: 503, stack: null };
+  return { ...doc, outcome: 'failure', http, error: doc.error ?? error };
 }
 
 function safeIp(ctx: Context): string | null {

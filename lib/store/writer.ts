@@ -65,6 +65,18 @@ interface Queued {
 
 const DUPLICATE_KEY = 11000;
 
+const NAMED_INDEX = / index: (\S+)/;
+
+/**
+ * A duplicate of the event's own `_id`: an earlier attempt stored it. MongoDB names the index in the message;
+ * FerretDB names none, and then a duplicate counts as the `_id` (the audit collection has no other unique index).
+ */
+function storedBefore(code: unknown, message: string): boolean {
+  if (code !== DUPLICATE_KEY) return false;
+  const m = NAMED_INDEX.exec(message);
+  return m === null || m[1] === '_id_';
+}
+
 /** Per-document write errors of a bulk insert, or null when the whole command failed. */
 function documentErrors(err: unknown): { index: number; code: number; message: string }[] | null {
   if (!(err instanceof mongo.MongoBulkWriteError)) return null;
@@ -160,9 +172,10 @@ export class Writer {
   /**
    * Writes one document now, bypassing the queue (sync mode). Throws AuditUnavailableError when the store
    * refuses it or does not answer within `blockTimeoutMs` (a driver would otherwise wait for its own
-   * server-selection timeout, 30 s by default, with the request hanging).
+   * server-selection timeout, 30 s by default, with the request hanging). On failure, `instead(doc)` (what
+   * the caller will answer, under the same `_id`) goes through the queue, so the log still learns of it.
    */
-  async writeNow(doc: StoredDoc): Promise<void> {
+  async writeNow(doc: StoredDoc, instead?: (doc: StoredDoc) => StoredDoc): Promise<void> {
     this.s.accepted++;
     const started = Date.now();
     let timer: NodeJS.Timeout | undefined;
@@ -176,12 +189,17 @@ export class Writer {
       this.s.stored++;
       this.succeeded();
     } catch (err) {
-      if ((err as { code?: number }).code === DUPLICATE_KEY) {
+      if (storedBefore((err as { code?: unknown }).code, String((err as { message?: unknown }).message))) {
         this.s.stored++;
         this.succeeded();
         return;
       }
       this.failed(err, started);
+      if (instead !== undefined) {
+        this.s.accepted--; // the same event, accepted once
+        const queued = this.accept(instead(doc));
+        if (queued instanceof Promise) queued.catch((e: unknown) => this.report(e));
+      }
       throw new AuditUnavailableError();
     } finally {
       clearTimeout(timer);
@@ -373,7 +391,7 @@ export class Writer {
       let stored = batch.length;
       const keep: Queued[] = [];
       for (const e of errors) {
-        if (e.code === DUPLICATE_KEY) continue;
+        if (storedBefore(e.code, e.message)) continue;
         stored--;
         const q = batch[e.index];
         if (q.stubbed) {
@@ -412,9 +430,9 @@ export class Writer {
           const errors = documentErrors(err);
           if (errors === null) throw err;
           // Duplicates were stored (and counted) by an earlier replay of this file, or by another process.
-          this.s.stored += docs.length - errors.length;
+          this.s.stored += docs.length - errors.length; // duplicates included: counted when first stored
           for (const e of errors) {
-            if (e.code === DUPLICATE_KEY) continue;
+            if (storedBefore(e.code, e.message)) continue;
             this.drop(1, docs[e.index].ts as Date);
             this.report(new Error(`spooled audit event refused by the server: ${e.message}`));
           }

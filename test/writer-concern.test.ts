@@ -1,0 +1,53 @@
+import { expect } from 'chai';
+import type { Connection } from 'mongoose';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createAudit } from '../lib/index.js';
+import { weakWriteConcern } from '../lib/store/write-concern.js';
+import { connectTestDb } from './support/helpers.js';
+
+describe('write concern warning', () => {
+  let conn: Connection;
+  before(async () => {
+    conn = await connectTestDb('writer_concern');
+  });
+  after(async () => {
+    await conn.close();
+  });
+
+  it('judges hello answers: weaker than majority on a replica set warns, anything else does not', () => {
+    const rs = { setName: 'rs0', hosts: ['a:1', 'b:1', 'c:1'], maxWireVersion: 21 };
+    expect(weakWriteConcern(rs, { w: 1 })).to.match(/w: 1 is weaker than majority on replica set "rs0"/);
+    expect(weakWriteConcern(rs, { w: 0 })).to.be.a('string');
+    expect(weakWriteConcern(rs, { w: 'majority' })).to.equal(null);
+    expect(weakWriteConcern(rs, { w: 2 })).to.equal(null, '2 of 3 is a majority');
+    expect(weakWriteConcern(rs, undefined)).to.equal(null, 'MongoDB 5.0+ defaults to majority');
+    expect(weakWriteConcern({ ...rs, maxWireVersion: 9 }, undefined)).to.match(/defaults to w: 1/);
+    expect(weakWriteConcern({ ...rs, hosts: ['a', 'b', 'c', 'd', 'e'] }, { w: 2 })).to.be.a('string', '2 of 5 is not');
+    expect(weakWriteConcern({ maxWireVersion: 21 }, { w: 1 })).to.equal(null, 'a standalone server has no majority to ask for');
+  });
+
+  it('on this server (not a replica set, as FerretDB never is) gives no warning, even for w: 1', async function () {
+    const hello = await conn.db!.admin().command({ hello: 1 });
+    if (typeof hello.setName === 'string') {
+      // A replica set (MONGODB_URI pointing at one): then w: 1 must warn.
+      expect(weakWriteConcern(hello, { w: 1 })).to.be.a('string');
+      return;
+    }
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => {
+      warnings.push(w);
+    };
+    process.on('warning', onWarning);
+    try {
+      const a = createAudit({ connection: conn, collection: 'wc_none', writeConcern: { w: 1 }, spoolDir: mkdtempSync(join(tmpdir(), 'ka-wc-')) });
+      await a.ready();
+      await new Promise((r) => setImmediate(r));
+      expect(warnings.filter((w) => (w as { code?: string }).code === 'KOA_AUDIT_WEAK_WRITE_CONCERN')).to.deep.equal([]);
+      await a.close({ timeoutMs: 1000 });
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+});
