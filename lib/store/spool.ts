@@ -13,6 +13,7 @@ import { createInterface } from 'node:readline';
 import { mongo } from 'mongoose';
 
 const { EJSON } = mongo.BSON;
+// Written canonical (every BSON type kept), read relaxed (plain numbers again, as the events were built).
 const PREFIX = 'spool-';
 const SUFFIX = '.ndjson';
 /** A file being replayed is renamed first, so that a process still appending to its old name starts a new file. */
@@ -116,7 +117,7 @@ export class Spool {
         for await (const line of lines) {
           if (line.trim() === '') continue;
           try {
-            batch.push(EJSON.parse(line, { relaxed: false }) as StoredDoc);
+            batch.push(EJSON.parse(line, { relaxed: true }) as StoredDoc);
           } catch {
             continue; // a torn last line from a crash mid-append: the rest of the file is still good
           }
