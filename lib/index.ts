@@ -22,6 +22,9 @@ export type { JwtLogin, JwtLoginAttempt, JwtLoginOptions, JwtLoginResult } from 
 export { feishuRouter } from './providers/feishu.js';
 export type { FeishuFailureReason, FeishuRouterOptions, FeishuTokens, FeishuUser } from './providers/feishu.js';
 export type { QueryFilter, QueryPage } from './query.js';
+export { auditRouter } from './router.js';
+export type { AuditRouterOptions } from './router.js';
+export type { JsonEvent } from './serialize.js';
 export type { JwtOptions, ActorResolver } from './actor.js';
 export type { AuditStats, OnFull } from './store/writer.js';
 export { AuditUnavailableError } from './store/writer.js';

@@ -1,0 +1,181 @@
+/**
+ * `auditRouter()`: a read-only HTTP API over the audit trail, and the viewer page, as a @koa/router Router.
+ *
+ *   GET {prefix}/                                   the viewer (HTML)
+ *   GET {prefix}/api/events?kind=&actor=&...        { items, next }, newest first
+ *   GET {prefix}/api/events/:id                     one event, 404 when unknown, 400 when :id is not an ObjectId
+ *   GET {prefix}/api/history/:model/:documentId     { model, documentId, items }, oldest first
+ *
+ * Every route asks `authorize(ctx)` first; anything but `true` answers 403 before the database is touched.
+ */
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type { Auditor } from './auditor.js';
+import { checkKnown, fail } from './options.js';
+import { AUDIT_KINDS, AUDIT_OUTCOMES, decodeCursor, MAX_LIMIT, type QueryFilter } from './query.js';
+import { eventToJson } from './serialize.js';
+import type { AuditEvent, AuditKind, AuditOutcome } from './types.js';
+import { VIEWER_CSP, VIEWER_HTML } from './viewer.js';
+
+export interface AuditRouterOptions {
+  /** The auditor whose collection is read (`audit` or one made by `createAudit`). */
+  auditor: Auditor;
+  /** Where the routes live. Default `'/audit'`; `''` mounts them at the root. */
+  prefix?: string;
+  /** Required. Resolve to `true` to let the request read the audit trail; anything else answers 403. */
+  authorize: (ctx: Context) => boolean | Promise<boolean>;
+}
+
+/** Query parameters of `/api/events`, and the filter key each one sets. */
+const PARAMS: Record<string, keyof QueryFilter> = {
+  kind: 'kind',
+  actor: 'actorId',
+  model: 'model',
+  documentId: 'documentId',
+  requestId: 'requestId',
+  outcome: 'outcome',
+  ip: 'ip',
+  from: 'from',
+  to: 'to',
+  limit: 'limit',
+  after: 'after',
+};
+const STRING_PARAMS = new Set(['actor', 'model', 'documentId', 'requestId', 'ip']);
+const MAX_VALUE = 4096;
+// A date, or a date-time with a zone: a zoneless time would mean the server's local time, which nobody can see.
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2}))?$/;
+const OBJECT_ID = /^[0-9a-fA-F]{24}$/;
+
+class BadRequest extends Error {}
+
+function badParam(name: string, expected: string, got: string): never {
+  const shown = got.length > 80 ? `${got.slice(0, 80)}…` : got;
+  throw new BadRequest(`parameter "${name}" must be ${expected}, got ${JSON.stringify(shown)}`);
+}
+
+/** Turns the query string into a filter, or throws a BadRequest naming the parameter. */
+export function filterFromQuery(querystring: string): QueryFilter {
+  const params = new URLSearchParams(querystring);
+  const f: Record<string, unknown> = {};
+  const seen = new Set<string>();
+  for (const [name, value] of params) {
+    const key = PARAMS[name];
+    if (key === undefined || !Object.hasOwn(PARAMS, name)) throw new BadRequest(`unknown parameter "${name}" (known: ${Object.keys(PARAMS).join(', ')})`);
+    if (name === 'kind') {
+      if (!AUDIT_KINDS.includes(value as AuditKind)) badParam(name, `one of ${AUDIT_KINDS.join(', ')}`, value);
+      ((f.kind ??= []) as string[]).push(value);
+      continue;
+    }
+    if (seen.has(name)) throw new BadRequest(`parameter "${name}" given more than once`);
+    seen.add(name);
+    if (STRING_PARAMS.has(name)) {
+      if (value === '' || value.length > MAX_VALUE) badParam(name, `a non-empty string of at most ${MAX_VALUE} characters`, value);
+      f[key] = value;
+    } else if (name === 'outcome') {
+      if (!AUDIT_OUTCOMES.includes(value as AuditOutcome)) badParam(name, "'success' or 'failure'", value);
+      f.outcome = value;
+    } else if (name === 'from' || name === 'to') {
+      const d = new Date(value);
+      if (!ISO_DATE.test(value) || Number.isNaN(d.getTime())) badParam(name, 'an ISO 8601 date, or date-time with a zone (2026-01-31T12:00:00Z)', value);
+      f[key] = d;
+    } else if (name === 'limit') {
+      const n = /^\d{1,3}$/.test(value) ? Number(value) : NaN;
+      if (!(n >= 1 && n <= MAX_LIMIT)) badParam(name, `an integer from 1 to ${MAX_LIMIT}`, value);
+      f.limit = n;
+    } else {
+      try {
+        decodeCursor(value);
+      } catch {
+        badParam(name, 'the `next` cursor of a previous page', value);
+      }
+      f.after = value;
+    }
+  }
+  if (f.documentId !== undefined && f.model === undefined) throw new BadRequest('parameter "documentId" needs "model" too');
+  return f as QueryFilter;
+}
+
+function validate(options: unknown): { auditor: Auditor; prefix: string; authorize: AuditRouterOptions['authorize'] } {
+  if (options === null || typeof options !== 'object') fail('auditRouter options', 'an object { auditor, authorize, prefix? }', options);
+  const o = options as Record<string, unknown>;
+  checkKnown(o, ['auditor', 'prefix', 'authorize'], 'auditRouter');
+  const auditor = o.auditor as Auditor | undefined;
+  if (typeof auditor !== 'function' || typeof auditor.query !== 'function' || typeof auditor.history !== 'function') {
+    fail('auditor', 'an auditor (audit, or one made by createAudit)', auditor);
+  }
+  if (typeof o.authorize !== 'function') {
+    fail('authorize', 'a function (ctx) => boolean deciding who may read the audit trail (it is required)', o.authorize);
+  }
+  const prefix = o.prefix ?? '/audit';
+  if (typeof prefix !== 'string' || (prefix !== '' && !prefix.startsWith('/')) || /[?#\s]/.test(prefix)) {
+    fail('prefix', "a path starting with '/' (or '')", prefix);
+  }
+  return { auditor, prefix: prefix.replace(/\/+$/, ''), authorize: o.authorize as AuditRouterOptions['authorize'] };
+}
+
+function send(ctx: Context, status: number, body: unknown): void {
+  ctx.status = status;
+  ctx.body = body;
+  // Audit data is sensitive: never cached by a browser or a proxy.
+  ctx.set('Cache-Control', 'no-store');
+  ctx.set('X-Content-Type-Options', 'nosniff');
+}
+
+export function auditRouter(options: AuditRouterOptions): Router {
+  const { auditor, prefix, authorize } = validate(options);
+  const router = new Router();
+
+  /** Runs `handler` only for an authorized request; maps a BadRequest (or a filter TypeError) to 400. */
+  const guarded = (handler: (ctx: Context) => Promise<void> | void) => async (ctx: Context): Promise<void> => {
+    if ((await authorize(ctx)) !== true) {
+      send(ctx, 403, { error: 'not allowed to read the audit trail' });
+      return;
+    }
+    try {
+      await handler(ctx);
+    } catch (err) {
+      if (err instanceof BadRequest || err instanceof TypeError) send(ctx, 400, { error: err.message.replace(/^koa-audit: /, '') });
+      else throw err;
+    }
+  };
+
+  router.get(`${prefix}/api/events`, guarded(async (ctx) => {
+    const page = await auditor.query(filterFromQuery(ctx.querystring));
+    send(ctx, 200, { items: page.items.map(eventToJson), next: page.next });
+  }));
+
+  router.get(`${prefix}/api/events/:id`, guarded(async (ctx) => {
+    const id = String((ctx as Context & { params: Record<string, string> }).params.id);
+    if (!OBJECT_ID.test(id)) throw new BadRequest(`parameter "id" must be a 24-character hex ObjectId, got ${JSON.stringify(id.slice(0, 80))}`);
+    const doc = await auditor.model.findById(id).lean<AuditEvent>();
+    if (doc === null) send(ctx, 404, { error: `no event with id ${id}` });
+    else send(ctx, 200, eventToJson(doc));
+  }));
+
+  router.get(`${prefix}/api/history/:model/:documentId`, guarded(async (ctx) => {
+    const { model, documentId } = (ctx as Context & { params: Record<string, string> }).params;
+    for (const [name, v] of [['model', model], ['documentId', documentId]] as const) {
+      if (v === '' || v.length > MAX_VALUE) badParam(name, `a non-empty string of at most ${MAX_VALUE} characters`, v);
+    }
+    const items = await auditor.history(model, documentId);
+    send(ctx, 200, { model, documentId, items: items.map(eventToJson) });
+  }));
+
+  // The page's relative links (`api/...`) need the trailing slash: `{prefix}` redirects to `{prefix}/`.
+  const viewerPaths = prefix === '' ? ['/'] : [prefix, `${prefix}/`];
+  router.get(viewerPaths, guarded((ctx) => {
+    if (!ctx.path.endsWith('/')) {
+      ctx.redirect(`${ctx.path}/${ctx.querystring === '' ? '' : `?${ctx.querystring}`}`);
+      return;
+    }
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = VIEWER_HTML;
+    ctx.set('Content-Security-Policy', VIEWER_CSP);
+    ctx.set('Cache-Control', 'no-store');
+    ctx.set('X-Content-Type-Options', 'nosniff');
+    ctx.set('X-Frame-Options', 'DENY');
+    ctx.set('Referrer-Policy', 'no-referrer');
+  }));
+
+  return router;
+}
