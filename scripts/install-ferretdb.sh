@@ -10,7 +10,9 @@ VERSION=v1.24.2
 CACHE="${KOA_AUDIT_CACHE:-$HOME/.cache/koa-audit}"
 BIN="$CACHE/bin/ferretdb"
 
-works() { [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q "version: $VERSION"; }
+# grep without -q reads all of the output: -q would exit at the first line, and the SIGPIPE that ferretdb then
+# gets fails the pipeline under pipefail, making a working binary look broken (and rebuilt) on a loaded machine.
+works() { [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep "version: $VERSION" >/dev/null; }
 
 if works; then echo "$BIN"; exit 0; fi
 command -v go >/dev/null || { echo "install-ferretdb: go is not installed" >&2; exit 1; }
