@@ -33,7 +33,11 @@ button:disabled { opacity: .45; cursor: default; }
 main { display: grid; grid-template-columns: minmax(0, 1fr); gap: 12px; padding: 12px 16px; }
 main.with-detail { grid-template-columns: minmax(0, 1.25fr) minmax(0, 1fr); }
 table { border-collapse: collapse; width: 100%; background: #fff; }
-th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: anywhere; }
+th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+td.wrap { overflow-wrap: anywhere; }
+td.clip { white-space: nowrap; max-width: 16ch; overflow: hidden; text-overflow: ellipsis; }
+th, td.nowrap { white-space: nowrap; }
+table.diff td { overflow-wrap: anywhere; }
 th { font-size: 12px; color: var(--muted); font-weight: 600; background: #fafbfd; }
 #events tbody tr { cursor: pointer; }
 #events tbody tr:hover { background: #f0f4ff; }
@@ -161,7 +165,7 @@ const SCRIPT = String.raw`
       olderBtn.disabled = !nextCursor;
       newerBtn.disabled = pageIndex === 0;
       pageInfo.textContent = 'Page ' + (pageIndex + 1);
-      setStatus(body.items.length === 0 ? 'No events match these filters.' : body.items.length + ' events on this page');
+      setStatus(body.items.length === 0 ? 'No events match these filters.' : body.items.length + (body.items.length === 1 ? ' event' : ' events') + ' on this page');
     }, function (err) {
       if (seq !== loadSeq) return;
       render([]);
@@ -184,6 +188,11 @@ const SCRIPT = String.raw`
     return str(a.id) + (a.name ? ' (' + str(a.name) + ')' : '');
   }
 
+  function clipped(text) {
+    var td = el('td', 'mono clip', text);
+    td.title = str(text);
+    return td;
+  }
   function render(items) {
     tbody.replaceChildren();
     if (!items.length) {
@@ -193,18 +202,19 @@ const SCRIPT = String.raw`
     }
     items.forEach(function (e) {
       var tr = el('tr');
+      tr.dataset.id = str(e._id);
       var open = el('button', 'linkish mono', time(e.ts));
       open.type = 'button';
       open.title = 'Show details';
       tr.addEventListener('click', function () { showDetail(e, tr); });
       add(tr,
         add(el('td', 'time'), open),
-        add(el('td'), el('span', kindClass(e.kind), e.kind)),
-        el('td', 'outcome-' + (e.outcome === 'failure' ? 'failure' : 'success'), e.outcome),
-        el('td', null, actorText(e.actor)),
-        el('td', null, what(e)),
-        el('td', 'mono', e.requestId),
-        el('td', 'mono', e.ip));
+        add(el('td', 'nowrap'), el('span', kindClass(e.kind), e.kind)),
+        el('td', 'nowrap outcome-' + (e.outcome === 'failure' ? 'failure' : 'success'), e.outcome),
+        el('td', 'wrap', actorText(e.actor)),
+        el('td', 'wrap', what(e)),
+        clipped(e.requestId),
+        clipped(e.ip));
       tbody.appendChild(tr);
     });
   }
