@@ -1,0 +1,239 @@
+import { expect } from 'chai';
+import Koa from 'koa';
+import mongoose, { mongo, Schema, type Connection, type Model } from 'mongoose';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createAudit } from '../lib/index.js';
+import { byPath, changeFixture, type ChangeFixture } from './support/changes.js';
+import { databaseUri, startDatabase } from './support/database.js';
+import { connectTestDb, listen, type Running } from './support/helpers.js';
+
+interface Account {
+  _id: mongo.ObjectId;
+  name?: string;
+  password?: string;
+  pin?: string;
+  profile?: { bio?: string; apiKey?: string; pinCode?: string };
+  internal?: { a?: number; b?: number };
+  n?: number;
+}
+
+const ACCOUNT = {
+  name: String,
+  password: String,
+  pin: String,
+  profile: { bio: String, apiKey: String, pinCode: String },
+  internal: { a: Number, b: Number },
+  n: Number,
+};
+
+describe('change plugin: attribution and options', () => {
+  let conn: Connection;
+  let fx: ChangeFixture;
+  const servers: Running[] = [];
+
+  before(async () => {
+    conn = await connectTestDb('plugin_options');
+    fx = changeFixture(conn);
+  });
+  after(async () => {
+    for (const s of servers) await s.close();
+    await fx.auditor.close({ timeoutMs: 2000 });
+    await conn.close();
+  });
+
+  describe('attribution', () => {
+    let Note: Model<{ text: string }>;
+    before(() => {
+      Note = fx.model<{ text: string }>({ text: String });
+    });
+
+    it('a write inside a real HTTP request carries its actor and request id', async () => {
+      const app = new Koa();
+      app.use(fx.auditor());
+      app.use(async (ctx, next) => {
+        if (ctx.get('x-user') !== '') ctx.state.user = { id: ctx.get('x-user'), username: 'alice' };
+        await next();
+      });
+      app.use(async (ctx) => {
+        const note = await Note.create({ text: ctx.path });
+        await Note.updateOne({ _id: note._id }, { $set: { text: `${ctx.path}!` } });
+        ctx.body = { id: note._id.toHexString() };
+      });
+      const r = await listen(app);
+      servers.push(r);
+
+      const res = await fetch(`${r.url}/signed`, { headers: { 'x-user': 'u-42', 'x-request-id': 'req-plugin-1' } });
+      expect(res.status).to.equal(200);
+      const { id } = (await res.json()) as { id: string };
+      const events = await fx.events({ model: Note.modelName, documentId: id });
+      expect(events.map((e) => e.kind)).to.deep.equal(['create', 'update']);
+      for (const e of events) {
+        expect(e.actor).to.deep.equal({ id: 'u-42', name: 'alice', via: 'state' });
+        expect(e.requestId).to.equal('req-plugin-1');
+        expect(e.ip).to.be.a('string');
+      }
+      const request = await fx.events({ kind: 'request', requestId: 'req-plugin-1' });
+      expect(request).to.have.length(1);
+
+      const anon = await fetch(`${r.url}/anonymous`);
+      const anonId = ((await anon.json()) as { id: string }).id;
+      const [created] = await fx.events({ model: Note.modelName, documentId: anonId, kind: 'create' });
+      expect(created.actor).to.equal(null);
+      expect(created.requestId).to.equal(anon.headers.get('x-request-id'));
+    });
+
+    it('outside any request the actor is the system; inside withActor it is that actor', async () => {
+      const a = await Note.create({ text: 'cron' });
+      await fx.auditor.withActor({ id: 'cron', name: 'nightly job' }, async () => {
+        await Note.updateOne({ _id: a._id }, { $set: { text: 'cron ran' } });
+        await Note.deleteOne({ _id: a._id });
+      });
+      const events = await fx.events({ model: Note.modelName, documentId: a._id.toHexString() });
+      expect(events.map((e) => [e.kind, e.actor, e.requestId])).to.deep.equal([
+        ['create', { id: 'system', via: 'system' }, null],
+        ['update', { id: 'cron', name: 'nightly job', via: 'explicit' }, null],
+        ['delete', { id: 'cron', name: 'nightly job', via: 'explicit' }, null],
+      ]);
+    });
+  });
+
+  describe('include / exclude / redact', () => {
+    it('redacts by path segment, built-in and schema keys, in from and to, on every kind', async () => {
+      const M = fx.model<Account>(ACCOUNT, { redact: ['pin'] });
+      const a = await M.create({ name: 'n', password: 'hunter2', pin: '1234', profile: { bio: 'b', apiKey: 'k1', pinCode: '9' } });
+      await M.updateOne({ _id: a._id }, { $set: { password: 'hunter3', pin: '5678', 'profile.apiKey': 'k2', 'profile.bio': 'b2' } });
+      await M.deleteOne({ _id: a._id });
+      const [create, update, del] = await fx.events({ model: M.modelName });
+      const R = '[REDACTED]';
+      expect(byPath(create.changes)).to.deep.equal([
+        { path: 'name', from: null, to: 'n' },
+        { path: 'password', from: R, to: R },
+        { path: 'pin', from: R, to: R },
+        { path: 'profile.apiKey', from: R, to: R },
+        { path: 'profile.bio', from: null, to: 'b' },
+        { path: 'profile.pinCode', from: null, to: '9' }, // 'pinCode' is not the key 'pin'
+      ]);
+      expect(byPath(update.changes)).to.deep.equal([
+        { path: 'password', from: R, to: R },
+        { path: 'pin', from: R, to: R },
+        { path: 'profile.apiKey', from: R, to: R },
+        { path: 'profile.bio', from: 'b', to: 'b2' },
+      ]);
+      expect(byPath(del.changes).filter((c) => c.from === R).map((c) => c.path)).to.deep.equal(['password', 'pin', 'profile.apiKey']);
+      const raw = JSON.stringify(await fx.auditor.model.find({ model: M.modelName }).lean());
+      for (const secret of ['hunter2', 'hunter3', '1234', '5678', 'k1', 'k2']) expect(raw).to.not.include(secret);
+    });
+
+    it('redacts secret keys inside arrays and Mixed values too', async () => {
+      const M = fx.model<{ list: unknown[] }>({ list: [Schema.Types.Mixed] });
+      await M.create({ list: [{ user: 'x', token: 'abc' }] });
+      const [create] = await fx.events({ model: M.modelName });
+      expect(create.changes).to.deep.equal([{ path: 'list', from: null, to: [{ user: 'x', token: '[REDACTED]' }] }]);
+    });
+
+    it('include limits the audited fields (and what is read); exclude removes fields', async () => {
+      const Inc = fx.model<Account>(ACCOUNT, { include: ['name', 'internal.a'] });
+      const a = await Inc.create({ name: 'n', n: 1, internal: { a: 1, b: 2 } });
+      await Inc.updateOne({ _id: a._id }, { $set: { n: 2, 'internal.b': 3 } });
+      await Inc.updateOne({ _id: a._id }, { $set: { name: 'm', 'internal.a': 5 } });
+      const inc = await fx.events({ model: Inc.modelName });
+      expect(inc.map((e) => e.kind)).to.deep.equal(['create', 'update'], 'the update of non-included fields records nothing');
+      expect(byPath(inc[0].changes)).to.deep.equal([{ path: 'internal.a', from: null, to: 1 }, { path: 'name', from: null, to: 'n' }]);
+      expect(byPath(inc[1].changes)).to.deep.equal([{ path: 'internal.a', from: 1, to: 5 }, { path: 'name', from: 'n', to: 'm' }]);
+
+      const Exc = fx.model<Account>(ACCOUNT, { exclude: ['internal', 'n'] });
+      const b = await Exc.create({ name: 'n', n: 1, internal: { a: 1 } });
+      await Exc.updateOne({ _id: b._id }, { $set: { n: 2, 'internal.a': 2 } });
+      await Exc.updateOne({ _id: b._id }, { $set: { n: 3, name: 'x' } });
+      const exc = await fx.events({ model: Exc.modelName });
+      expect(exc.map((e) => e.kind)).to.deep.equal(['create', 'update']);
+      expect(exc[0].changes).to.deep.equal([{ path: 'name', from: null, to: 'n' }]);
+      expect(exc[1].changes).to.deep.equal([{ path: 'name', from: 'n', to: 'x' }]);
+      expect(JSON.stringify(exc)).to.not.include('__v');
+    });
+
+    it('fetchBefore: false lists the fields set with their new values, from null', async () => {
+      const M = fx.model<Account>(ACCOUNT, { fetchBefore: false });
+      const a = await M.create({ name: 'n', n: 1, profile: { bio: 'b' } });
+      await M.updateOne({ _id: a._id }, { $inc: { n: 2 }, $set: { 'profile.bio': 'c' } });
+      await M.updateMany({ name: 'n' }, { $unset: { n: 1 } });
+      const loaded = (await M.findById(a._id))!;
+      loaded.name = 'saved';
+      await loaded.save();
+      await M.deleteOne({ _id: a._id });
+      const events = await fx.events({ model: M.modelName });
+      expect(events.map((e) => [e.kind, e.operation])).to.deep.equal([
+        ['create', 'save'], ['update', 'updateOne'], ['update', 'updateMany'], ['update', 'save'], ['delete', 'deleteOne'],
+      ]);
+      expect(byPath(events[1].changes)).to.deep.equal([{ path: 'n', from: null, to: 3 }, { path: 'profile.bio', from: null, to: 'c' }]);
+      expect(events[2].changes).to.deep.equal([{ path: 'n', from: null, to: null }]);
+      expect(events[3].changes).to.deep.equal([{ path: 'name', from: null, to: 'saved' }]);
+      expect(events[4].changes).to.deep.equal([]);
+    });
+
+    it('invalid plugin options throw a TypeError naming the option', () => {
+      const apply = (o: unknown) => () => new Schema({ a: String }).plugin(fx.auditor.plugin, o as object);
+      expect(apply({ include: 'name' })).to.throw(TypeError, /"include"/);
+      expect(apply({ exclude: [''] })).to.throw(TypeError, /"exclude"/);
+      expect(apply({ redact: [1] })).to.throw(TypeError, /"redact"/);
+      expect(apply({ fetchBefore: 'no' })).to.throw(TypeError, /"fetchBefore"/);
+      expect(apply({ recordNoop: 1 })).to.throw(TypeError, /"recordNoop"/);
+      expect(apply({ maxDocuments: 0 })).to.throw(TypeError, /"maxDocuments"/);
+      expect(apply({ fetchbefore: false })).to.throw(TypeError, /"fetchbefore"/);
+      expect(apply({ include: ['a'] })).to.not.throw();
+    });
+  });
+
+  describe('which models', () => {
+    it('the global models option limits auditing to the named models', async () => {
+      const only = createAudit({ connection: conn, spoolDir: mkdtempSync(join(tmpdir(), 'ka-plugin-')), collection: 'only_events', models: ['Kept'] });
+      try {
+        const kept = new Schema({ v: Number });
+        kept.plugin(only.plugin);
+        const skipped = new Schema({ v: Number });
+        skipped.plugin(only.plugin);
+        const Kept = conn.model('Kept', kept);
+        const Skipped = conn.model('Skipped', skipped);
+        await Kept.create({ v: 1 });
+        await Skipped.create({ v: 1 });
+        await Skipped.updateMany({}, { $set: { v: 2 } });
+        await only.flush();
+        const events = await only.model.find().lean();
+        expect(events.map((e) => e.model)).to.deep.equal(['Kept']);
+      } finally {
+        await only.close({ timeoutMs: 2000 });
+      }
+    });
+
+    it('mongoose.plugin(audit.plugin) audits every schema once, never the audit collection, never subdocuments apart', async () => {
+      const m = new mongoose.Mongoose();
+      const base = process.env.KOA_AUDIT_TEST_URI ?? (await startDatabase()).uri;
+      const c = await m.createConnection(databaseUri(base, 't_plugin_global')).asPromise();
+      await c.dropDatabase();
+      const auditor = createAudit({ connection: c, spoolDir: mkdtempSync(join(tmpdir(), 'ka-plugin-')) });
+      try {
+        m.plugin(auditor.plugin);
+        const schema = new m.Schema({ title: String, items: [new m.Schema({ q: Number })] });
+        schema.plugin(auditor.plugin, { exclude: ['items'] }); // explicit options win; the global one adds nothing
+        const Order = c.model('Order', schema);
+        const o = await Order.create({ title: 'o', items: [{ q: 1 }, { q: 2 }] });
+        o.title = 'p';
+        o.items[0].q = 5;
+        await o.save();
+        await auditor.flush();
+        const events = await auditor.model.find().sort({ ts: 1, _id: 1 }).lean();
+        expect(events.map((e) => [e.kind, e.model])).to.deep.equal([['create', 'Order'], ['update', 'Order']]);
+        expect(events[1].changes).to.deep.equal([{ path: 'title', from: 'o', to: 'p' }]);
+        // A mongoose write to the audit collection itself is not audited (it would feed itself).
+        await auditor.model.updateOne({ _id: events[0]._id }, { $set: { meta: { touched: true } } });
+        await auditor.flush();
+        expect(await auditor.model.countDocuments()).to.equal(2);
+      } finally {
+        await auditor.close({ timeoutMs: 2000 });
+        await c.close();
+      }
+    });
+  });
+});
