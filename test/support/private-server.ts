@@ -85,8 +85,9 @@ async function privateFerret(): Promise<PrivateServer> {
   let child: ChildProcess | null = null;
 
   const launch = async (): Promise<void> => {
+    if (child !== null && child.exitCode === null) return; // running already
     // Watchdog as in database.ts: the server dies with our stdin pipe, however this process ends.
-    const script = '"$@" </dev/null & pid=$!; trap "kill $pid 2>/dev/null" TERM INT; cat >/dev/null; kill $pid 2>/dev/null; wait $pid';
+    const script = '"$@" </dev/null & pid=$!; trap "kill $pid 2>/dev/null" TERM INT; cat >/dev/null; kill $pid 2>/dev/null; wait $pid 2>/dev/null';
     const c = spawn('sh', ['-c', script, 'ferretdb', bin, ...args], { stdio: ['pipe', 'ignore', 'inherit'] });
     child = c;
     const exited = new Promise<number | null>((res) => c.once('exit', (code) => res(code)));

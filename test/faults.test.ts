@@ -1,0 +1,186 @@
+/**
+ * Delivery under faults, against a real server that this file starts, stops and restarts itself (a private
+ * FerretDB on its own port: the shared server of the run is never interrupted).
+ */
+import { expect } from 'chai';
+import Koa from 'koa';
+import mongoose, { type Connection } from 'mongoose';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createAudit, type Auditor, type AuditOptions } from '../lib/index.js';
+import { listen, sleep, type Running } from './support/helpers.js';
+import { startPrivateServer, type PrivateServer } from './support/private-server.js';
+
+describe('faults: delivery through outages, crashes and shutdown', function () {
+  this.timeout(60_000);
+  let server: PrivateServer;
+  let conn: Connection;
+  const auditors: Auditor[] = [];
+  const servers: Running[] = [];
+  const tmp = (): string => mkdtempSync(join(tmpdir(), 'ka-faults-'));
+  const make = (opts: AuditOptions): Auditor => {
+    const a = createAudit({ connection: conn, ...opts });
+    a.on('error', () => {}); // failed writes during the outages are expected; they are retried
+    auditors.push(a);
+    return a;
+  };
+  const serve = async (a: Auditor): Promise<Running> => {
+    const app = new Koa();
+    app.use(a());
+    app.use((ctx) => {
+      ctx.body = 'ok';
+    });
+    const r = await listen(app);
+    servers.push(r);
+    return r;
+  };
+
+  before(async () => {
+    server = await startPrivateServer();
+    // A short server-selection timeout: writes during the outage fail within a second and are retried,
+    // instead of hanging for the driver's default 30 s.
+    conn = await mongoose.createConnection(`${server.uri}faults`, { serverSelectionTimeoutMS: 1000 }).asPromise();
+    await conn.dropDatabase();
+  });
+  after(async () => {
+    for (const s of servers) await s.close();
+    for (const a of auditors) await a.close({ timeoutMs: 1000 });
+    await conn.close();
+    await server.destroy();
+  });
+  afterEach(async () => {
+    await server.restart().catch(() => {}); // a failed test must not leave the server down for the next one
+  });
+
+  it('a 10 s outage under continuous requests: every request answered, every event stored once, memory bounded', async () => {
+    const maxQueue = 100;
+    const spoolDir = tmp();
+    const a = make({ collection: 'outage', maxQueue, spoolDir, flushIntervalMs: 50, degradedAfterMs: 1000 });
+    const signals: string[] = [];
+    a.on('degraded', () => signals.push('degraded'));
+    a.on('recovered', () => signals.push('recovered'));
+    await a.ready();
+    const r = await serve(a);
+
+    let sent = 0;
+    const failed: number[] = [];
+    let maxQueued = 0;
+    let running = true;
+    const client = async (): Promise<void> => {
+      while (running) {
+        const res = await fetch(`${r.url}/o/${sent++}`);
+        await res.text();
+        if (res.status !== 200) failed.push(res.status);
+        maxQueued = Math.max(maxQueued, a.stats().queued);
+        await sleep(2);
+      }
+    };
+    const clients = [client(), client()];
+    await sleep(1000);
+    await server.stop();
+    const stoppedAt = sent;
+    await sleep(10_000);
+    const duringOutage = sent - stoppedAt;
+    const midStats = a.stats();
+    await server.restart();
+    await sleep(1000);
+    running = false;
+    await Promise.all(clients);
+    await a.flush();
+
+    const stats = a.stats();
+    const events = await a.model.find({ kind: 'request' }, { requestId: 1 }).lean();
+    const requestIds = new Set(events.map((e) => e.requestId));
+    expect(failed).to.deep.equal([], 'no request failed');
+    expect(duringOutage).to.be.above(200, 'requests kept coming during the outage');
+    expect(events.length).to.equal(sent, '0 lost');
+    expect(requestIds.size).to.equal(sent, '0 duplicates');
+    expect(await a.model.countDocuments({ kind: 'loss' })).to.equal(0);
+    expect(maxQueued).to.be.at.most(maxQueue, 'memory stayed under the bound');
+    expect(midStats.spooled).to.be.above(0, 'the spool took the overflow');
+    expect(midStats.degraded).to.equal(true);
+    expect(stats).to.include({ accepted: sent, stored: sent, queued: 0, dropped: 0, degraded: false });
+    expect(stats.retried).to.be.above(0);
+    expect(signals).to.deep.equal(['degraded', 'recovered']);
+    expect(readdirSync(spoolDir)).to.deep.equal([], 'the spool was replayed and emptied');
+  });
+
+  it('a process killed with events in its spool: a new auditor on the same directory stores them all, once', async () => {
+    const spoolDir = tmp();
+    const child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'support/spool-child.ts'), spoolDir, 'crashed', '200'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const exited = new Promise<NodeJS.Signals | null>((res) => child.once('exit', (_code, signal) => res(signal)));
+    let out = '';
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('\n')) resolve();
+      });
+      child.once('exit', () => reject(new Error(`child exited early: ${out}`)));
+    });
+    const spooled = Number(/spooled (\d+)/.exec(out)?.[1]);
+    expect(spooled).to.be.at.least(190);
+    child.kill('SIGKILL');
+    expect(await exited).to.equal('SIGKILL');
+
+    // What the dead process left: the spooled events, by _id.
+    const files = readdirSync(spoolDir);
+    const ids = files
+      .flatMap((f) => readFileSync(join(spoolDir, f), 'utf8').split('\n'))
+      .filter((l) => l !== '')
+      .map((l) => (JSON.parse(l) as { _id: { $oid: string } })._id.$oid);
+    expect(ids).to.have.length(spooled);
+
+    const a = make({ collection: 'crashed', spoolDir });
+    await a.flush();
+    const stored = await a.model.find({}, { _id: 1 }).lean();
+    expect(stored.map((e) => String(e._id)).sort()).to.deep.equal([...ids].sort(), 'all of them, each once');
+    expect(a.stats().stored).to.equal(spooled);
+    expect(readdirSync(spoolDir)).to.deep.equal([]);
+  });
+
+  it('close() with 5,000 queued events stores all 5,000', async () => {
+    const a = make({ collection: 'close_5000', maxQueue: 10_000, spoolDir: tmp(), batchSize: 500 });
+    await a.ready();
+    const r = await serve(a);
+    await server.stop(); // nothing can be written: the events wait in memory
+    let next = 0;
+    const client = async (): Promise<void> => {
+      while (next < 5000) expect((await fetch(`${r.url}/c/${next++}`)).status).to.equal(200);
+    };
+    await Promise.all(Array.from({ length: 8 }, client));
+    await sleep(20);
+    expect(a.stats()).to.include({ accepted: 5000, queued: 5000, spooled: 0 });
+    await server.restart();
+    const result = await a.close({ timeoutMs: 30_000 });
+    expect(result).to.deep.equal({ unwritten: 0 });
+    expect(await a.model.countDocuments({ kind: 'request' })).to.equal(5000);
+    expect(a.stats()).to.include({ stored: 5000, queued: 0 });
+  });
+
+  it('close() that times out spools what it could not write and says how many; a later auditor stores them', async () => {
+    const spoolDir = tmp();
+    const a = make({ collection: 'close_timeout', spoolDir, flushIntervalMs: 10 });
+    await a.ready();
+    const r = await serve(a);
+    await server.stop();
+    for (let i = 0; i < 30; i++) expect((await fetch(`${r.url}/t/${i}`)).status).to.equal(200);
+    await sleep(20);
+    const t = Date.now();
+    const result = await a.close({ timeoutMs: 500 });
+    expect(Date.now() - t).to.be.below(3000);
+    expect(result).to.deep.equal({ unwritten: 30 });
+    // An event that arrives after close() goes to the spool too.
+    expect((await fetch(`${r.url}/late`)).status).to.equal(200);
+    await sleep(20);
+    await server.restart();
+    const b = make({ collection: 'close_timeout', spoolDir });
+    await b.flush();
+    const paths = (await b.model.find({ kind: 'request' }).lean()).map((e) => e.http?.path);
+    expect(paths).to.have.length(31);
+    expect(new Set(paths).size).to.equal(31);
+  });
+});
