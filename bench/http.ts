@@ -1,0 +1,152 @@
+/**
+ * HTTP benchmark: bare Koa, Koa + koa-audit (default async mode, real store), Koa + a naive audit that awaits
+ * one insertOne per request, Koa + koa-audit in sync mode. Requests/s and p50/p99 latency at a fixed
+ * concurrency, with autocannon.
+ *
+ * The server runs in a child process, one process per variant and round, and autocannon in this process:
+ * a load generator sharing the server's event loop would steal the very time being measured, and a fresh
+ * process gives every variant the same cold start (no JIT or heap left over from the previous variant).
+ * Variants are interleaved and their order rotated every round, so that drifting machine load (other work
+ * on this machine, FerretDB's growing files) spreads over all of them instead of landing on one.
+ */
+import autocannon from 'autocannon';
+import { fork } from 'node:child_process';
+import { join } from 'node:path';
+import type { AuditStats } from '../lib/index.js';
+import { fmt, median, table } from './common.js';
+
+export type Variant = 'bare' | 'audited' | 'naive' | 'sync' | 'deferred';
+const VARIANTS: Variant[] = ['bare', 'audited', 'naive', 'sync', 'deferred'];
+const LABEL: Record<Variant, string> = {
+  bare: 'bare Koa',
+  audited: 'Koa + koa-audit (async, default)',
+  naive: 'Koa + naive audit (await insertOne)',
+  sync: "Koa + koa-audit (mode: 'sync')",
+  deferred: 'diagnostic: koa-audit, writes held until the load stops',
+};
+
+export interface HttpOptions {
+  rounds: number;
+  durationSec: number;
+  warmupSec: number;
+  connections: number;
+}
+
+interface Sample {
+  rps: number;
+  p50: number;
+  p99: number;
+  responses: number;
+  errors: number;
+  stored: number;
+  drainMs: number;
+  spooled: number;
+  /** Server process CPU time per response in the measured window: what the variant costs, whatever the load. */
+  cpuPerReq: number;
+}
+
+interface ChildReply {
+  port?: number;
+  stored?: number;
+  drainMs?: number;
+  stats?: AuditStats | null;
+  cpuMicros?: number;
+}
+
+async function runOne(variant: Variant, uri: string, collection: string, o: HttpOptions): Promise<Sample> {
+  const child = fork(join(__dirname, 'http-server.ts'), [variant, uri, collection], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const replies: ChildReply[] = [];
+  let waiting: ((r: ChildReply) => void) | null = null;
+  child.on('message', (m: ChildReply) => {
+    if (waiting !== null) {
+      const w = waiting;
+      waiting = null;
+      w(m);
+    } else replies.push(m);
+  });
+  const next = (): Promise<ChildReply> => {
+    const r = replies.shift();
+    if (r !== undefined) return Promise.resolve(r);
+    return new Promise((resolve, reject) => {
+      waiting = resolve;
+      child.once('exit', (code) => reject(new Error(`bench server (${variant}) exited with ${code}`)));
+    });
+  };
+  const { port } = await next();
+  const url = `http://127.0.0.1:${port}/items/1`;
+  let warm = 0;
+  if (o.warmupSec > 0) warm = (await autocannon({ url, connections: o.connections, duration: o.warmupSec })).requests.total;
+  child.send('mark');
+  const res = await autocannon({ url, connections: o.connections, duration: o.durationSec });
+  child.send('stats');
+  const during = await next();
+  child.send('close');
+  const closed = await next();
+  const responses = warm + res.requests.total;
+  return {
+    rps: res.requests.average,
+    p50: res.latency.p50,
+    p99: res.latency.p99,
+    responses,
+    errors: res.errors + res.timeouts + res.non2xx,
+    stored: closed.stored ?? 0,
+    drainMs: closed.drainMs ?? 0,
+    spooled: during.stats?.spooled ?? 0,
+    cpuPerReq: (during.cpuMicros ?? 0) / Math.max(1, res.requests.total),
+  };
+}
+
+export interface Medians {
+  rps: number;
+  p50: number;
+  p99: number;
+  cpu: number;
+}
+
+export interface HttpResult {
+  medians: Record<Variant, Medians>;
+  text: string;
+  notes: string[];
+}
+
+export async function runHttpBench(uri: string, o: HttpOptions, log: (s: string) => void): Promise<HttpResult> {
+  const samples: Record<Variant, Sample[]> = { bare: [], audited: [], naive: [], sync: [], deferred: [] };
+  const notes: string[] = [];
+  for (let round = 0; round < o.rounds; round++) {
+    const order = VARIANTS.map((_, i) => VARIANTS[(i + round) % VARIANTS.length]);
+    for (const v of order) {
+      const s = await runOne(v, uri, `http_${v}_${round}`, o);
+      samples[v].push(s);
+      log(`  round ${round + 1}/${o.rounds} ${v.padEnd(7)} ${fmt(s.rps)} req/s  p50 ${s.p50} ms  p99 ${s.p99} ms  server CPU ${fmt(s.cpuPerReq)} µs/req` +
+        (v === 'bare' ? '' : `  stored ${fmt(s.stored)}/${fmt(s.responses)}`) +
+        (v === 'audited' ? `  spooled ${fmt(s.spooled)}  backlog written in ${fmt(s.drainMs)} ms after the load` : ''));
+      // autocannon counts responses that completed within the window; requests in flight at its end are served too.
+      if (v !== 'bare' && (s.stored < s.responses || s.stored > s.responses + 2 * o.connections)) notes.push(`${v} round ${round + 1}: ${s.stored} events stored for ${s.responses} responses`);
+      if (s.errors > 0) notes.push(`${v} round ${round + 1}: ${s.errors} errors/timeouts/non-2xx`);
+    }
+  }
+  const med = (v: Variant): Medians => ({
+    rps: median(samples[v].map((s) => s.rps)),
+    cpu: median(samples[v].map((s) => s.cpuPerReq)),
+    p50: median(samples[v].map((s) => s.p50)),
+    p99: median(samples[v].map((s) => s.p99)),
+  });
+  const medians = { bare: med('bare'), audited: med('audited'), naive: med('naive'), sync: med('sync'), deferred: med('deferred') };
+  const base = medians.bare.rps;
+  const text = table(
+    ['variant', 'req/s (median)', 'p50 ms', 'p99 ms', 'req/s vs bare', 'koa-audit req/s vs this', 'server CPU µs/req'],
+    VARIANTS.map((v) => [
+      LABEL[v],
+      fmt(medians[v].rps),
+      fmt(medians[v].p50, 1),
+      fmt(medians[v].p99, 1),
+      fmt(medians[v].rps / base, 2),
+      v === 'audited' ? '1.00' : fmt(medians.audited.rps / medians[v].rps, 2),
+      fmt(medians[v].cpu),
+    ]),
+  );
+  const drains = samples.audited.map((s) => s.drainMs);
+  const spooled = samples.audited.map((s) => s.spooled);
+  notes.push(`koa-audit (async): events spooled during a round: ${spooled.map((n) => fmt(n)).join(', ')}; backlog still to write when the load stopped took ${drains.map((n) => fmt(n)).join(', ')} ms (close()).`);
+  return { medians, text, notes };
+}

@@ -1,0 +1,70 @@
+/**
+ * Store benchmark: events per second that the writer sustains into the real server. The writer is driven
+ * directly (no HTTP) with request events shaped as the middleware builds them, so this measures the batching
+ * writer and the server, nothing else: N events accepted as fast as possible, then timed until flush() says
+ * every one is stored.
+ */
+import { EventEmitter } from 'node:events';
+import mongoose, { mongo } from 'mongoose';
+import { eventModel } from '../lib/store/model.js';
+import { Writer } from '../lib/store/writer.js';
+import { fmt, median, table } from './common.js';
+
+export interface StoreRow {
+  batchSize: number;
+  events: number;
+  eventsPerSec: number;
+}
+
+function requestEvent(i: number): Record<string, unknown> {
+  return {
+    _id: new mongo.ObjectId(),
+    ts: new Date(),
+    kind: 'request',
+    outcome: 'success',
+    actor: { id: `user-${i % 50}`, name: 'Bench User', via: 'state' },
+    requestId: `bench-${i}`,
+    ip: '127.0.0.1',
+    userAgent: 'autocannon',
+    http: { method: 'GET', path: `/items/${i}`, route: '/items/:id', query: '', status: 200, durationMs: 0.412 },
+  };
+}
+
+export async function runStoreBench(uri: string, events: number, rounds: number, batchSizes: number[]): Promise<{ rows: StoreRow[]; text: string }> {
+  const conn = await mongoose.createConnection(uri).asPromise();
+  await conn.dropDatabase();
+  const rows: StoreRow[] = [];
+  try {
+    for (const batchSize of batchSizes) {
+      const rates: number[] = [];
+      for (let r = 0; r < rounds; r++) {
+        // The audit collection as the library sets it up: every index the queries need.
+        const model = eventModel(conn, `store_bench_${batchSize}_${r}`);
+        await model.createIndexes();
+        const coll = model.collection;
+        const w = new Writer(() => coll, {
+          batchSize, flushIntervalMs: 250, maxQueue: events, maxQueueBytes: 1 << 30, onFull: 'drop', spool: null,
+          blockTimeoutMs: 5000, writeConcern: undefined, degradedAfterMs: 5000, retryMinMs: 50, retryMaxMs: 5000,
+        }, new EventEmitter());
+        const docs = Array.from({ length: events }, (_, i) => requestEvent(i));
+        const t = performance.now();
+        for (const d of docs) w.accept(d);
+        await w.flush();
+        const secs = (performance.now() - t) / 1000;
+        const stats = w.stats();
+        if (stats.stored !== events) throw new Error(`store bench: ${stats.stored} of ${events} stored`);
+        rates.push(events / secs);
+        await w.close(1000);
+        await coll.drop();
+      }
+      rows.push({ batchSize, events, eventsPerSec: median(rates) });
+    }
+  } finally {
+    await conn.close();
+  }
+  const text = table(
+    ['batchSize', 'events per round', 'rounds', 'events/s (median)'],
+    rows.map((r) => [r.batchSize, fmt(r.events), rounds, fmt(r.eventsPerSec)]),
+  );
+  return { rows, text };
+}
