@@ -81,9 +81,11 @@ export async function readByIds(model: AuditedModel, ids: readonly unknown[], pr
   const opts: { projection?: object; session?: ClientSession } = {};
   if (projection !== null) opts.projection = projection;
   if (session != null) opts.session = session;
-  // Chunked: the `$in` list of one read stays far below the BSON size limit.
+  // One id is an equality (some servers, FerretDB among them, use the _id index for it but not for `$in`);
+  // many are chunked so that one `$in` list stays far below the BSON size limit.
   for (let i = 0; i < ids.length; i += 1000) {
-    const docs = await model.collection.find({ _id: { $in: ids.slice(i, i + 1000) } }, opts).toArray();
+    const filter = ids.length === 1 ? { _id: ids[0] } : { _id: { $in: ids.slice(i, i + 1000) } };
+    const docs = await model.collection.find(filter, opts).toArray();
     for (const d of docs) out.set(documentIdString(d._id), d);
   }
   return out;
