@@ -7,7 +7,7 @@
 import { mongo, type ClientSession } from 'mongoose';
 import { diffDocuments, listFields } from './diff.js';
 import {
-  documentIdString, emit, emitTransition, narrowProjection, plainOf, readByIds,
+  documentIdString, emit, emitTransition, narrowProjection, plainOf, readByIds, settle,
   type AuditedModel, type Doc, type Settings, type Target,
 } from './change-recorder.js';
 import { touchedPaths, topLevelProjection } from './update-paths.js';
@@ -339,19 +339,21 @@ export async function auditedBulkWrite(s: Settings, model: AuditedModel, base: B
   for (const k of Object.keys(upserted)) created.push(upserted[k]);
 
   const t: Target = { modelName: model.modelName, collectionName: model.collection.collectionName, operation: 'bulkWrite' };
-  const after = await readByIds(model, [...ids, ...created.filter((id) => !before.has(documentIdString(id)))], s.projection, session);
-  const seen = new Set<string>();
-  for (const [id, doc] of before) {
-    seen.add(id);
-    await emitTransition(s, t, id, doc, after.get(id) ?? null);
-  }
-  for (const id of created) {
-    const key = documentIdString(id);
-    if (seen.has(key)) continue;
-    seen.add(key);
-    await emitTransition(s, t, key, null, after.get(key) ?? null);
-  }
+  await settle(s, (async () => {
+    const after = await readByIds(model, [...ids, ...created.filter((id) => !before.has(documentIdString(id)))], s.projection, session);
+    const seen = new Set<string>();
+    for (const [id, doc] of before) {
+      seen.add(id);
+      await emitTransition(s, t, id, doc, after.get(id) ?? null);
+    }
+    for (const id of created) {
+      const key = documentIdString(id);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      await emitTransition(s, t, key, null, after.get(key) ?? null);
+    }
+  })());
   if (error !== null) throw error;
-  for (const sm of summaries) await emit(s, t, sm.kind, undefined, [], { filter: sm.filter, update: sm.update, matched: sm.matched });
+  for (const sm of summaries) await settle(s, emit(s, t, sm.kind, undefined, [], { filter: sm.filter, update: sm.update, matched: sm.matched }));
   return res;
 }

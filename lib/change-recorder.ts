@@ -9,6 +9,7 @@
  */
 import type { ClientSession } from 'mongoose';
 import type { AuditCore } from './auditor.js';
+import { AuditUnavailableError } from './store/writer.js';
 import { diffDocuments, isPlainObject, type ChangeContext, type PathFilter } from './diff.js';
 import type { Redactor } from './redact.js';
 import { toStored } from './safe.js';
@@ -137,4 +138,19 @@ export async function emitTransition(s: Settings, t: Target, id: string, before:
   if (after === null) return emit(s, t, 'delete', id, diffDocuments(before, null, s.change));
   const changes = diffDocuments(before, after, s.change);
   if (changes.length > 0 || s.recordNoop) await emit(s, t, 'update', id, changes);
+}
+
+/**
+ * Runs the recording part that follows a successful write. A fault of the auditor there (a failed image
+ * read) must not make the app believe its write failed: it is reported. Only a full store under
+ * `onFull: 'block'` fails the call, closed.
+ */
+export async function settle(s: Settings, work: Promise<void>): Promise<void> {
+  try {
+    await work;
+  } catch (err) {
+    if (err instanceof AuditUnavailableError) throw err;
+    s.core.warnOnce('KOA_AUDIT_CHANGE', `a change could not be recorded (${(err as Error).message}); the auditor emits 'error' for each one`);
+    if (s.core.events.listenerCount('error') > 0) s.core.events.emit('error', err);
+  }
 }

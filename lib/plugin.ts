@@ -12,7 +12,7 @@ import {
   DELETE_QUERIES, UPDATE_QUERIES, auditedBulkWrite, postInsertMany, postQuery, postSave, preQuery, preSave,
   type AuditedDocument, type AuditedQuery,
 } from './change-hooks.js';
-import type { AuditedModel, Settings } from './change-recorder.js';
+import { settle, type AuditedModel, type Settings } from './change-recorder.js';
 import { pathFilter } from './diff.js';
 import { checkKnown, fail, positiveInt } from './options.js';
 import { createRedactor } from './redact.js';
@@ -132,24 +132,24 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
       await preSave(s, this);
     });
     hooks.post('save', doc, async function (this: AuditedDocument) {
-      await postSave(s, this);
+      await settle(s, postSave(s, this));
     });
     for (const name of [...UPDATE_QUERIES, ...DELETE_QUERIES]) {
       hooks.pre(name, query, async function (this: AuditedQuery) {
         await preQuery(s, this);
       });
       hooks.post(name, query, async function (this: AuditedQuery, res: unknown) {
-        await postQuery(s, this, res);
+        await settle(s, postQuery(s, this, res));
       });
     }
     hooks.post('insertMany', async function (this: AuditedModel, docs: unknown) {
-      await postInsertMany(s, this, docs);
+      await settle(s, postInsertMany(s, this, docs));
     });
     // Kareem tells error handlers by arity: (error, docs, next). An ordered or unordered insertMany that
     // failed part-way still inserted `error.insertedDocs`: those happened, and are recorded.
     hooks.post('insertMany', async function (this: AuditedModel, error: unknown, _docs: unknown, _next: unknown) {
       const inserted = (error as { insertedDocs?: unknown } | null)?.insertedDocs;
-      if (Array.isArray(inserted) && inserted.length > 0) await postInsertMany(s, this, inserted);
+      if (Array.isArray(inserted) && inserted.length > 0) await settle(s, postInsertMany(s, this, inserted));
     });
 
     const previous = hooks.statics.bulkWrite as BulkWrite | undefined;

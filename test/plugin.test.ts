@@ -218,4 +218,33 @@ describe('change plugin: every write path', () => {
     expect(events).to.have.length(1);
     expect(events[0].changes).to.deep.equal([]);
   });
+  it('document updateOne and lean insertMany are audited too', async () => {
+    const a = await Post.create({ title: 'a' });
+    await a.updateOne({ $set: { title: 'b' } });
+    const lean = await Post.insertMany([{ title: 'l1' }, { title: 'l2' }], { lean: true });
+    const updates = await mine({ kind: 'update' });
+    expect(updates.map((e) => [e.operation, e.documentId, e.changes])).to.deep.equal([
+      ['updateOne', a._id.toHexString(), [{ path: 'title', from: 'a', to: 'b' }]],
+    ]);
+    const creates = await mine({ kind: 'create', operation: 'insertMany' });
+    expect(creates.map((e) => e.documentId).sort()).to.deep.equal(lean.map((d) => String(d._id)).sort());
+  });
+
+  it('timestamps are changes like any other field', async () => {
+    const T = fx.model<Post & { createdAt: Date; updatedAt: Date }>({ title: String }, {}, { timestamps: true });
+    const a = await T.create({ title: 'a' });
+    await new Promise((r) => setTimeout(r, 5));
+    await T.updateOne({ _id: a._id }, { $set: { title: 'b' } });
+    const after = (await T.findById(a._id).lean())!;
+    const [create, update] = await fx.events({ model: T.modelName });
+    expect(byPath(create.changes)).to.deep.equal([
+      { path: 'createdAt', from: null, to: a.createdAt.toISOString() },
+      { path: 'title', from: null, to: 'a' },
+      { path: 'updatedAt', from: null, to: a.updatedAt.toISOString() },
+    ]);
+    expect(byPath(update.changes)).to.deep.equal([
+      { path: 'title', from: 'a', to: 'b' },
+      { path: 'updatedAt', from: a.updatedAt.toISOString(), to: after.updatedAt.toISOString() },
+    ]);
+  });
 });
