@@ -84,6 +84,7 @@ export interface AuditedQuery {
   model: AuditedModel;
   getFilter(): Doc;
   getUpdate(): unknown;
+  setUpdate(update: object): unknown;
   getOptions(): QueryOptions;
 }
 
@@ -170,7 +171,7 @@ export async function preQuery(s: Settings, q: AuditedQuery): Promise<void> {
     const hasId = filter._id !== undefined || u._id !== undefined || soi._id !== undefined || (u.$set as Doc | undefined)?._id !== undefined;
     if (!hasId && !replacement) {
       st.upsertId = new mongo.ObjectId();
-      u.$setOnInsert = { ...soi, _id: st.upsertId };
+      q.setUpdate({ ...u, $setOnInsert: { ...soi, _id: st.upsertId } }); // a new object: the caller's is untouched
     }
   }
   queryStates.set(q, st);
@@ -261,6 +262,19 @@ export async function postInsertMany(s: Settings, model: AuditedModel, docs: unk
   }
 }
 
+/** insertMany with `rawResult: true`: the result names the inserted ids; their documents are read back. */
+export async function postInsertedIds(s: Settings, model: AuditedModel, res: unknown): Promise<void> {
+  if (!s.auditsModel(model.modelName)) return;
+  const map = (res as { insertedIds?: Record<string, unknown> } | null)?.insertedIds ?? {};
+  const ids = Object.keys(map).map((k) => map[k]);
+  const docs = await readByIds(model, ids, s.projection, null);
+  const t: Target = { modelName: model.modelName, collectionName: model.collection.collectionName, operation: 'insertMany' };
+  for (const id of ids) {
+    const key = documentIdString(id);
+    await emitTransition(s, t, key, null, docs.get(key) ?? null);
+  }
+}
+
 // -------------------------------------------------------------------------------------- bulkWrite
 
 type BulkWrite = (this: unknown, ops: unknown, options?: unknown) => Promise<unknown>;
@@ -275,7 +289,10 @@ interface BulkResult {
  * the call must reach the code after it, and model middleware gets no per-call object to carry them.
  */
 export async function auditedBulkWrite(s: Settings, model: AuditedModel, base: BulkWrite, ops: unknown, options: unknown): Promise<unknown> {
-  if (!s.auditsModel(model.modelName) || !Array.isArray(ops) || ops.length === 0) return base.call(model, ops, options);
+  // `Model.bulkSave` runs save middleware for its documents, then calls bulkWrite with this internal flag:
+  // its changes are recorded by the save hooks, once.
+  const internal = (options as { _skipCastBulkWrite?: unknown } | null | undefined)?._skipCastBulkWrite === true;
+  if (internal || !s.auditsModel(model.modelName) || !Array.isArray(ops) || ops.length === 0) return base.call(model, ops, options);
   if (s.blocking) await s.core.writer.waitForSpace();
   const session = ((options ?? {}) as { session?: ClientSession | null }).session ?? null;
   const before = new Map<string, Doc>();

@@ -9,7 +9,7 @@
 import type { Schema } from 'mongoose';
 import type { AuditCore } from './auditor.js';
 import {
-  DELETE_QUERIES, UPDATE_QUERIES, auditedBulkWrite, postInsertMany, postQuery, postSave, preQuery, preSave,
+  DELETE_QUERIES, UPDATE_QUERIES, auditedBulkWrite, postInsertedIds, postInsertMany, postQuery, postSave, preQuery, preSave,
   type AuditedDocument, type AuditedQuery,
 } from './change-hooks.js';
 import { settle, type AuditedModel, type Settings } from './change-recorder.js';
@@ -151,6 +151,15 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
       const inserted = (error as { insertedDocs?: unknown } | null)?.insertedDocs;
       if (Array.isArray(inserted) && inserted.length > 0) await settle(s, postInsertMany(s, this, inserted));
     });
+
+    // With `rawResult: true` mongoose returns before running insertMany post middleware: the ids it
+    // reports are read back and recorded here instead.
+    const previousInsertMany = hooks.statics.insertMany as BulkWrite | undefined;
+    hooks.statics.insertMany = async function insertMany(this: AuditedModel & { base: { Model: { insertMany: BulkWrite } } }, docs: unknown, opts?: unknown) {
+      const res = await (previousInsertMany ?? this.base.Model.insertMany).call(this, docs, opts);
+      if ((opts as { rawResult?: unknown } | undefined)?.rawResult === true) await settle(s, postInsertedIds(s, this, res));
+      return res;
+    };
 
     const previous = hooks.statics.bulkWrite as BulkWrite | undefined;
     hooks.statics.bulkWrite = function bulkWrite(this: AuditedModel & { base: { Model: { bulkWrite: BulkWrite } } }, ops: unknown, opts?: unknown) {

@@ -247,4 +247,30 @@ describe('change plugin: every write path', () => {
       { path: 'updatedAt', from: a.updatedAt.toISOString(), to: after.updatedAt.toISOString() },
     ]);
   });
+  it('a findOneAndUpdate upsert leaves the caller\'s update object as it was', async () => {
+    const update = { $set: { n: 7 } };
+    await Post.findOneAndUpdate({ title: 'x1' }, update, { upsert: true });
+    await Post.findOneAndUpdate({ title: 'x2' }, update, { upsert: true });
+    expect(update).to.deep.equal({ $set: { n: 7 } });
+    const events = await mine({ kind: 'create' });
+    expect(events).to.have.length(2);
+    expect(new Set(events.map((e) => e.documentId)).size).to.equal(2);
+  });
+  it('insertMany with rawResult, and Model.bulkSave (through its save middleware, once) are audited too', async () => {
+    const raw = await Post.insertMany([{ title: 'r1' }, { title: 'r2' }], { rawResult: true });
+    expect(raw.insertedCount).to.equal(2);
+    const creates = await mine({ kind: 'create', operation: 'insertMany' });
+    expect(creates.map((e) => e.documentId).sort()).to.deep.equal(Object.values(raw.insertedIds).map(String).sort());
+    expect(byPath(creates[0].changes).map((c) => c.path)).to.deep.equal(['tags', 'title']);
+
+    const docs = await Post.find({ title: { $in: ['r1', 'r2'] } }).sort({ title: 1 });
+    docs[0].n = 1;
+    docs[1].title = 'r2b';
+    await Post.bulkSave(docs);
+    const updates = await mine({ kind: 'update' });
+    expect(updates.map((e) => [e.operation, e.documentId, e.changes]).sort()).to.deep.equal([
+      ['save', docs[0]._id.toHexString(), [{ path: 'n', from: null, to: 1 }]],
+      ['save', docs[1]._id.toHexString(), [{ path: 'title', from: 'r2', to: 'r2b' }]],
+    ].sort());
+  });
 });
