@@ -119,6 +119,21 @@ interface QueryState {
 
 const queryStates = new WeakMap<object, QueryState>();
 
+/**
+ * Pre-images are read through mongoose (it casts the filter and scopes it as the write will), post-images
+ * through the driver. Mongoose adds fields to an inclusive projection (a discriminator key): they are
+ * dropped again, or they would look removed by the write.
+ */
+function sameFields(docs: Doc[], projection: Record<string, 0 | 1> | null): Doc[] {
+  if (projection === null) return docs;
+  const keys = Object.keys(projection);
+  if (keys.length === 0 || projection[keys[0]] === 0) return docs;
+  const top = new Set(keys.map((k) => (k.includes('.') ? k.slice(0, k.indexOf('.')) : k)));
+  top.add('_id');
+  for (const d of docs) for (const k of Object.keys(d)) if (!top.has(k)) delete d[k];
+  return docs;
+}
+
 /** A filter that names one document by a plain `_id` value (no operator): the id is known without a read. */
 function plainIdFilter(filter: Doc): boolean {
   const keys = Object.keys(filter);
@@ -153,7 +168,8 @@ export async function preQuery(s: Settings, q: AuditedQuery): Promise<void> {
     const readOpts: Record<string, unknown> = { lean: true, session, limit: single ? 1 : s.maxDocuments + 1 };
     if (single && opts.sort !== undefined) readOpts.sort = opts.sort;
     if (opts.collation !== undefined) readOpts.collation = opts.collation;
-    const found = await model.find(filter, s.fetchBefore ? projection ?? {} : { _id: 1 }, readOpts);
+    const readProjection = s.fetchBefore ? projection : { _id: 1 as const };
+    const found = sameFields(await model.find(filter, readProjection ?? {}, readOpts), readProjection);
     if (found.length > s.maxDocuments) st.over = true;
     else {
       for (const d of found) {
@@ -324,18 +340,18 @@ export async function auditedBulkWrite(s: Settings, model: AuditedModel, base: B
       case 'replaceOne':
       case 'deleteOne':
         if (plainIdFilter(filter)) byId.push(filter._id);
-        else keep(await model.find(filter, s.projection ?? {}, { lean: true, session, limit: 1 }));
+        else keep(sameFields(await model.find(filter, s.projection ?? {}, { lean: true, session, limit: 1 }), s.projection));
         break;
       case 'updateMany':
       case 'deleteMany': {
-        const docs = await model.find(filter, s.projection ?? {}, { lean: true, session, limit: s.maxDocuments + 1 });
+        const docs = sameFields(await model.find(filter, s.projection ?? {}, { lean: true, session, limit: s.maxDocuments + 1 }), s.projection);
         if (docs.length <= s.maxDocuments) keep(docs);
         else summaries.push({ kind: type === 'deleteMany' ? 'delete' : 'update', filter, update: body.update ?? null, matched: await model.countDocuments(filter) });
         break;
       }
     }
   }
-  if (byId.length > 0) keep(await model.find({ _id: { $in: byId } }, s.projection ?? {}, { lean: true, session }));
+  if (byId.length > 0) keep(sameFields(await model.find({ _id: { $in: byId } }, s.projection ?? {}, { lean: true, session }), s.projection));
 
   let res: unknown;
   let error: unknown = null;

@@ -65,6 +65,9 @@ interface Hooks {
 
 type BulkWrite = (this: unknown, ops: unknown, options?: unknown) => Promise<unknown>;
 
+/** Marks the statics this plugin installs, with the auditor they belong to. */
+const kAuditor = Symbol('koa-audit.auditor');
+
 export function createPlugin(core: AuditCore): (schema: Schema, options?: PluginOptions) => void {
   const applied = new WeakSet<Schema>();
   const verdicts = new Map<string, boolean>();
@@ -100,10 +103,12 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
 
     // The audit collection never audits itself, and a schema audited explicitly is not hooked twice by a
     // global `mongoose.plugin(audit.plugin)` applied later.
-    if (auditSchemas.has(schema) || applied.has(schema)) return;
+    const hooks = schema as unknown as Hooks;
+    // A discriminator's schema inherits the hooks and statics of its base: already audited by this core.
+    const inherited = (hooks.statics.bulkWrite as { [kAuditor]?: AuditCore } | undefined)?.[kAuditor] === core;
+    if (auditSchemas.has(schema) || applied.has(schema) || inherited) return;
     applied.add(schema);
 
-    const hooks = schema as unknown as Hooks;
     const versionKey = hooks.get('versionKey');
     if (typeof versionKey === 'string' && !(include ?? []).includes(versionKey)) exclude.push(versionKey);
     const audited = pathFilter(include, exclude);
@@ -162,8 +167,8 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
     };
 
     const previous = hooks.statics.bulkWrite as BulkWrite | undefined;
-    hooks.statics.bulkWrite = function bulkWrite(this: AuditedModel & { base: { Model: { bulkWrite: BulkWrite } } }, ops: unknown, opts?: unknown) {
+    hooks.statics.bulkWrite = Object.assign(function bulkWrite(this: AuditedModel & { base: { Model: { bulkWrite: BulkWrite } } }, ops: unknown, opts?: unknown) {
       return auditedBulkWrite(s, this, previous ?? this.base.Model.bulkWrite, ops, opts);
-    };
+    }, { [kAuditor]: core });
   };
 }

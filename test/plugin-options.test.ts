@@ -218,6 +218,7 @@ describe('change plugin: attribution and options', () => {
         const schema = new m.Schema({ title: String, items: [new m.Schema({ q: Number })] });
         schema.plugin(auditor.plugin, { exclude: ['items'] }); // explicit options win; the global one adds nothing
         const Order = c.model('Order', schema);
+        const Special = Order.discriminator('SpecialOrder', new m.Schema({ extra: String }));
         const o = await Order.create({ title: 'o', items: [{ q: 1 }, { q: 2 }] });
         o.title = 'p';
         o.items[0].q = 5;
@@ -226,6 +227,22 @@ describe('change plugin: attribution and options', () => {
         const events = await auditor.model.find().sort({ ts: 1, _id: 1 }).lean();
         expect(events.map((e) => [e.kind, e.model])).to.deep.equal([['create', 'Order'], ['update', 'Order']]);
         expect(events[1].changes).to.deep.equal([{ path: 'title', from: 'o', to: 'p' }]);
+        // A discriminator is audited once, under its own name; its key is not mistaken for a change.
+        const sp = await Special.create({ title: 's', extra: 'e' });
+        await Special.updateOne({ _id: sp._id }, { $set: { extra: 'f' } });
+        await Special.bulkWrite([{ updateOne: { filter: { _id: sp._id }, update: { $set: { extra: 'g' } } } }]);
+        await auditor.flush();
+        const special = await auditor.model.find({ model: 'SpecialOrder' }).sort({ ts: 1, _id: 1 }).lean();
+        expect(special.map((e) => [e.kind, e.operation])).to.deep.equal([['create', 'save'], ['update', 'updateOne'], ['update', 'bulkWrite']]);
+        expect(byPath(special[0].changes)).to.deep.equal([
+          { path: '__t', from: null, to: 'SpecialOrder' },
+          { path: 'extra', from: null, to: 'e' },
+          { path: 'title', from: null, to: 's' }, // items: excluded by the base schema's options, inherited
+        ]);
+        expect(special[1].changes).to.deep.equal([{ path: 'extra', from: 'e', to: 'f' }]);
+        expect(special[2].changes).to.deep.equal([{ path: 'extra', from: 'f', to: 'g' }]);
+        await auditor.model.deleteMany({ model: 'SpecialOrder' });
+
         // A mongoose write to the audit collection itself is not audited (it would feed itself).
         await auditor.model.updateOne({ _id: events[0]._id }, { $set: { meta: { touched: true } } });
         await auditor.flush();
