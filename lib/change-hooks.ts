@@ -113,6 +113,7 @@ interface QueryState {
   session: ClientSession | null;
   /** More documents matched than `maxDocuments`: one summary event instead. */
   over: boolean;
+  upsert: boolean;
   /** `_id` given to a findOneAndUpdate upsert so that the inserted document can be found. */
   upsertId: unknown;
 }
@@ -157,7 +158,7 @@ export async function preQuery(s: Settings, q: AuditedQuery): Promise<void> {
   const paths = isDelete ? null : touchedPaths(update, REPLACES.has(op));
   const projection = isDelete ? s.projection : narrowProjection(s, topLevelProjection(paths));
   const filter = q.getFilter();
-  const st: QueryState = { op, before: new Map(), ids: [], paths, projection, session, over: false, upsertId: undefined };
+  const st: QueryState = { op, before: new Map(), ids: [], paths, projection, session, over: false, upsert: opts.upsert === true, upsertId: undefined };
 
   if (!s.fetchBefore && single && plainIdFilter(filter)) {
     // The hot path reads nothing before the write: the filter names the document.
@@ -231,7 +232,7 @@ export async function postQuery(s: Settings, q: AuditedQuery, res: unknown): Pro
   }
 
   const created = upsertedIds(st, r, res);
-  if (created.length === 0 && st.ids.length === 0 && st.upsertId === undefined && q.getOptions().upsert === true && st.op.startsWith('findOneAnd')) {
+  if (created.length === 0 && st.ids.length === 0 && st.upsertId === undefined && st.upsert && st.op.startsWith('findOneAnd')) {
     // A replacement upsert that returned no document: the one inserted matches the filter.
     for (const d of await model.find(q.getFilter(), { _id: 1 }, { lean: true, session: st.session, limit: 1 })) created.push(d._id);
   }
@@ -240,7 +241,8 @@ export async function postQuery(s: Settings, q: AuditedQuery, res: unknown): Pro
   const full = created.length > 0 && st.projection !== s.projection ? await readByIds(model, created, s.projection, st.session) : after;
 
   for (const id of createdIds) {
-    if (st.before.has(id)) continue;
+    // Inserted by this write, so it did not exist before (with `fetchBefore: false` the id may be a guess).
+    st.before.delete(id);
     const doc = full.get(id);
     if (doc !== undefined) await emitTransition(s, t, id, null, doc);
   }
@@ -258,7 +260,7 @@ export async function postQuery(s: Settings, q: AuditedQuery, res: unknown): Pro
 
 function upsertedIds(st: QueryState, r: WriteResult, res: unknown): unknown[] {
   if (r.upsertedId !== undefined && r.upsertedId !== null) return [r.upsertedId];
-  if (!st.op.startsWith('findOneAnd') || st.ids.length > 0) return [];
+  if (!st.upsert || !st.op.startsWith('findOneAnd') || st.ids.length > 0) return [];
   if (st.upsertId !== undefined) return [st.upsertId];
   const upserted = r.lastErrorObject?.upserted;
   if (upserted !== undefined && upserted !== null) return [upserted];

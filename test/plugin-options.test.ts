@@ -171,6 +171,12 @@ describe('change plugin: attribution and options', () => {
       expect(events[2].changes).to.deep.equal([{ path: 'n', from: null, to: null }]);
       expect(events[3].changes).to.deep.equal([{ path: 'name', from: null, to: 'saved' }]);
       expect(events[4].changes).to.deep.equal([]);
+
+      const id = new mongo.ObjectId();
+      await M.updateOne({ _id: id }, { $set: { name: 'upserted' } }, { upsert: true });
+      const [created] = await fx.events({ model: M.modelName, documentId: id.toHexString() });
+      expect(created.kind).to.equal('create');
+      expect(created.changes).to.deep.equal([{ path: 'name', from: null, to: 'upserted' }]);
     });
 
     it('invalid plugin options throw a TypeError naming the option', () => {
