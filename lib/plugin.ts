@@ -63,6 +63,11 @@ interface Hooks {
   get(key: string): unknown;
 }
 
+/** The paths not under another one of the list: a projection naming both `a` and `a.b` is a server error. */
+function outermost(paths: readonly string[]): string[] {
+  return paths.filter((p) => !paths.some((q) => q !== p && p.startsWith(`${q}.`)));
+}
+
 type BulkWrite = (this: unknown, ops: unknown, options?: unknown) => Promise<unknown>;
 
 /** Marks the statics this plugin installs, with the auditor they belong to. */
@@ -101,10 +106,9 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
     const recordNoop = bool('recordNoop', o.recordNoop, false);
     const maxDocuments = positiveInt('maxDocuments', o.maxDocuments, 1000);
 
-    // The audit collection never audits itself, and a schema audited explicitly is not hooked twice by a
-    // global `mongoose.plugin(audit.plugin)` applied later.
+    // The audit collection never audits itself; a schema audited explicitly is not hooked twice by a global
+    // `mongoose.plugin(audit.plugin)` applied later; a discriminator's schema inherits its base's hooks.
     const hooks = schema as unknown as Hooks;
-    // A discriminator's schema inherits the hooks and statics of its base: already audited by this core.
     const inherited = (hooks.statics.bulkWrite as { [kAuditor]?: AuditCore } | undefined)?.[kAuditor] === core;
     if (auditSchemas.has(schema) || applied.has(schema) || inherited) return;
     applied.add(schema);
@@ -114,8 +118,8 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
     const audited = pathFilter(include, exclude);
     const redactor = extraRedact.length === 0 ? core.redactor : createRedactor([...core.options.redact, ...extraRedact]);
     let projection: Record<string, 0 | 1> | null = null;
-    if (include !== null) projection = Object.fromEntries(include.map((p) => [p, 1 as const]));
-    else if (exclude.some((p) => p !== '_id')) projection = Object.fromEntries(exclude.filter((p) => p !== '_id').map((p) => [p, 0 as const]));
+    if (include !== null) projection = Object.fromEntries(outermost(include).map((p) => [p, 1 as const]));
+    else if (exclude.some((p) => p !== '_id')) projection = Object.fromEntries(outermost(exclude.filter((p) => p !== '_id')).map((p) => [p, 0 as const]));
 
     const s: Settings = {
       core,

@@ -143,12 +143,14 @@ describe('change plugin: attribution and options', () => {
       expect(byPath(inc[0].changes)).to.deep.equal([{ path: 'internal.a', from: null, to: 1 }, { path: 'name', from: null, to: 'n' }]);
       expect(byPath(inc[1].changes)).to.deep.equal([{ path: 'internal.a', from: 1, to: 5 }, { path: 'name', from: 'n', to: 'm' }]);
 
-      const Exc = fx.model<Account>(ACCOUNT, { exclude: ['internal', 'n'] });
+      const Exc = fx.model<Account>(ACCOUNT, { exclude: ['internal', 'n', 'internal.a'] });
       const b = await Exc.create({ name: 'n', n: 1, internal: { a: 1 } });
       await Exc.updateOne({ _id: b._id }, { $set: { n: 2, 'internal.a': 2 } });
       await Exc.updateOne({ _id: b._id }, { $set: { n: 3, name: 'x' } });
+      await Exc.deleteOne({ _id: b._id }); // reads the whole document but the excluded fields
       const exc = await fx.events({ model: Exc.modelName });
-      expect(exc.map((e) => e.kind)).to.deep.equal(['create', 'update']);
+      expect(exc.map((e) => e.kind)).to.deep.equal(['create', 'update', 'delete']);
+      expect(exc[2].changes).to.deep.equal([{ path: 'name', from: 'x', to: null }]);
       expect(exc[0].changes).to.deep.equal([{ path: 'name', from: null, to: 'n' }]);
       expect(exc[1].changes).to.deep.equal([{ path: 'name', from: 'n', to: 'x' }]);
       expect(JSON.stringify(exc)).to.not.include('__v');
