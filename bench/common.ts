@@ -1,4 +1,5 @@
 /** What the benchmark files share: medians, table printing, the database. */
+import { readdirSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 
 export function median(xs: number[]): number {
@@ -21,4 +22,43 @@ export function table(head: string[], rows: (string | number)[][]): string {
 export function machine(): string {
   const c = cpus();
   return `${c.length} cores (${c[0]?.model.trim() ?? 'unknown CPU'}), Node ${process.version}, ${process.platform}/${process.arch}`;
+}
+
+/**
+ * CPU time (µs) used so far by the database server process listening on `uri`'s port, read from /proc; a
+ * function returning null where that cannot be found (not Linux, or a server on another machine).
+ */
+export function dbCpuMeter(uri: string): () => number | null {
+  const port = new URL(uri).port;
+  let pid: string | null = null;
+  try {
+    for (const p of readdirSync('/proc')) {
+      if (!/^\d+$/.test(p)) continue;
+      let cmd: string;
+      try {
+        cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      } catch {
+        continue;
+      }
+      const args = cmd.split('\0');
+      const isDb = /ferretdb|mongod/.test(args[0] ?? '');
+      if (isDb && args.some((a) => a.endsWith(`:${port}`) || a === port)) {
+        pid = p;
+        break;
+      }
+    }
+  } catch {
+    pid = null;
+  }
+  const hz = 100; // USER_HZ on Linux
+  return () => {
+    if (pid === null) return null;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return ((Number(fields[11]) + Number(fields[12])) / hz) * 1e6; // utime + stime
+    } catch {
+      return null;
+    }
+  };
 }

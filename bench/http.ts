@@ -13,16 +13,16 @@ import autocannon from 'autocannon';
 import { fork } from 'node:child_process';
 import { join } from 'node:path';
 import type { AuditStats } from '../lib/index.js';
-import { fmt, median, table } from './common.js';
+import { dbCpuMeter, fmt, median, table } from './common.js';
 
-export type Variant = 'bare' | 'audited' | 'naive' | 'sync' | 'deferred';
-const VARIANTS: Variant[] = ['bare', 'audited', 'naive', 'sync', 'deferred'];
+export type Variant = 'bare' | 'audited' | 'naive' | 'sync' | 'nostore';
+const VARIANTS: Variant[] = ['bare', 'audited', 'naive', 'sync', 'nostore'];
 const LABEL: Record<Variant, string> = {
   bare: 'bare Koa',
   audited: 'Koa + koa-audit (async, default)',
   naive: 'Koa + naive audit (await insertOne)',
   sync: "Koa + koa-audit (mode: 'sync')",
-  deferred: 'diagnostic: koa-audit, writes held until the load stops',
+  nostore: 'diagnostic: koa-audit building events, store off',
 };
 
 export interface HttpOptions {
@@ -43,6 +43,8 @@ interface Sample {
   spooled: number;
   /** Server process CPU time per response in the measured window: what the variant costs, whatever the load. */
   cpuPerReq: number;
+  /** The database server's CPU time per response in the same window (null when it cannot be read). */
+  dbCpuPerReq: number | null;
 }
 
 interface ChildReply {
@@ -53,7 +55,7 @@ interface ChildReply {
   cpuMicros?: number;
 }
 
-async function runOne(variant: Variant, uri: string, collection: string, o: HttpOptions): Promise<Sample> {
+async function runOne(variant: Variant, uri: string, collection: string, o: HttpOptions, dbCpu: () => number | null): Promise<Sample> {
   const child = fork(join(__dirname, 'http-server.ts'), [variant, uri, collection], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const replies: ChildReply[] = [];
   let waiting: ((r: ChildReply) => void) | null = null;
@@ -77,7 +79,9 @@ async function runOne(variant: Variant, uri: string, collection: string, o: Http
   let warm = 0;
   if (o.warmupSec > 0) warm = (await autocannon({ url, connections: o.connections, duration: o.warmupSec })).requests.total;
   child.send('mark');
+  const db0 = dbCpu();
   const res = await autocannon({ url, connections: o.connections, duration: o.durationSec });
+  const db1 = dbCpu();
   child.send('stats');
   const during = await next();
   child.send('close');
@@ -93,6 +97,7 @@ async function runOne(variant: Variant, uri: string, collection: string, o: Http
     drainMs: closed.drainMs ?? 0,
     spooled: during.stats?.spooled ?? 0,
     cpuPerReq: (during.cpuMicros ?? 0) / Math.max(1, res.requests.total),
+    dbCpuPerReq: db0 === null || db1 === null ? null : (db1 - db0) / Math.max(1, res.requests.total),
   };
 }
 
@@ -101,6 +106,7 @@ export interface Medians {
   p50: number;
   p99: number;
   cpu: number;
+  dbCpu: number | null;
 }
 
 export interface HttpResult {
@@ -110,31 +116,33 @@ export interface HttpResult {
 }
 
 export async function runHttpBench(uri: string, o: HttpOptions, log: (s: string) => void): Promise<HttpResult> {
-  const samples: Record<Variant, Sample[]> = { bare: [], audited: [], naive: [], sync: [], deferred: [] };
+  const dbCpu = dbCpuMeter(uri);
+  const samples: Record<Variant, Sample[]> = { bare: [], audited: [], naive: [], sync: [], nostore: [] };
   const notes: string[] = [];
   for (let round = 0; round < o.rounds; round++) {
     const order = VARIANTS.map((_, i) => VARIANTS[(i + round) % VARIANTS.length]);
     for (const v of order) {
-      const s = await runOne(v, uri, `http_${v}_${round}`, o);
+      const s = await runOne(v, uri, `http_${v}_${round}`, o, dbCpu);
       samples[v].push(s);
-      log(`  round ${round + 1}/${o.rounds} ${v.padEnd(7)} ${fmt(s.rps)} req/s  p50 ${s.p50} ms  p99 ${s.p99} ms  server CPU ${fmt(s.cpuPerReq)} µs/req` +
-        (v === 'bare' ? '' : `  stored ${fmt(s.stored)}/${fmt(s.responses)}`) +
+      log(`  round ${round + 1}/${o.rounds} ${v.padEnd(7)} ${fmt(s.rps)} req/s  p50 ${s.p50} ms  p99 ${s.p99} ms  server CPU ${fmt(s.cpuPerReq)} µs/req  db CPU ${s.dbCpuPerReq === null ? '?' : fmt(s.dbCpuPerReq)} µs/req` +
+        (v === 'bare' || v === 'nostore' ? '' : `  stored ${fmt(s.stored)}/${fmt(s.responses)}`) +
         (v === 'audited' ? `  spooled ${fmt(s.spooled)}  backlog written in ${fmt(s.drainMs)} ms after the load` : ''));
       // autocannon counts responses that completed within the window; requests in flight at its end are served too.
-      if (v !== 'bare' && (s.stored < s.responses || s.stored > s.responses + 2 * o.connections)) notes.push(`${v} round ${round + 1}: ${s.stored} events stored for ${s.responses} responses`);
+      if (v !== 'bare' && v !== 'nostore' && (s.stored < s.responses || s.stored > s.responses + 2 * o.connections)) notes.push(`${v} round ${round + 1}: ${s.stored} events stored for ${s.responses} responses`);
       if (s.errors > 0) notes.push(`${v} round ${round + 1}: ${s.errors} errors/timeouts/non-2xx`);
     }
   }
   const med = (v: Variant): Medians => ({
     rps: median(samples[v].map((s) => s.rps)),
     cpu: median(samples[v].map((s) => s.cpuPerReq)),
+    dbCpu: samples[v].some((s) => s.dbCpuPerReq === null) ? null : median(samples[v].map((s) => s.dbCpuPerReq as number)),
     p50: median(samples[v].map((s) => s.p50)),
     p99: median(samples[v].map((s) => s.p99)),
   });
-  const medians = { bare: med('bare'), audited: med('audited'), naive: med('naive'), sync: med('sync'), deferred: med('deferred') };
+  const medians = { bare: med('bare'), audited: med('audited'), naive: med('naive'), sync: med('sync'), nostore: med('nostore') };
   const base = medians.bare.rps;
   const text = table(
-    ['variant', 'req/s (median)', 'p50 ms', 'p99 ms', 'req/s vs bare', 'koa-audit req/s vs this', 'server CPU µs/req'],
+    ['variant', 'req/s (median)', 'p50 ms', 'p99 ms', 'req/s vs bare', 'koa-audit req/s vs this', 'server CPU µs/req', 'database CPU µs/req'],
     VARIANTS.map((v) => [
       LABEL[v],
       fmt(medians[v].rps),
@@ -143,6 +151,7 @@ export async function runHttpBench(uri: string, o: HttpOptions, log: (s: string)
       fmt(medians[v].rps / base, 2),
       v === 'audited' ? '1.00' : fmt(medians.audited.rps / medians[v].rps, 2),
       fmt(medians[v].cpu),
+      medians[v].dbCpu === null ? 'n/a' : fmt(medians[v].dbCpu as number),
     ]),
   );
   const drains = samples.audited.map((s) => s.drainMs);

@@ -1,0 +1,140 @@
+/**
+ * `npm run bench` (= `tsx bench/run.ts`): the benchmark suite, not part of `npm test`.
+ *
+ *   1. HTTP: bare Koa vs koa-audit (async, default) vs a naive awaited insertOne vs koa-audit sync (http.ts);
+ *   2. Mongoose: plain vs audited writes (mongoose.ts);
+ *   3. Store: events/s the writer sustains into the real server (store.ts).
+ *
+ * Every table is measured side by side in this one run, with medians and ratios. The tables, the machine and
+ * the target checks are printed and written into bench/RESULTS.md between its `results` markers (the prose
+ * around them is kept). Knobs: BENCH_ROUNDS (3), BENCH_SECONDS (4 per HTTP sample), BENCH_CONNECTIONS (32),
+ * BENCH_STORE_EVENTS (20000). The database comes from test/support/database.ts (MONGODB_URI, mongod, or FerretDB).
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { databaseUri, startDatabase, stopDatabase } from '../test/support/database.js';
+import { fmt, machine, table } from './common.js';
+import { runHttpBench, type HttpResult } from './http.js';
+import { runStoreBench } from './store.js';
+
+interface MongooseRow {
+  name: string;
+  plainMs: number;
+  auditedMs: number;
+  ratio: number;
+}
+
+const START = '<!-- results:start -->';
+const END = '<!-- results:end -->';
+
+function envInt(name: string, dflt: number): number {
+  const v = Number(process.env[name]);
+  return Number.isInteger(v) && v > 0 ? v : dflt;
+}
+
+function log(s: string): void {
+  process.stdout.write(`${s}\n`);
+}
+
+async function mongooseBench(uri: string): Promise<{ rows: MongooseRow[] | null; text: string }> {
+  if (!existsSync(join(__dirname, 'mongoose.ts')) && !existsSync(join(__dirname, 'mongoose.js'))) {
+    return { rows: null, text: '_bench/mongoose.ts is absent: the mongoose benchmark was not run._' };
+  }
+  const mod = (await import('./mongoose.js')) as { runMongooseBench?: (uri: string) => Promise<MongooseRow[]> };
+  if (typeof mod.runMongooseBench !== 'function') return { rows: null, text: '_bench/mongoose.ts exports no runMongooseBench: not run._' };
+  const rows = await mod.runMongooseBench(uri);
+  const text = table(
+    ['operation', 'plain ms (median)', 'audited ms (median)', 'audited / plain'],
+    rows.map((r) => [r.name, fmt(r.plainMs, 1), fmt(r.auditedMs, 1), fmt(r.ratio, 2)]),
+  );
+  return { rows, text };
+}
+
+function targets(http: HttpResult, mongooseRows: MongooseRow[] | null): string {
+  const m = http.medians;
+  const vsBare = m.audited.rps / m.bare.rps;
+  const vsNaive = m.audited.rps / m.naive.rps;
+  const save = mongooseRows?.find((r) => /^save\b/i.test(r.name)) ?? null;
+  const line = (what: string, value: string, target: string, met: boolean, miss: string): string[] => [what, value, target, met ? 'met' : `missed ${miss}`];
+  const rows = [
+    line('koa-audit req/s / bare Koa req/s', fmt(vsBare, 2), '>= 0.85', vsBare >= 0.85, `by ${fmt(0.85 - vsBare, 2)} (${fmt((1 - vsBare / 0.85) * 100)}% short)`),
+    line('koa-audit req/s / naive audit req/s', fmt(vsNaive, 2), '>= 5', vsNaive >= 5, `by ${fmt(5 - vsNaive, 2)}`),
+    save === null
+      ? ['audited save / plain save', 'not measured', '<= 1.5', 'n/a']
+      : line('audited save / plain save', fmt(save.ratio, 2), '<= 1.5', save.ratio <= 1.5, `by ${fmt(save.ratio - 1.5, 2)}`),
+  ];
+  return table(['target', 'measured', 'wanted', 'verdict'], rows);
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  const rounds = envInt('BENCH_ROUNDS', 3);
+  const seconds = envInt('BENCH_SECONDS', 4);
+  const connections = envInt('BENCH_CONNECTIONS', 32);
+  const storeEvents = envInt('BENCH_STORE_EVENTS', 20_000);
+  const db = await startDatabase();
+  const loadBefore = loadavg();
+  log(`koa-audit benchmarks: ${machine()}; database: ${db.kind}; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}`);
+
+  log(`\n## HTTP (${rounds} rounds x ${seconds} s per variant, ${connections} connections)`);
+  const http = await runHttpBench(databaseUri(db.uri, 'koa_audit_bench_http'), { rounds, durationSec: seconds, warmupSec: 1, connections }, log);
+  log(`\n${http.text}\n`);
+  for (const n of http.notes) log(`- ${n}`);
+
+  log('\n## Mongoose (bench/mongoose.ts)');
+  const mongoose = await mongooseBench(db.uri);
+  log(`\n${mongoose.text}`);
+
+  log(`\n## Store (${rounds} rounds x ${fmt(storeEvents)} events)`);
+  const store = await runStoreBench(databaseUri(db.uri, 'koa_audit_bench_store'), storeEvents, rounds, [100, 500, 1000]);
+  log(`\n${store.text}`);
+
+  const target = targets(http, mongoose.rows);
+  log(`\n## Targets\n\n${target}`);
+  const loadAfter = loadavg();
+  const took = Math.round((Date.now() - t0) / 1000);
+
+  const section = [
+    START,
+    `Run of ${new Date().toISOString()}: \`npm run bench\` (${rounds} rounds, ${seconds} s per HTTP sample, ${connections} connections), ${took} s in all.`,
+    `Machine: ${machine()}. Database: ${db.kind}, on the same machine. Load average at start ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, at end ${loadAfter.map((l) => l.toFixed(2)).join(' ')}.`,
+    '',
+    '### HTTP',
+    '',
+    http.text,
+    '',
+    ...http.notes.map((n) => `- ${n}`),
+    '',
+    '### Mongoose',
+    '',
+    mongoose.text,
+    '',
+    '### Store',
+    '',
+    store.text,
+    '',
+    '### Targets',
+    '',
+    target,
+    END,
+  ].join('\n');
+  const file = join(__dirname, 'RESULTS.md');
+  const old = existsSync(file) ? readFileSync(file, 'utf8') : `# Benchmark results\n\n${START}\n${END}\n`;
+  const a = old.indexOf(START);
+  const b = old.indexOf(END);
+  const next = a >= 0 && b > a ? old.slice(0, a) + section + old.slice(b + END.length) : `${old.trimEnd()}\n\n${section}\n`;
+  writeFileSync(file, next);
+  log(`\nwritten to bench/RESULTS.md (${took} s)`);
+}
+
+main()
+  .then(
+    () => stopDatabase(),
+    async (err: unknown) => {
+      process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+      process.exitCode = 1;
+      await stopDatabase();
+    },
+  )
+  .finally(() => process.exit());
