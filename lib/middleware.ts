@@ -225,6 +225,8 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
       await storage.run(frame, next);
     } catch (err) {
       p.error = errorInfo(err, core.limits.maxString);
+      // Koa answers nothing at all to `throw null`/`throw undefined`: no finish will come, so record now.
+      if (err === null || err === undefined) settle(res, false);
       throw err;
     }
   };

@@ -1,6 +1,7 @@
 /**
  * The safe stored form: turns any JavaScript value into a JSON-like value that every MongoDB-compatible server
- * accepts and that keeps its meaning when read back. It never throws.
+ * accepts and that keeps its meaning when read back. It never throws, and it is idempotent: the stored form of
+ * a stored value is itself (so a module may store a value that the core stores again).
  *
  * | input                      | stored as                                         |
  * |----------------------------|---------------------------------------------------|
@@ -13,8 +14,8 @@
  * | NaN, Infinity, -Infinity   | the strings `'NaN'`, `'Infinity'`, `'-Infinity'`  |
  * | cyclic reference           | `'[Circular]'`                                    |
  * | deeper than `maxDepth`     | `'[Truncated]'`                                   |
- * | key with `.`, `$…`, `%`, NUL | escaped key: `%2E`, `%24`, `%25`, `%00` (see `unescapeKey`) |
- * | string over `maxString`    | cut to the cap, then `'…[truncated N chars]'`     |
+ * | key with `.`, `$…`, NUL     | escaped key: `%2E`, `%24`, `%00` (see `unescapeKey`) |
+ * | string over `maxString`    | cut, then `'…[truncated N chars]'`, within the cap |
  * | lone UTF-16 surrogate      | U+FFFD                                            |
  * | function, symbol           | `'[Function name]'`, `'Symbol(desc)'`             |
  * | Error                      | `{ name, message }`                               |
@@ -38,11 +39,14 @@ export const DEFAULT_LIMITS: SafeLimits = { maxString: 4096, maxDepth: 12, maxIt
 export const CIRCULAR = '[Circular]';
 export const TRUNCATED = '[Truncated]';
 
-/** Cuts a string to `max` code units without splitting a surrogate pair, and makes it well-formed. */
+/**
+ * Cuts a string to at most `max` code units (marker included) without splitting a surrogate pair, and makes it
+ * well-formed. Idempotent: a capped string is left as it is, so stored values can safely be stored again.
+ */
 export function capString(s: string, max: number): string {
   let out = s;
   if (out.length > max) {
-    let cut = max;
+    let cut = Math.max(0, max - MARKER_ROOM);
     const c = out.charCodeAt(cut - 1);
     if (c >= 0xd800 && c <= 0xdbff) cut--;
     out = `${out.slice(0, cut)}…[truncated ${s.length - cut} chars]`;
@@ -50,19 +54,25 @@ export function capString(s: string, max: number): string {
   return out.isWellFormed() ? out : out.toWellFormed();
 }
 
-/** Escapes a key so that it has no `.`, no leading `$` and no NUL; `%` is escaped so that this is reversible. */
+/** Room kept for the `…[truncated N chars]` marker. */
+const MARKER_ROOM = 32;
+
+/**
+ * Escapes a key so that it has no `.`, no leading `$` and no NUL (`%2E`, `%24`, `%00`). Idempotent, so an
+ * escaped key stays as it is when stored again; `unescapeKey` reverses it (a key that literally contained
+ * `%2E`, `%24` or `%00` before escaping reads back unescaped too).
+ */
 export function escapeKey(key: string): string {
   let needs = key.charCodeAt(0) === 36; // '$'
   for (let i = 0; !needs && i < key.length; i++) {
     const c = key.charCodeAt(i);
-    needs = c === 46 || c === 37 || c === 0;
+    needs = c === 46 || c === 0;
   }
   if (!needs) return key;
   let out = '';
   for (let i = 0; i < key.length; i++) {
     const ch = key[i];
-    if (ch === '%') out += '%25';
-    else if (ch === '.') out += '%2E';
+    if (ch === '.') out += '%2E';
     else if (ch === '\0') out += '%00';
     else if (ch === '$' && i === 0) out += '%24';
     else out += ch;
@@ -73,8 +83,7 @@ export function escapeKey(key: string): string {
 /** The inverse of `escapeKey`. */
 export function unescapeKey(key: string): string {
   if (!key.includes('%')) return key;
-  return key.replace(/%(25|2E|00|24)/g, (_m, code: string) =>
-    code === '25' ? '%' : code === '2E' ? '.' : code === '00' ? '\0' : '$');
+  return key.replace(/%(2E|00|24)/g, (_m, code: string) => (code === '2E' ? '.' : code === '00' ? '\0' : '$'));
 }
 
 interface Walk {
@@ -135,37 +144,38 @@ function convertObject(obj: object, w: Walk, depth: number): StoredValue {
   w.path.push(obj);
   try {
     if (Array.isArray(plain) || plain instanceof Set) return convertList(plain, w, depth);
-    if (plain instanceof Map) return convertEntries(plain.entries(), w, depth);
+    if (plain instanceof Map) return convertEntries([...plain.entries()], w, depth);
     return convertEntries(Object.entries(plain), w, depth);
   } finally {
     w.path.pop();
   }
 }
 
-function convertList(list: Iterable<unknown>, w: Walk, depth: number): StoredValue[] {
+/**
+ * Over `maxItems`, keeps `maxItems - 1` entries and a `'[Truncated]'` marker: the result is within the limit,
+ * so storing it again changes nothing.
+ */
+function convertList(list: unknown[] | Set<unknown>, w: Walk, depth: number): StoredValue[] {
+  const size = Array.isArray(list) ? list.length : list.size;
+  const keep = size > w.limits.maxItems ? w.limits.maxItems - 1 : size;
   const out: StoredValue[] = [];
-  let n = 0;
   for (const item of list) {
-    if (n++ === w.limits.maxItems) {
-      out.push(TRUNCATED);
-      break;
-    }
+    if (out.length === keep) break;
     out.push(convert(item, w, depth + 1));
   }
+  if (keep < size) out.push(TRUNCATED);
   return out;
 }
 
-function convertEntries(entries: Iterable<[unknown, unknown]>, w: Walk, depth: number): { [key: string]: StoredValue } {
+function convertEntries(entries: [unknown, unknown][], w: Walk, depth: number): { [key: string]: StoredValue } {
+  const keep = entries.length > w.limits.maxItems ? w.limits.maxItems - 1 : entries.length;
   const out: { [key: string]: StoredValue } = {};
-  let n = 0;
-  for (const [rawKey, item] of entries) {
-    if (n++ === w.limits.maxItems) {
-      out[escapeKey('…')] = TRUNCATED;
-      break;
-    }
+  for (let i = 0; i < keep; i++) {
+    const [rawKey, item] = entries[i];
     const key = capString(typeof rawKey === 'string' ? rawKey : String(rawKey), 256);
     out[escapeKey(key)] = w.redactor !== null && w.redactor.isSecret(key) ? REDACTED : convert(item, w, depth + 1);
   }
+  if (keep < entries.length) out['…'] = TRUNCATED;
   return out;
 }
 
@@ -190,7 +200,7 @@ function fromBson(obj: object, type: string, w: Walk): StoredValue {
 function bytesToBase64(view: ArrayBufferView, maxString: number): string {
   const bytes = Buffer.from(view.buffer, view.byteOffset, view.byteLength);
   // Cut before encoding: base64 of a huge buffer would be built only to be thrown away.
-  const maxBytes = Math.floor((maxString / 4) * 3);
+  const maxBytes = Math.max(0, Math.floor((maxString - MARKER_ROOM) / 4) * 3);
   if (bytes.length <= maxBytes) return bytes.toString('base64');
   return `${bytes.subarray(0, maxBytes).toString('base64')}…[truncated ${bytes.length - maxBytes} bytes]`;
 }

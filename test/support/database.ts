@@ -71,15 +71,15 @@ async function start(): Promise<Database> {
 
 async function tryMemoryServer(): Promise<Database | null> {
   if (process.env.KOA_AUDIT_SKIP_MONGOD === '1') return null;
-  let mms: typeof import('mongodb-memory-server-core');
+  let MongoMemoryServer: typeof import('mongodb-memory-server-core').MongoMemoryServer;
   try {
-    mms = await import('mongodb-memory-server-core');
+    ({ MongoMemoryServer } = await import('mongodb-memory-server-core'));
   } catch {
     return null;
   }
   const deadline = Number(process.env.KOA_AUDIT_MONGOD_TIMEOUT_MS ?? 20_000);
   let timer: NodeJS.Timeout | undefined;
-  const creating = mms.MongoMemoryServer.create();
+  const creating = MongoMemoryServer.create();
   try {
     const server = await Promise.race([
       creating,
@@ -145,7 +145,7 @@ async function startFerret(): Promise<Database> {
     const exited = new Promise<number | null>((res) => c.once('exit', (code) => res(code)));
     for (let i = 0; i < 100; i++) {
       if (await ping(uri, 500)) return;
-      const code = await Promise.race([exited, new Promise<undefined>((res) => setTimeout(res, 100))]);
+      const code = await Promise.race([exited, new Promise<undefined>((res) => setTimeout(() => res(undefined), 100))]);
       if (code !== undefined) throw new Error(`FerretDB exited with code ${code} before answering`);
     }
     throw new Error('FerretDB did not answer a ping within 20 s');

@@ -1,0 +1,575 @@
+import { expect } from 'chai';
+import Router from '@koa/router';
+import jwt from 'jsonwebtoken';
+import Koa from 'koa';
+import type { Connection } from 'mongoose';
+import { EventEmitter } from 'node:events';
+import { mkdtempSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { createAudit, type Auditor, type AuditEvent, type AuditOptions, type MiddlewareOptions } from '../lib/index.js';
+import { connectTestDb, eventually, listen, sleep, type Running } from './support/helpers.js';
+
+const SECRET = 'test-secret-which-is-long-enough';
+
+/** A minimal upstream body parser, as koa-bodyparser would leave things: JSON, form, or raw bytes. */
+async function bodyParser(ctx: Koa.Context, next: Koa.Next): Promise<void> {
+  if (ctx.method === 'POST' || ctx.method === 'PUT') {
+    const chunks: Buffer[] = [];
+    for await (const c of ctx.req) chunks.push(c as Buffer);
+    const raw = Buffer.concat(chunks);
+    const type = ctx.get('content-type');
+    const req = ctx.request as { body?: unknown };
+    if (type.startsWith('application/json')) req.body = JSON.parse(raw.toString('utf8'));
+    else if (type.startsWith('application/x-www-form-urlencoded')) req.body = Object.fromEntries(new URLSearchParams(raw.toString('utf8')));
+    else req.body = raw;
+  }
+  await next();
+}
+
+/** Sends raw bytes over a socket (for requests Node's client refuses to build) and returns the status line. */
+function rawRequest(url: string, text: string): Promise<string> {
+  const { port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => socket.write(text));
+    let data = '';
+    socket.on('data', (d) => {
+      data += d.toString('latin1');
+    });
+    socket.on('end', () => resolve(data.split('\r\n')[0]));
+    socket.on('error', reject);
+  });
+}
+
+describe('request middleware', () => {
+  let conn: Connection;
+  const cleanup: (() => Promise<unknown>)[] = [];
+
+  before(async () => {
+    conn = await connectTestDb('middleware');
+  });
+  after(async () => {
+    for (const c of cleanup.reverse()) await c();
+    await conn.close();
+  });
+
+  let n = 0;
+  function auditor(opts: AuditOptions = {}): Auditor {
+    const a = createAudit({ connection: conn, collection: `mw_${n++}`, spoolDir: mkdtempSync(join(tmpdir(), 'ka-')), ...opts });
+    cleanup.push(() => a.close({ timeoutMs: 2000 }));
+    return a;
+  }
+
+  /** The standard test app: router with a few routes, a JWT-free auth stub, a throwing route. */
+  async function serve(a: Auditor, mw: MiddlewareOptions = {}, setup?: (app: Koa, router: Router) => void): Promise<Running> {
+    const app = new Koa();
+    app.silent = true;
+    app.use(a(mw));
+    app.use(bodyParser);
+    const router = new Router();
+    router.get('/posts/:id', (ctx) => {
+      ctx.body = { id: ctx.params.id };
+    });
+    router.post('/posts', (ctx) => {
+      ctx.status = 201;
+      ctx.body = { ok: true };
+    });
+    router.get('/boom', () => {
+      throw Object.assign(new Error('kaboom'), { status: 502 });
+    });
+    router.get('/plain-boom', () => {
+      throw new Error('unexpected');
+    });
+    setup?.(app, router);
+    app.use(router.routes());
+    app.use(router.allowedMethods());
+    const r = await listen(app);
+    cleanup.push(() => r.close());
+    return r;
+  }
+
+  async function events(a: Auditor, filter: Record<string, unknown> = {}): Promise<AuditEvent[]> {
+    await a.flush();
+    return a.model.find(filter).sort({ ts: 1, _id: 1 }).lean();
+  }
+
+  describe('one event per request', () => {
+    it('records method, path, route, redacted query, status, duration, ip, user agent, request id and outcome', async () => {
+      const a = auditor();
+      const r = await serve(a);
+      const res = await fetch(`${r.url}/posts/42?x=1&password=hunter2&Token=abc`, { headers: { 'user-agent': 'test-agent/1.0' } });
+      expect(res.status).to.equal(200);
+      const [ev] = await events(a);
+      expect(ev.kind).to.equal('request');
+      expect(ev.outcome).to.equal('success');
+      expect(ev.http).to.deep.include({
+        method: 'GET', path: '/posts/42', route: '/posts/:id', query: 'x=1&password=[REDACTED]&Token=[REDACTED]', status: 200,
+      });
+      expect(ev.http?.durationMs).to.be.a('number').and.to.be.at.least(0);
+      expect(ev.http).not.to.have.property('aborted');
+      expect(ev.ip).to.match(/127\.0\.0\.1$/);
+      expect(ev.userAgent).to.equal('test-agent/1.0');
+      expect(ev.requestId).to.equal(res.headers.get('x-request-id'));
+      expect(ev.actor).to.equal(null);
+      expect(JSON.stringify(ev)).not.to.include('hunter2');
+    });
+
+    it('records an unmatched request with route null and a 404 as a failure', async () => {
+      const a = auditor();
+      const r = await serve(a);
+      expect((await fetch(`${r.url}/nowhere`)).status).to.equal(404);
+      const [ev] = await events(a);
+      expect(ev.http).to.deep.include({ path: '/nowhere', route: null, status: 404 });
+      expect(ev.outcome).to.equal('failure');
+    });
+
+    it('records exactly one event per request', async () => {
+      const a = auditor();
+      const r = await serve(a);
+      for (let i = 0; i < 20; i++) await fetch(`${r.url}/posts/${i}`);
+      const evs = await events(a);
+      expect(evs).to.have.length(20);
+      expect(new Set(evs.map((e) => e.requestId)).size).to.equal(20);
+    });
+  });
+
+  describe('exceptions', () => {
+    /** The same routes without auditing: what the client and app.on('error') see must be identical. */
+    async function observe(withAudit: boolean, path: string): Promise<{ status: number; body: string; errors: string[] }> {
+      const app = new Koa();
+      const errors: string[] = [];
+      app.on('error', (err: unknown) => errors.push(err instanceof Error ? `${err.name}:${err.message}` : String(err)));
+      if (withAudit) app.use(auditor()());
+      app.use(async (ctx) => {
+        if (ctx.path === '/status') throw Object.assign(new Error('teapot'), { status: 418, expose: true });
+        if (ctx.path === '/string') throw 'a plain string'; // eslint-disable-line no-throw-literal
+        throw new RangeError('out of range');
+      });
+      const r = await listen(app);
+      try {
+        const res = await fetch(`${r.url}${path}`);
+        const body = await res.text();
+        await sleep(20);
+        return { status: res.status, body, errors };
+      } finally {
+        await r.close();
+      }
+    }
+
+    // (`throw null` is left out: Koa then never answers, with or without auditing.)
+    for (const path of ['/status', '/plain', '/string']) {
+      it(`propagates ${path} exactly as without the middleware`, async () => {
+        expect(await observe(true, path)).to.deep.equal(await observe(false, path));
+      });
+    }
+
+    it('stores error name, message, status and stack, with outcome failure', async () => {
+      const a = auditor();
+      const r = await serve(a);
+      expect((await fetch(`${r.url}/boom`)).status).to.equal(502);
+      expect((await fetch(`${r.url}/plain-boom`)).status).to.equal(500);
+      const [boom, plain] = await events(a);
+      expect(boom.outcome).to.equal('failure');
+      expect(boom.error).to.include({ name: 'Error', message: 'kaboom', status: 502 });
+      expect(boom.error?.stack).to.include('kaboom');
+      expect(boom.http?.status).to.equal(502);
+      expect(plain.error).to.include({ message: 'unexpected', status: 500 });
+      expect(plain.http?.status).to.equal(500);
+    });
+
+    it('records errors that are not Error objects', async () => {
+      const a = auditor();
+      const r = await serve(a, {}, (_app, router) => {
+        router.get('/str', () => {
+          throw 'just a string'; // eslint-disable-line no-throw-literal
+        });
+        router.get('/nul', () => {
+          throw null; // eslint-disable-line no-throw-literal
+        });
+      });
+      await fetch(`${r.url}/str`);
+      // Koa never answers a `throw null`; the event is recorded anyway.
+      await fetch(`${r.url}/nul`, { signal: AbortSignal.timeout(300) }).catch(() => null);
+      const [s, nl] = await events(a);
+      expect(s.error).to.deep.equal({ name: 'NonError', message: '"just a string"', status: 500, stack: null });
+      expect(nl.error).to.deep.equal({ name: 'NonError', message: 'null', status: 500, stack: null });
+      expect(s.outcome).to.equal('failure');
+    });
+
+    it('caps the stored stack at 8 KiB', async () => {
+      const a = auditor();
+      const r = await serve(a, {}, (_app, router) => {
+        router.get('/deep', () => {
+          const e = new Error('deep');
+          e.stack = `Error: deep\n${'    at frame (file.js:1:1)\n'.repeat(2000)}`;
+          throw e;
+        });
+      });
+      await fetch(`${r.url}/deep`);
+      const [ev] = await events(a);
+      expect(ev.error?.stack?.length).to.be.at.most(8 * 1024 + 40);
+      expect(ev.error?.stack).to.match(/truncated \d+ chars\]$/);
+    });
+  });
+
+  describe('request id', () => {
+    it('keeps a well-formed incoming X-Request-Id and sends it back', async () => {
+      const a = auditor();
+      const r = await serve(a);
+      const id = 'abc-123_X.y:z';
+      const res = await fetch(`${r.url}/posts/1`, { headers: { 'x-request-id': id } });
+      expect(res.headers.get('x-request-id')).to.equal(id);
+      expect((await events(a))[0].requestId).to.equal(id);
+    });
+
+    for (const [label, bad] of [['too long', 'a'.repeat(129)], ['bad characters', 'abc<script>'], ['spaces', 'a b'], ['empty', '']] as const) {
+      it(`replaces an incoming id that is ${label}`, async () => {
+        const a = auditor();
+        const r = await serve(a);
+        const res = await fetch(`${r.url}/posts/1`, { headers: { 'x-request-id': bad } });
+        const sent = res.headers.get('x-request-id') as string;
+        expect(sent).to.match(/^[0-9a-f-]{36}$/);
+        expect(sent).not.to.equal(bad);
+        expect((await events(a))[0].requestId).to.equal(sent);
+      });
+    }
+  });
+
+  describe('actor', () => {
+    const token = (payload: object, opts: jwt.SignOptions = {}, key: string = SECRET): string =>
+      jwt.sign(payload, key, { algorithm: 'HS256', ...opts });
+
+    async function actorFor(a: Auditor, headers: Record<string, string>, setup?: (app: Koa, router: Router) => void): Promise<unknown> {
+      const r = await serve(a, {}, setup);
+      await fetch(`${r.url}/posts/1`, { headers });
+      return (await events(a))[0].actor;
+    }
+
+    it('takes ctx.state.user set by downstream authentication (id/_id/sub, username/name/email)', async () => {
+      const users = [
+        [{ id: 7, username: 'ann' }, { id: '7', name: 'ann', via: 'state' }],
+        [{ _id: new conn.base.Types.ObjectId('65f000000000000000000002'), name: 'Bob' }, { id: '65f000000000000000000002', name: 'Bob', via: 'state' }],
+        [{ sub: 'u-9', email: 'c@example.com' }, { id: 'u-9', name: 'c@example.com', via: 'state' }],
+      ] as const;
+      for (const [user, expected] of users) {
+        const a = auditor();
+        const actor = await actorFor(a, {}, (app) => {
+          app.use(async (ctx, next) => {
+            await next(); // authentication that runs late: the actor is resolved after the handler
+          });
+          app.use(async (ctx, next) => {
+            ctx.state.user = user;
+            await next();
+          });
+        });
+        expect(actor).to.deep.equal(expected);
+      }
+    });
+
+    it('verifies a Bearer token against the pinned algorithms', async () => {
+      const a = auditor({ jwt: { secret: SECRET, algorithms: ['HS256'] } });
+      expect(await actorFor(a, { authorization: `Bearer ${token({ sub: 'jwt-user', name: 'J' })}` })).to.deep.equal({ id: 'jwt-user', name: 'J', via: 'jwt' });
+    });
+
+    it('reads the token from the configured cookie', async () => {
+      const a = auditor({ jwt: { secret: SECRET, algorithms: ['HS256'], cookie: 'session' } });
+      expect(await actorFor(a, { cookie: `session=${token({ id: 'cookie-user' })}` })).to.deep.equal({ id: 'cookie-user', via: 'jwt' });
+    });
+
+    const forged: [string, () => string][] = [
+      ['unsigned (alg none)', () => jwt.sign({ sub: 'admin' }, '', { algorithm: 'none' })],
+      ['badly signed', () => token({ sub: 'admin' }, {}, 'another-secret-of-decent-length')],
+      ['expired', () => token({ sub: 'admin', exp: Math.floor(Date.now() / 1000) - 60 })],
+      ['signed with another algorithm', () => token({ sub: 'admin' }, { algorithm: 'HS512' })],
+      ['garbage', () => 'not.a.token'],
+      ['tampered payload', () => {
+        const [h, , s] = token({ sub: 'user' }).split('.');
+        return [h, Buffer.from(JSON.stringify({ sub: 'admin' })).toString('base64url'), s].join('.');
+      }],
+    ];
+    for (const [label, make] of forged) {
+      it(`never takes the actor from a token that is ${label}`, async () => {
+        const a = auditor({ jwt: { secret: SECRET, algorithms: ['HS256'] } });
+        expect(await actorFor(a, { authorization: `Bearer ${make()}` })).to.equal(null);
+      });
+    }
+
+    it('uses resolveActor after state and token, and ignores headers and bodies that name a user', async () => {
+      const a = auditor({ resolveActor: (ctx) => (ctx.get('x-api-client') === 'known' ? { id: 'svc-1', name: 'service' } : null) });
+      expect(await actorFor(a, { 'x-api-client': 'known', 'x-user-id': 'admin', 'x-actor': 'admin' })).to.deep.equal({ id: 'svc-1', name: 'service', via: 'resolver' });
+      const b = auditor();
+      expect(await actorFor(b, { 'x-user-id': 'admin', 'x-actor': 'admin', 'x-forwarded-user': 'admin' })).to.equal(null);
+    });
+
+    it('a failing resolveActor leaves the actor null and still records the event', async () => {
+      const a = auditor({ resolveActor: () => {
+        throw new Error('resolver down');
+      } });
+      expect(await actorFor(a, {})).to.equal(null);
+    });
+
+    it('withActor inside a request wins for the work it wraps', async () => {
+      const a = auditor();
+      const seen: unknown[] = [];
+      const r = await serve(a, {}, (app, router) => {
+        router.get('/job', async (ctx) => {
+          ctx.state.user = { id: 'web-user' };
+          seen.push(await a.withActor({ id: 'cron' }, async () => a.context()?.explicitActor));
+          seen.push(a.context()?.explicitActor);
+          ctx.body = 'ok';
+        });
+      });
+      await fetch(`${r.url}/job`);
+      expect(seen).to.deep.equal([{ id: 'cron', via: 'explicit' }, null]);
+      expect((await events(a))[0].actor).to.deep.equal({ id: 'web-user', via: 'state' });
+    });
+  });
+
+  describe('ip', () => {
+    it('ignores X-Forwarded-For unless the app trusts its proxy', async () => {
+      const a = auditor();
+      const r = await serve(a);
+      await fetch(`${r.url}/posts/1`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+      expect((await events(a))[0].ip).to.match(/127\.0\.0\.1$/);
+    });
+
+    it('uses X-Forwarded-For behind a trusted proxy, honouring maxIpsCount', async () => {
+      const a = auditor();
+      const r = await serve(a, {}, (app) => {
+        app.proxy = true;
+        app.maxIpsCount = 1;
+      });
+      await fetch(`${r.url}/posts/1`, { headers: { 'x-forwarded-for': '198.51.100.1, 203.0.113.9' } });
+      expect((await events(a))[0].ip).to.equal('203.0.113.9');
+    });
+
+    it('stores a huge or malformed forwarded address truncated, never throwing', async () => {
+      const a = auditor();
+      const r = await serve(a, {}, (app) => {
+        app.proxy = true;
+      });
+      const res = await fetch(`${r.url}/posts/1`, { headers: { 'x-forwarded-for': `${'9'.repeat(6000)}, ::::garbage` } });
+      expect(res.status).to.equal(200);
+      const [ev] = await events(a);
+      expect(ev.ip).to.be.a('string');
+      expect((ev.ip as string).length).to.be.at.most(256 + 40);
+    });
+  });
+
+  describe('async context', () => {
+    it('is visible to code below the middleware: timers, event emitters, auditor.context()', async () => {
+      const a = auditor();
+      const seen: (string | null | undefined)[] = [];
+      const bus = new EventEmitter();
+      bus.on('ping', () => seen.push(a.context()?.requestId));
+      const r = await serve(a, {}, (_app, router) => {
+        router.get('/ctx', async (ctx) => {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          seen.push(a.context()?.requestId);
+          bus.emit('ping');
+          setImmediate(() => seen.push(a.context()?.requestId));
+          await sleep(5);
+          ctx.body = 'ok';
+        });
+      });
+      const res = await fetch(`${r.url}/ctx`);
+      const id = res.headers.get('x-request-id');
+      expect(seen).to.deep.equal([id, id, id]);
+      expect(a.context()).to.equal(undefined);
+    });
+
+    it('keeps 1,000 concurrent requests with different users apart', async function () {
+      this.timeout(120_000);
+      const a = auditor({ jwt: { secret: SECRET, algorithms: ['HS256'] }, batchSize: 500 });
+      const mismatches: string[] = [];
+      const r = await serve(a, {}, (_app, router) => {
+        router.get('/who/:i', async (ctx) => {
+          const i = ctx.params.i;
+          await sleep(Math.random() * 20);
+          const mid = a.context();
+          await new Promise((resolve) => setTimeout(resolve, Math.random() * 10));
+          if (mid?.requestId !== ctx.get('x-request-id')) mismatches.push(`request id of ${i}`);
+          if (a.context() !== mid) mismatches.push(`context of ${i}`);
+          ctx.body = i;
+        });
+      });
+      r.server.maxConnections = 2000;
+      const N = 1000;
+      const ids = await Promise.all(Array.from({ length: N }, async (_, i) => {
+        const res = await fetch(`${r.url}/who/${i}`, {
+          headers: { authorization: `Bearer ${jwt.sign({ sub: `user-${i}` }, SECRET, { algorithm: 'HS256' })}`, 'x-request-id': `req-${i}` },
+        });
+        expect(await res.text()).to.equal(String(i));
+        return res.headers.get('x-request-id');
+      }));
+      expect(ids).to.deep.equal(Array.from({ length: N }, (_, i) => `req-${i}`));
+      expect(mismatches).to.deep.equal([]);
+      const evs = await events(a);
+      expect(evs).to.have.length(N);
+      for (const ev of evs) {
+        const i = (ev.requestId as string).slice(4);
+        expect(ev.actor, ev.requestId as string).to.deep.equal({ id: `user-${i}`, via: 'jwt' });
+        expect(ev.http?.path).to.equal(`/who/${i}`);
+      }
+    });
+  });
+
+  describe('filters', () => {
+    it('applies include, exclude (which wins), prefixes, RegExps and methods', async () => {
+      const a = auditor();
+      const r = await serve(a, { include: ['/posts/', '/posts', '/exact', /^\/re-\d+$/], exclude: ['/posts/secret', /^\/posts\/hidden-/], methods: ['get', 'POST'] }, (_app, router) => {
+        router.get('/exact', (ctx) => void (ctx.body = 1));
+        router.get('/exact/sub', (ctx) => void (ctx.body = 1));
+        router.get('/re-:n', (ctx) => void (ctx.body = 1));
+        router.delete('/posts/:id', (ctx) => void (ctx.body = 1));
+      });
+      const paths = ['/posts/1', '/posts/secret', '/posts/hidden-1', '/exact', '/exact/sub', '/re-12', '/re-x', '/other'];
+      for (const p of paths) await fetch(`${r.url}${p}`);
+      await fetch(`${r.url}/posts/1`, { method: 'DELETE' });
+      await fetch(`${r.url}/posts`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
+      const got = (await events(a)).map((e) => `${e.http?.method} ${e.http?.path}`);
+      expect(got).to.deep.equal(['GET /posts/1', 'GET /exact', 'GET /re-12', 'POST /posts']);
+    });
+
+    it('still opens the async context on excluded paths', async () => {
+      const a = auditor();
+      let seen: string | null | undefined;
+      const r = await serve(a, { exclude: ['/health'] }, (_app, router) => {
+        router.get('/health', (ctx) => {
+          seen = a.context()?.requestId;
+          ctx.body = 'ok';
+        });
+      });
+      const res = await fetch(`${r.url}/health`);
+      expect(seen).to.equal(res.headers.get('x-request-id'));
+      expect(await events(a)).to.have.length(0);
+    });
+
+    it('rejects invalid middleware options with a TypeError naming them', () => {
+      const a = auditor();
+      expect(() => a({ include: [42 as never] })).to.throw(TypeError, '"include"');
+      expect(() => a({ methods: 'GET' as never })).to.throw(TypeError, '"methods"');
+      expect(() => a({ maxBodyBytes: -1 })).to.throw(TypeError, '"maxBodyBytes"');
+      expect(() => a({ captureBodies: true } as never)).to.throw(TypeError, '"captureBodies"');
+    });
+  });
+
+  describe('body capture', () => {
+    it('is off by default', async () => {
+      const a = auditor();
+      const r = await serve(a);
+      await fetch(`${r.url}/posts`, { method: 'POST', body: JSON.stringify({ title: 't' }), headers: { 'content-type': 'application/json' } });
+      expect((await events(a))[0].http).not.to.have.property('requestBody');
+    });
+
+    it('stores JSON and form bodies redacted, caps big ones, and records binary bodies by size', async () => {
+      const a = auditor();
+      const r = await serve(a, { captureBody: true, maxBodyBytes: 200 });
+      const post = (body: string | Buffer, type: string): Promise<Response> => fetch(`${r.url}/posts`, { method: 'POST', body, headers: { 'content-type': type } });
+      await post(JSON.stringify({ title: 'hello', password: 'hunter2', nested: { api_key: 'k', 'a.b': 1 } }), 'application/json');
+      await post('title=form&token=abc', 'application/x-www-form-urlencoded');
+      await post(JSON.stringify({ big: 'x'.repeat(5000), password: 'hunter2' }), 'application/json');
+      await post(Buffer.from([0, 255, 1, 2, 3]), 'application/octet-stream');
+      const [json, form, big, bin] = await events(a);
+      expect(json.http?.requestBody).to.deep.equal({ title: 'hello', password: '[REDACTED]', nested: { api_key: '[REDACTED]', 'a%2Eb': 1 } });
+      expect(form.http?.requestBody).to.deep.equal({ title: 'form', token: '[REDACTED]' });
+      expect(big.http?.requestBody).to.include({ truncated: true });
+      expect(JSON.stringify(big.http?.requestBody).length).to.be.below(400);
+      expect(bin.http?.requestBody).to.deep.equal({ binary: true, bytes: 5 });
+      expect(JSON.stringify(await events(a))).not.to.include('hunter2');
+    });
+  });
+
+  describe('bad input', () => {
+    it('survives a huge URL, huge headers and thousands of query parameters', async () => {
+      const a = auditor();
+      const r = await serve(a);
+      const longPath = `/posts/${'p'.repeat(8000)}`;
+      const many = Array.from({ length: 3000 }, (_, i) => `a=${i % 10}`).join('&');
+      expect((await fetch(`${r.url}${longPath}`)).status).to.equal(200);
+      expect((await fetch(`${r.url}/posts/1?${many}&password=zzz`)).status).to.equal(200);
+      // Within Node's 16 KiB header limit (above it Node answers 431 before any middleware runs).
+      expect((await fetch(`${r.url}/posts/1`, { headers: { 'user-agent': 'U'.repeat(6000), 'x-junk': 'j'.repeat(6000) } })).status).to.equal(200);
+      const [p, q, h] = await events(a);
+      expect(p.http?.path.length).to.be.at.most(2048 + 40);
+      expect(q.http?.query.length).to.be.at.most(4096 + 20);
+      expect(h.userAgent?.length).to.be.at.most(512 + 40);
+      expect(JSON.stringify([p, q, h])).not.to.include('zzz');
+    });
+
+    it('records invalid UTF-8 in the path and a missing user agent', async () => {
+      const a = auditor();
+      const r = await serve(a);
+      const status = await rawRequest(r.url, 'GET /posts/%FF%FE%C0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      expect(status).to.match(/^HTTP\/1\.1 (200|400)/);
+      const [ev] = await events(a);
+      expect(ev.http?.path).to.equal('/posts/%FF%FE%C0');
+      expect(ev.userAgent).to.equal(null);
+    });
+
+    it('never lets CR/LF from a header reach the response headers', async () => {
+      const a = auditor();
+      const r = await serve(a);
+      // Node's HTTP parser rejects bare CR/LF inside a header value; the request id is replaced either way.
+      const status = await rawRequest(r.url, 'GET /posts/1 HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc\rSet-Cookie: evil=1\r\nConnection: close\r\n\r\n');
+      expect(status).to.match(/^HTTP\/1\.1 (200|400)/);
+      const evs = await events(a);
+      for (const ev of evs) expect(ev.requestId).to.match(/^[A-Za-z0-9._:-]{1,128}$/);
+    });
+
+    it('marks a request whose client went away as aborted, with no unhandled rejection', async () => {
+      const a = auditor();
+      const rejections: unknown[] = [];
+      const onRejection = (e: unknown): void => void rejections.push(e);
+      process.on('unhandledRejection', onRejection);
+      try {
+        const r = await serve(a, {}, (_app, router) => {
+          router.get('/stream', (ctx) => {
+            let i = 0;
+            ctx.body = new Readable({
+              read() {
+                setTimeout(() => this.push(i++ < 100 ? `chunk ${i}\n` : null), 20);
+              },
+            });
+          });
+        });
+        await new Promise<void>((resolve, reject) => {
+          const req = httpRequest(`${r.url}/stream`, (res) => {
+            res.once('data', () => {
+              req.destroy();
+              resolve();
+            });
+          });
+          req.on('error', (e) => ((e as NodeJS.ErrnoException).code === 'ECONNRESET' ? resolve() : reject(e)));
+          req.end();
+        });
+        const evs = await eventually(async () => {
+          const found = await events(a);
+          return found.length === 1 ? found : null;
+        });
+        const ev = (evs as AuditEvent[])[0];
+        expect(ev.http?.aborted).to.equal(true);
+        expect(ev.outcome).to.equal('failure');
+        expect(ev.http?.status).to.equal(200);
+      } finally {
+        process.off('unhandledRejection', onRejection);
+      }
+      expect(rejections).to.deep.equal([]);
+    });
+  });
+
+  describe('sync mode', () => {
+    it('stores the request event before the response is sent', async () => {
+      const a = auditor({ mode: 'sync' });
+      const r = await serve(a);
+      const res = await fetch(`${r.url}/posts/5`);
+      const id = res.headers.get('x-request-id');
+      // No flush: the event must already be there.
+      const ev = await a.model.findOne({ requestId: id }).lean();
+      expect(ev?.http?.path).to.equal('/posts/5');
+    });
+  });
+});
