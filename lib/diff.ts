@@ -181,7 +181,7 @@ export function listFields(after: Record<string, unknown> | null, paths: readonl
   const out: Change[] = [];
   const seen = new Set<string>();
   for (const p of paths) {
-    if (!c.audited(p) && !p.includes('.')) continue;
+    if (!c.audited(p)) continue;
     const value = getPath(after, p);
     const leaves = isPlainObject(value) && Object.keys(value).length > 0 ? flatten(value, (q) => c.audited(q), p) : new Map([[p, value]]);
     for (const [path, v] of leaves) {

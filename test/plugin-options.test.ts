@@ -126,6 +126,17 @@ describe('change plugin: attribution and options', () => {
       for (const secret of ['hunter2', 'hunter3', '1234', '5678', 'k1', 'k2']) expect(raw).to.not.include(secret);
     });
 
+    it('redacts the filter and update of a summary event by path segment too', async () => {
+      const M = fx.model<{ creds: { pin: string }; grp: string }>({ creds: { pin: String }, grp: String }, { redact: ['pin'], maxDocuments: 1 });
+      await M.create([{ creds: { pin: '1111' }, grp: 'g' }, { creds: { pin: '1111' }, grp: 'g' }]);
+      await M.updateMany({ 'creds.pin': '1111' }, { $set: { 'creds.pin': '2222' } });
+      const [summary] = await fx.events({ model: M.modelName, kind: 'update' });
+      expect(summary.summary).to.deep.equal({ filter: { 'creds%2Epin': '[REDACTED]' }, update: { '%24set': { 'creds%2Epin': '[REDACTED]' } }, matched: 2 });
+      const raw = JSON.stringify(await fx.auditor.model.find({ model: M.modelName }).lean());
+      expect(raw).to.not.include('1111');
+      expect(raw).to.not.include('2222');
+    });
+
     it('redacts secret keys inside arrays and Mixed values too', async () => {
       const M = fx.model<{ list: unknown[] }>({ list: [Schema.Types.Mixed] });
       await M.create({ list: [{ user: 'x', token: 'abc' }] });
