@@ -183,7 +183,7 @@ export function listFields(after: Record<string, unknown> | null, paths: readonl
   for (const p of paths) {
     if (!c.audited(p)) continue;
     const value = getPath(after, p);
-    const leaves = isPlainObject(value) && Object.keys(value).length > 0 ? flatten(value, (q) => c.audited(q), p) : new Map([[p, value]]);
+    const leaves = isPlainObject(value) && Object.keys(value).length > 0 ? flatten(value, c.audited, p) : new Map([[p, value]]);
     for (const [path, v] of leaves) {
       if (seen.has(path) || !c.audited(path)) continue;
       seen.add(path);
