@@ -231,6 +231,8 @@ export async function postQuery(s: Settings, q: AuditedQuery, res: unknown): Pro
     return;
   }
 
+  // The server says nothing changed: no post-image to read (findOneAnd* results carry no such count).
+  if (r.modifiedCount === 0 && (r.upsertedId === undefined || r.upsertedId === null) && !s.recordNoop) return;
   const created = upsertedIds(st, r, res);
   if (created.length === 0 && st.ids.length === 0 && st.upsertId === undefined && st.upsert && st.op.startsWith('findOneAnd')) {
     // A replacement upsert that returned no document: the one inserted matches the filter.

@@ -126,11 +126,15 @@ function bsonCanonical(v: object, type: string): string {
 }
 
 /** `1.50` and `1.5`, `-0` and `0`: the same decimal value. Exponent forms are kept as they are. */
+const PLAIN_DECIMAL = /^-?\d+(\.\d+)?$/;
+const TRAILING_ZEROS = /\.?0+$/;
+const LEADING_ZEROS = /^(-?)0+(?=\d)/;
+
 function normalizeDecimal(s: string): string {
-  if (!/^-?\d+(\.\d+)?$/.test(s)) return s;
+  if (!PLAIN_DECIMAL.test(s)) return s;
   let out = s;
-  if (out.includes('.')) out = out.replace(/0+$/, '').replace(/\.$/, '');
-  out = out.replace(/^(-?)0+(?=\d)/, '$1');
+  if (out.includes('.')) out = out.replace(TRAILING_ZEROS, '');
+  out = out.replace(LEADING_ZEROS, '$1');
   return out === '-0' ? '0' : out;
 }
 

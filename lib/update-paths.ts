@@ -28,11 +28,13 @@ export function touchedPaths(update: unknown, replacement: boolean): string[] | 
   return [...out];
 }
 
+const ARRAY_INDEX = /^\d+$/;
+
 function cutAtArray(path: string): string {
   const segs = path.split('.');
   for (let i = 0; i < segs.length; i++) {
     const s = segs[i];
-    if (s.charCodeAt(0) === 36 /* $ */ || /^\d+$/.test(s)) return segs.slice(0, i).join('.') || segs[0];
+    if (s.charCodeAt(0) === 36 /* $ */ || ARRAY_INDEX.test(s)) return segs.slice(0, i).join('.') || segs[0];
   }
   return path;
 }
