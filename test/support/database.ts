@@ -188,6 +188,8 @@ function cleanupAll(): void {
 process.once('exit', cleanupAll);
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
+    // An app with its own handler (the example app's graceful shutdown) stops the database itself, at the end.
+    if (process.listenerCount(sig) > 0) return;
     cleanupAll();
     process.kill(process.pid, sig);
   });

@@ -1,0 +1,51 @@
+/**
+ * `npm start`: the example app on http://127.0.0.1:3000 (PORT to change it). Uses MONGODB_URI when set,
+ * else the test harness's database (a real mongod when one can be had, else FerretDB). Shuts down
+ * gracefully on SIGTERM/SIGINT: stops accepting requests, then `auditor.close()` stores every queued event.
+ */
+import mongoose from 'mongoose';
+import { createAudit } from '../lib/index.js';
+import { databaseUri, startDatabase, stopDatabase } from '../test/support/database.js';
+import { createApp } from './app.js';
+import { feishuForEnvironment } from './auth.js';
+
+async function main(): Promise<void> {
+  const base = process.env.MONGODB_URI ?? (await startDatabase()).uri;
+  const uri = process.env.MONGODB_URI ?? databaseUri(base, 'koa_audit_example');
+  const connection = await mongoose.createConnection(uri).asPromise();
+  const jwtSecret = process.env.JWT_SECRET ?? 'example-only-secret-change-me';
+  const auditor = createAudit({ connection, jwt: { secret: jwtSecret, algorithms: ['HS256'], cookie: 'token' } });
+  auditor.on('error', (err) => console.error('[audit] write failed, will retry:', (err as Error).message));
+  auditor.on('degraded', () => console.error('[audit] degraded: the audit store is not taking writes'));
+  auditor.on('recovered', () => console.error('[audit] recovered'));
+  await auditor.ready();
+
+  const feishu = await feishuForEnvironment();
+  const app = createApp({ auditor, connection, jwtSecret, feishu: feishu.config });
+  const port = Number(process.env.PORT ?? 3000);
+  const server = app.listen(port, process.env.HOST ?? '127.0.0.1', () => {
+    console.log(`koa-audit example listening on http://127.0.0.1:${port}  (audit viewer: /audit/ as alice / alice-password)`);
+  });
+
+  let stopping = false;
+  const shutdown = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`${signal}: shutting down`);
+    server.close();
+    server.closeIdleConnections();
+    const { unwritten } = await auditor.close({ timeoutMs: 10_000 });
+    if (unwritten > 0) console.error(`[audit] ${unwritten} events could not be stored (kept in the spool for the next start)`);
+    await feishu.close();
+    await connection.close();
+    await stopDatabase();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,73 @@
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import mongoose, { type Connection } from 'mongoose';
+import { databaseUri } from './support/database.js';
+import { connectTestDb, eventually } from './support/helpers.js';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+describe('example app (npm start)', function () {
+  this.timeout(90_000);
+  let conn: Connection;
+  let child: ChildProcess;
+  let url: string;
+  let output = '';
+
+  before(async () => {
+    conn = await connectTestDb('example_app');
+    const port = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    const uri = databaseUri(process.env.KOA_AUDIT_TEST_URI as string, 't_example_app');
+    child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, '../example-app/server.ts')], {
+      env: { ...process.env, MONGODB_URI: uri, PORT: String(port), NODE_ENV: 'development' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout?.on('data', (d) => (output += d));
+    child.stderr?.on('data', (d) => (output += d));
+    await eventually(() => output.includes('listening'), 60_000, 100);
+  });
+
+  after(async () => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await conn.close();
+  });
+
+  it('serves its routes, audits them, and stores every event on SIGTERM', async () => {
+    const login = await fetch(`${url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice', password: 'alice-password' }) });
+    expect(login.status).to.equal(200);
+    const cookie = (login.headers.get('set-cookie') as string).split(';')[0];
+    const created = await fetch(`${url}/servers`, { method: 'POST', headers: { 'content-type': 'application/json', cookie }, body: JSON.stringify({ name: 'db-1', ip: '10.0.0.2' }) });
+    expect(created.status).to.equal(201);
+    const { id } = (await created.json()) as { id: string };
+    const patched = await fetch(`${url}/servers/${id}`, { method: 'PATCH', headers: { 'content-type': 'application/json', cookie }, body: JSON.stringify({ env: 'prod' }) });
+    expect(patched.status, await patched.text()).to.equal(200);
+    expect((await fetch(`${url}/boom`)).status).to.equal(500);
+    expect((await fetch(`${url}/servers`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).status).to.equal(401);
+
+    child.kill('SIGTERM');
+    const [code] = await once(child, 'exit');
+    expect(code).to.equal(0);
+    expect(output).to.include('SIGTERM: shutting down');
+
+    const events = await conn.collection('auditevents').find({}).sort({ ts: 1, _id: 1 }).toArray();
+    const summary = events.map((e) => `${e.kind}:${(e.http as { path?: string } | undefined)?.path ?? e.model ?? e.provider}:${(e.actor as { id?: string } | null)?.id ?? '-'}`);
+    expect(summary).to.include.members([
+      'login:local:u-alice', 'request:/auth/login:u-alice', 'create:Server:u-alice', 'request:/servers:u-alice',
+      'update:Server:u-alice', `request:/servers/${id}:u-alice`, 'request:/boom:-', 'request:/servers:-',
+    ]);
+    const update = events.find((e) => e.kind === 'update');
+    expect(update?.changes).to.deep.equal([{ path: 'env', from: 'dev', to: 'prod' }]);
+    expect(JSON.stringify(events)).not.to.include('alice-password');
+    void mongoose;
+  });
+});
