@@ -120,7 +120,7 @@ export function createApp(o: AppOptions): Koa {
     // No projection here: FerretDB cannot project a findAndModify result, so the secret is dropped in code.
     const doc = await Server.findByIdAndUpdate(ctx.params.id, { $set: pick((ctx.request as { body?: unknown }).body) }, { returnDocument: 'after', runValidators: true })
       .lean().catch((err: Error) => ctx.throw(400, err.message));
-    if (doc === null) ctx.throw(404);
+    if (doc === null) return ctx.throw(404);
     const { adminPassword: _secret, ...visible } = doc;
     ctx.body = visible;
   });
