@@ -87,7 +87,7 @@ async function main(): Promise<void> {
   log(`\n${mongoose.text}`);
 
   log(`\n## Store (${rounds} rounds x ${fmt(storeEvents)} events)`);
-  const store = await runStoreBench(databaseUri(db.uri, 'koa_audit_bench_store'), storeEvents, rounds, [100, 500, 1000]);
+  const store = await runStoreBench(databaseUri(db.uri, 'koa_audit_bench_store'), storeEvents, rounds, [500]);
   log(`\n${store.text}`);
 
   const target = targets(http, mongoose.rows);
