@@ -1,0 +1,227 @@
+/**
+ * The `koa-audit` command line.
+ *
+ *   koa-audit export --uri <mongodb-uri> [--collection auditevents] [--kind K]... [--since ISO] [--until ISO]
+ *                    [--format ndjson|csv] [--out FILE] [--timeout-ms 5000]
+ *
+ * Exit status: 0 success; 2 bad arguments (with a message and the usage); 1 the database cannot be reached or
+ * the export failed midway. With `--out`, the file appears only once complete (written to `FILE.partial` first).
+ */
+import { createWriteStream, renameSync, rmSync, type WriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { mongo } from 'mongoose';
+import { exportEvents, type ExportFormat } from './export.js';
+import { AUDIT_KINDS } from './query.js';
+import type { AuditKind } from './types.js';
+
+export const USAGE = `Usage: koa-audit export --uri <mongodb-uri> [options]
+
+Streams audit events, oldest first, to stdout or a file.
+
+Options:
+  --uri <uri>           MongoDB connection string, with the database name (required)
+  --collection <name>   audit collection (default: auditevents)
+  --kind <kind>         only this kind; repeat for several (${AUDIT_KINDS.join(', ')})
+  --since <ISO date>    events at or after this instant (e.g. 2026-01-01 or 2026-01-01T00:00:00Z)
+  --until <ISO date>    events strictly before this instant
+  --format <format>     ndjson (default) or csv
+  --out <file>          write to this file (progress on stderr) instead of stdout
+  --timeout-ms <ms>     how long to wait for the database (default: 5000)
+  -h, --help            this help
+
+Exit status: 0 done, 2 bad arguments, 1 database unreachable or export failed.
+`;
+
+export interface CliIO {
+  stdout: Writable & { isTTY?: boolean };
+  stderr: Writable & { isTTY?: boolean };
+}
+
+class UsageError extends Error {}
+
+// A date, or a date-time with a zone: a zoneless time would silently mean this machine's local time.
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2}))?$/;
+
+function isoDate(name: string, v: string | undefined): Date | undefined {
+  if (v === undefined) return undefined;
+  const d = new Date(v);
+  if (!ISO_DATE.test(v) || Number.isNaN(d.getTime())) {
+    throw new UsageError(`--${name} must be an ISO 8601 date, or date-time with a zone (2026-01-31T12:00:00Z), got ${JSON.stringify(v)}`);
+  }
+  return d;
+}
+
+interface ExportArgs {
+  uri: string;
+  collection: string;
+  kinds: AuditKind[];
+  since?: Date;
+  until?: Date;
+  format: ExportFormat;
+  out?: string;
+  timeoutMs: number;
+}
+
+function parseExport(args: string[]): ExportArgs | 'help' {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        uri: { type: 'string' },
+        collection: { type: 'string', default: 'auditevents' },
+        kind: { type: 'string', multiple: true },
+        since: { type: 'string' },
+        until: { type: 'string' },
+        format: { type: 'string', default: 'ndjson' },
+        out: { type: 'string' },
+        'timeout-ms': { type: 'string', default: '5000' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help === true) return 'help';
+  if (v.uri === undefined || v.uri === '') throw new UsageError('--uri is required');
+  if (!/^mongodb(\+srv)?:\/\//.test(v.uri)) throw new UsageError('--uri must be a mongodb:// or mongodb+srv:// connection string');
+  if (v.collection === '') throw new UsageError('--collection must not be empty');
+  const kinds = v.kind ?? [];
+  for (const k of kinds) if (!AUDIT_KINDS.includes(k as AuditKind)) throw new UsageError(`--kind must be one of ${AUDIT_KINDS.join(', ')}, got ${JSON.stringify(k)}`);
+  if (v.format !== 'ndjson' && v.format !== 'csv') throw new UsageError(`--format must be ndjson or csv, got ${JSON.stringify(v.format)}`);
+  const timeoutMs = /^\d{1,7}$/.test(v['timeout-ms']) ? Number(v['timeout-ms']) : NaN;
+  if (!(timeoutMs >= 1)) throw new UsageError(`--timeout-ms must be a positive integer, got ${JSON.stringify(v['timeout-ms'])}`);
+  if (v.out === '') throw new UsageError('--out must not be empty');
+  return {
+    uri: v.uri,
+    collection: v.collection,
+    kinds: kinds as AuditKind[],
+    since: isoDate('since', v.since),
+    until: isoDate('until', v.until),
+    format: v.format,
+    out: v.out,
+    timeoutMs,
+  };
+}
+
+function openFile(path: string): Promise<WriteStream> {
+  return new Promise((resolve, reject) => {
+    const s = createWriteStream(path, { flags: 'w' });
+    s.once('open', () => resolve(s)).once('error', reject);
+  });
+}
+
+function closeFile(s: WriteStream): Promise<void> {
+  return new Promise((resolve, reject) => {
+    s.once('error', reject);
+    s.end(() => resolve());
+  });
+}
+
+async function runExport(a: ExportArgs, io: CliIO): Promise<number> {
+  const say = (line: string): void => void io.stderr.write(`koa-audit export: ${line}\n`);
+  let client: mongo.MongoClient;
+  try {
+    client = new mongo.MongoClient(a.uri, { serverSelectionTimeoutMS: a.timeoutMs, connectTimeoutMS: a.timeoutMs });
+  } catch (err) {
+    throw new UsageError(`--uri is not a valid connection string: ${(err as Error).message}`);
+  }
+
+  // The output is opened first: a bad path is the caller's mistake (2), and no database round trip is wasted.
+  const partial = a.out === undefined ? undefined : `${a.out}.partial`;
+  let file: WriteStream | undefined;
+  if (partial !== undefined) {
+    try {
+      file = await openFile(partial);
+    } catch (err) {
+      throw new UsageError(`cannot write --out ${JSON.stringify(a.out)}: ${(err as Error).message}`);
+    }
+  }
+  const out: Writable = file ?? io.stdout;
+  let outError: unknown;
+  const onOutError = (err: unknown): void => {
+    outError ??= err;
+  };
+  out.on('error', onOutError);
+
+  try {
+    try {
+      await client.connect();
+      await client.db().command({ ping: 1 });
+    } catch (err) {
+      say(`cannot reach the database: ${(err as Error).message}`);
+      return 1;
+    }
+    const db = client.db();
+    const exists = (await db.listCollections({ name: a.collection }, { nameOnly: true }).toArray()).length > 0;
+    if (!exists) say(`warning: database "${db.databaseName}" has no collection "${a.collection}"; nothing to export`);
+
+    const started = Date.now();
+    const tty = io.stderr.isTTY === true;
+    const progress = file === undefined ? undefined : (n: number): void => {
+      const rate = Math.round(n / Math.max(0.001, (Date.now() - started) / 1000));
+      io.stderr.write(`${tty ? '\r' : ''}koa-audit export: ${n} events (${rate}/s)${tty ? '' : '\n'}`);
+    };
+    let count: number;
+    try {
+      count = await exportEvents(db.collection(a.collection), out, { format: a.format, kinds: a.kinds, since: a.since, until: a.until, onProgress: progress });
+      if (file !== undefined) await closeFile(file);
+    } catch (err) {
+      // A reader that went away (`| head`) is not a failure of the export.
+      if ((outError as { code?: string } | undefined)?.code === 'EPIPE' || (err as { code?: string }).code === 'EPIPE') return 0;
+      if (tty && file !== undefined) io.stderr.write('\n');
+      say(`failed after ${Math.round((Date.now() - started) / 100) / 10} s: ${(outError as Error | undefined)?.message ?? (err as Error).message}`);
+      return 1;
+    }
+    if (file !== undefined && partial !== undefined && a.out !== undefined) {
+      renameSync(partial, a.out);
+      const maxRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
+      say(`${tty ? '\r' : ''}wrote ${count} events to ${a.out} in ${((Date.now() - started) / 1000).toFixed(1)} s (peak memory ${maxRssMb} MB)`);
+    }
+    return 0;
+  } finally {
+    out.off('error', onOutError);
+    if (file !== undefined && !file.closed) file.destroy();
+    if (partial !== undefined) rmSync(partial, { force: true });
+    await client.close().catch(() => {});
+  }
+}
+
+/** Runs the command line; resolves with the exit status (it never calls process.exit). */
+export async function main(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+      (command === undefined ? io.stderr : io.stdout).write(USAGE);
+      return command === undefined ? 2 : 0;
+    }
+    if (command !== 'export') throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    const args = parseExport(rest);
+    if (args === 'help') {
+      io.stdout.write(USAGE);
+      return 0;
+    }
+    return await runExport(args, io);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    io.stderr.write(`koa-audit: ${err.message}\n\n${USAGE}`);
+    return 2;
+  }
+}
+
+// Run when executed directly (`node lib/cli.ts`, `node dist/cjs/cli.js`); bin/koa-audit.js calls main itself.
+if (typeof require !== 'undefined' && require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`koa-audit: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

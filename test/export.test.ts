@@ -1,0 +1,292 @@
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, existsSync, createReadStream, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Writable } from 'node:stream';
+import { mongo, type Connection } from 'mongoose';
+import { main } from '../lib/cli.js';
+import { CSV_COLUMNS, csvCell, exportEvents } from '../lib/export.js';
+import { databaseUri } from './support/database.js';
+import { connectTestDb, serverKind } from './support/helpers.js';
+
+const ROOT = resolve(__dirname, '..');
+/**
+ * How many events the large export writes and checks: 100,000, except on FerretDB (SQLite backend), which reads
+ * about 1,300 to 3,000 events a second on a busy 2-core machine (100,000 took 78 s per export there), so it gets
+ * 20,000. The code path is the same; KOA_AUDIT_EXPORT_EVENTS overrides.
+ */
+const bigCount = (): number => Number(process.env.KOA_AUDIT_EXPORT_EVENTS ?? (serverKind() === 'ferretdb' ? 20_000 : 100_000));
+let BIG = 100_000;
+const SMALL = 3000;
+const KINDS = ['request', 'create', 'update', 'delete', 'login', 'login_failed', 'logout'] as const;
+const NASTY = ['=HYPERLINK("http://x","y")', '+1+2', '-3', '@SUM(A1)', '\tTAB', '\rCR', 'a,b', 'say "hi"', 'line\nbreak', 'ünïcödé ✓', ''];
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+function cli(args: string[], timeoutMs = 120_000): Promise<Run> {
+  const started = Date.now();
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolveRun({ code, stdout, stderr, ms: Date.now() - started });
+    });
+  });
+}
+
+/** Runs the CLI's main() in this process with captured output. */
+async function inProcess(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const text = { stdout: '', stderr: '' };
+  const sink = (key: 'stdout' | 'stderr'): Writable => new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      text[key] += chunk.toString();
+      cb();
+    },
+  });
+  const code = await main(args, { stdout: sink('stdout'), stderr: sink('stderr') });
+  return { code, ...text };
+}
+
+/** Event `i` of the big set: every kind, and strings a spreadsheet would run as formulas or a naive CSV would split. */
+function event(i: number, start: number): Record<string, unknown> {
+  const kind = KINDS[i % KINDS.length];
+  const nasty = NASTY[i % NASTY.length];
+  const e: Record<string, unknown> = {
+    _id: new mongo.ObjectId(),
+    ts: new Date(start + Math.floor(i / 3)),
+    kind,
+    outcome: i % 9 === 0 ? 'failure' : 'success',
+    actor: i % 10 === 0 ? null : { id: `u${i % 50}`, name: nasty, via: 'state' },
+    requestId: i % 13 === 0 ? null : `r${Math.floor(i / 4)}`,
+    ip: `10.1.${i % 256}.${i % 7}`,
+    userAgent: nasty,
+  };
+  if (kind === 'request') e.http = { method: 'GET', path: `/p/${i}/${nasty}`, route: null, query: 'a=1', status: 200, durationMs: i % 100 };
+  else if (kind === 'create' || kind === 'update' || kind === 'delete') {
+    Object.assign(e, { model: 'Post', collectionName: 'posts', documentId: `d${i % 1000}`, operation: 'save', changes: [{ path: 'title', from: null, to: nasty }] });
+  } else Object.assign(e, { provider: 'local', identifier: nasty, ...(kind === 'login_failed' ? { reason: nasty } : {}) });
+  if (i % 17 === 0) e.meta = { note: nasty, n: i };
+  return e;
+}
+
+/** A minimal RFC 4180 reader: records of fields, quotes and embedded line breaks handled. */
+function* csvRecords(text: string): Generator<string[]> {
+  let field = '';
+  let record: string[] = [];
+  let i = 0;
+  let quoted = false;
+  while (i < text.length) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') { field += '"'; i += 2; continue; }
+      if (c === '"') { quoted = false; i++; continue; }
+      field += c; i++; continue;
+    }
+    if (c === '"' && field === '') { quoted = true; i++; continue; }
+    if (c === ',') { record.push(field); field = ''; i++; continue; }
+    if (c === '\r' && text[i + 1] === '\n') { record.push(field); yield record; record = []; field = ''; i += 2; continue; }
+    field += c; i++;
+  }
+  if (field !== '' || record.length > 0) throw new Error('the CSV does not end with CRLF');
+}
+
+/** What a CSV cell must hold for a stored value (strings as-is, nested as JSON), before the injection guard. */
+function cellText(v: unknown): string {
+  if (v === null || v === undefined) return '';
+  return typeof v === 'string' ? v : JSON.stringify(v);
+}
+
+describe('koa-audit export (command line)', function () {
+  this.timeout(180_000);
+  let conn: Connection;
+  let uri: string;
+  let dir: string;
+  const start = Date.UTC(2025, 0, 1);
+
+  before(async () => {
+    conn = await connectTestDb('export');
+    BIG = bigCount(); // the server kind is known once the global setup has run
+    uri = databaseUri(process.env.KOA_AUDIT_TEST_URI as string, 't_export');
+    dir = mkdtempSync(join(tmpdir(), 'ka-export-'));
+    const coll = conn.collection('x_events');
+    const t = Date.now();
+    for (let i = 0; i < BIG; i += 5000) {
+      const batch = [];
+      for (let j = i; j < Math.min(BIG, i + 5000); j++) batch.push(event(j, start));
+      // Inserted out of order on purpose: the export must sort, not echo insertion order.
+      await coll.insertMany(batch.reverse(), { ordered: false });
+    }
+    console.log(`      (inserted ${BIG} events in ${Date.now() - t} ms)`);
+    const small = [];
+    for (let j = 0; j < SMALL; j++) small.push(event(j, start));
+    await conn.collection('y_events').insertMany(small.reverse());
+  });
+  after(async () => {
+    await conn.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  
+  /** Peak memory of an export process, in MB, from its summary line. */
+  const peakMb = (run: Run): number => Number(/peak memory (\d+) MB/.exec(run.stderr)?.[1] ?? NaN);
+
+  it('exports 100,000 events (20,000 on FerretDB) as NDJSON and as CSV, oldest first, checked line by line against the collection', async () => {
+    const nd = join(dir, 'all.ndjson');
+    const csv = join(dir, 'all.csv');
+    // Both at once: the database reads are what take time (on FerretDB especially).
+    const [ndRun, csvRun, smallRun] = await Promise.all([
+      cli(['export', '--uri', uri, '--collection', 'x_events', '--out', nd]),
+      cli(['export', '--uri', uri, '--collection', 'x_events', '--format', 'csv', '--out', csv]),
+      cli(['export', '--uri', uri, '--collection', 'y_events', '--kind', 'login', '--out', join(dir, 'small.ndjson')]),
+    ]);
+    for (const run of [ndRun, csvRun, smallRun]) expect(run.code, run.stderr).to.equal(0);
+    console.log(`      (ndjson: ${ndRun.ms} ms, ${ndRun.stderr.trim().split('\n').pop()})`);
+    console.log(`      (csv:    ${csvRun.ms} ms, ${csvRun.stderr.trim().split('\n').pop()})`);
+    expect(ndRun.stdout).to.equal('');
+    expect(ndRun.stderr).to.match(new RegExp(`wrote ${BIG} events to .*all\\.ndjson`));
+    expect(csvRun.stderr).to.match(new RegExp(`wrote ${BIG} events to .*all\\.csv`));
+    expect(existsSync(`${nd}.partial`)).to.equal(false);
+    // Streaming: exporting all of them takes no more memory than exporting a few hundred, give or take the GC.
+    expect(peakMb(ndRun), 'memory stays flat').to.be.below(peakMb(smallRun) + 60);
+    expect(peakMb(csvRun), 'memory stays flat').to.be.below(peakMb(smallRun) + 60);
+
+    const lines = createInterface({ input: createReadStream(nd, 'utf8'), crlfDelay: Infinity })[Symbol.asyncIterator]();
+    const records = csvRecords(readFileSync(csv, 'utf8'));
+    expect(records.next().value).to.deep.equal([...CSV_COLUMNS]);
+    let n = 0;
+    let guarded = 0;
+    for await (const doc of conn.collection('x_events').find({}, { sort: { ts: 1, _id: 1 }, batchSize: 2000 })) {
+      n++;
+      const { _id, ts, ...rest } = doc;
+      const line = await lines.next();
+      expect(line.done, `line ${n} missing`).to.not.equal(true);
+      // The documented format, built independently: _id hex, ts ISO, then every stored field in stored order.
+      const want = JSON.stringify({ _id: _id.toHexString(), ts: (ts as Date).toISOString(), ...rest });
+      if (line.value !== want) expect(line.value, `line ${n}`).to.equal(want);
+
+      const rec = records.next();
+      expect(rec.done, `row ${n} missing`).to.not.equal(true);
+      const row = rec.value as string[];
+      expect(row).to.have.length(CSV_COLUMNS.length);
+      const stored = { ...doc, _id: _id.toHexString(), ts: (ts as Date).toISOString() } as Record<string, unknown>;
+      for (let k = 0; k < CSV_COLUMNS.length; k++) {
+        const text = cellText(stored[CSV_COLUMNS[k]]);
+        const formula = /^[=+\-@\t\r]/.test(text);
+        if (formula) guarded++;
+        const cell = row[k];
+        if (cell !== (formula ? `'${text}` : text)) expect(cell, `${CSV_COLUMNS[k]} of row ${n}`).to.equal(formula ? `'${text}` : text);
+        if (/^[=+\-@\t\r]/.test(cell)) expect.fail(`row ${n} ${CSV_COLUMNS[k]} starts a formula: ${cell}`);
+      }
+    }
+    expect((await lines.next()).done, 'no extra lines').to.equal(true);
+    expect(records.next().done, 'no extra rows').to.equal(true);
+    expect(n).to.equal(BIG);
+    expect(guarded).to.be.greaterThan(BIG / 10);
+  });
+
+  it('filters by --kind (repeatable), --since and --until, to stdout without progress', async () => {
+    const since = new Date(start + 200);
+    const until = new Date(start + 700);
+    const run = await cli(['export', '--uri', uri, '--collection', 'y_events', '--kind', 'login', '--kind', 'logout', '--since', since.toISOString(), '--until', until.toISOString()]);
+    expect(run.code, run.stderr).to.equal(0);
+    expect(run.stderr).to.equal('');
+    const want = await conn.collection('y_events').find({ kind: { $in: ['login', 'logout'] }, ts: { $gte: since, $lt: until } }, { sort: { ts: 1, _id: 1 } }).toArray();
+    expect(want.length).to.be.greaterThan(50);
+    const got = run.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { _id: string; kind: string; ts: string });
+    expect(got.map((e) => e._id)).to.deep.equal(want.map((d) => d._id.toHexString()));
+    expect(run.stdout.endsWith('\n')).to.equal(true);
+    const empty = await cli(['export', '--uri', uri, '--collection', 'y_events', '--since', '2030-01-01']);
+    expect(empty.code).to.equal(0);
+    expect(empty.stdout).to.equal('');
+  });
+
+  it('respects backpressure: a slow output never holds more than a chunk or two', async () => {
+    let maxBuffered = 0;
+    let bytes = 0;
+    const slow = new Writable({
+      highWaterMark: 16 * 1024,
+      write(chunk: Buffer, _enc, cb) {
+        maxBuffered = Math.max(maxBuffered, slow.writableLength);
+        bytes += chunk.length;
+        setTimeout(cb, 2);
+      },
+    });
+    const progress: number[] = [];
+    const n = await exportEvents(conn.collection('y_events') as unknown as mongo.Collection, slow, {
+      format: 'ndjson',
+            onProgress: (w) => progress.push(w),
+    });
+    expect(n).to.equal(SMALL);
+    expect(bytes).to.be.greaterThan(10 * 64 * 1024);
+    // Without waiting for 'drain' the whole export (megabytes) would pile up in the stream's buffer.
+    expect(maxBuffered).to.be.at.most(2 * 64 * 1024 + 16 * 1024);
+    expect(progress[progress.length - 1]).to.equal(n);
+  });
+
+  it('escapes CSV cells that a spreadsheet would run as formulas', () => {
+    expect(csvCell('=1+1')).to.equal("'=1+1");
+    expect(csvCell('+1')).to.equal("'+1");
+    expect(csvCell('-1')).to.equal("'-1");
+    expect(csvCell('@x')).to.equal("'@x");
+    expect(csvCell('\tx')).to.equal("'\tx");
+    expect(csvCell('\rx')).to.equal(`"'\rx"`);
+    expect(csvCell('=a,"b"')).to.equal(`"'=a,""b"""`);
+    expect(csvCell({ a: '=x' })).to.equal('"{""a"":""=x""}"');
+    expect(csvCell(null)).to.equal('');
+    expect(csvCell('plain')).to.equal('plain');
+  });
+
+  it('exits 2 with a message on bad arguments', async () => {
+    const cases: [string[], RegExp][] = [
+      [[], /Usage: koa-audit export/],
+      [['import'], /unknown command "import"/],
+      [['export'], /--uri is required/],
+      [['export', '--uri', 'http://x'], /--uri must be a mongodb/],
+      [['export', '--uri', uri, '--kind', 'nope'], /--kind must be one of/],
+      [['export', '--uri', uri, '--since', 'yesterday'], /--since must be an ISO 8601/],
+      [['export', '--uri', uri, '--until', '2026-01-01T10:00'], /--until must be an ISO 8601/],
+      [['export', '--uri', uri, '--format', 'xml'], /--format must be ndjson or csv/],
+      [['export', '--uri', uri, '--colection', 'x'], /Unknown option '--colection'/],
+      [['export', '--uri', uri, 'extra'], /positional/i],
+      [['export', '--uri', uri, '--out', join(dir, 'no/such/dir/file.ndjson')], /cannot write --out/],
+      [['export', '--uri', uri, '--timeout-ms', '0'], /--timeout-ms/],
+      [['export', '--uri', 'mongodb://'], /--uri is not a valid connection string/],
+    ];
+    // In-process through main() (the same code the binary runs), then two as real processes for the exit status.
+    for (const [args, message] of cases) {
+      const run = await inProcess(args);
+      expect(run.code, args.join(' ')).to.equal(2);
+      expect(run.stderr, args.join(' ')).to.match(message);
+      expect(run.stdout).to.equal('');
+    }
+    const [real, badKind, help] = await Promise.all([cli(['export'], 30_000), cli(['export', '--uri', uri, '--kind', 'nope'], 30_000), cli(['export', '--help'], 30_000)]);
+    expect(real.code).to.equal(2);
+    expect(real.stderr).to.match(/--uri is required/);
+    expect(badKind.code).to.equal(2);
+    expect(badKind.stderr).to.match(/--kind must be one of/);
+    expect(help.code).to.equal(0);
+    expect(help.stdout).to.match(/--format <format>/);
+  });
+
+  it('exits 1 when the database cannot be reached, within the short timeout', async () => {
+    const run = await cli(['export', '--uri', 'mongodb://127.0.0.1:9/nowhere', '--timeout-ms', '1500', '--out', join(dir, 'never.ndjson')], 30_000);
+    expect(run.code).to.equal(1);
+    expect(run.stderr).to.match(/cannot reach the database/);
+    expect(run.ms).to.be.below(15_000);
+    expect(existsSync(join(dir, 'never.ndjson'))).to.equal(false);
+    expect(existsSync(join(dir, 'never.ndjson.partial'))).to.equal(false);
+  });
+});
