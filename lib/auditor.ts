@@ -253,9 +253,22 @@ export function createAudit(options?: AuditOptions): Auditor {
 async function setUpRetention(core: AuditCore): Promise<void> {
   const days = core.options.retention?.days;
   if (days === undefined) return;
+  const seconds = Math.round(days * 86_400);
   try {
-    await core.model.collection.createIndex({ ts: 1 }, { name: 'koa_audit_retention', expireAfterSeconds: Math.round(days * 86_400) });
+    await core.model.collection.createIndex({ ts: 1 }, { name: 'koa_audit_retention', expireAfterSeconds: seconds });
   } catch (err) {
+    const e = err as { code?: unknown; name?: unknown };
+    // A network fault says nothing about TTL support: fail ready() so that it is tried again.
+    if (typeof e.name === 'string' && /^Mongo(Network|NetworkTimeout|ServerSelection)Error$/.test(e.name)) throw err;
+    // IndexOptionsConflict: the index exists with another period (retention was changed); change it in place.
+    if (e.code === 85) {
+      try {
+        await core.options.connection.db?.command({ collMod: core.model.collection.collectionName, index: { name: 'koa_audit_retention', expireAfterSeconds: seconds } });
+        return;
+      } catch {
+        // fall through to the warning
+      }
+    }
     core.warnOnce('KOA_AUDIT_NO_TTL', `this server cannot create a TTL index (${(err as Error).message}); call audit.prune({ before }) to apply retention`);
   }
 }
