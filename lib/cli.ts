@@ -184,7 +184,8 @@ async function runExport(a: ExportArgs, io: CliIO): Promise<number> {
     }
     return 0;
   } finally {
-    out.off('error', onOutError);
+    // The listener stays on stdout: a late EPIPE must not become an uncaught error.
+    if (file !== undefined) out.off('error', onOutError);
     if (file !== undefined && !file.closed) file.destroy();
     if (partial !== undefined) rmSync(partial, { force: true });
     await client.close().catch(() => {});

@@ -6,7 +6,7 @@
  * from that index, and a page costs the same on the millionth event as on the first. The cursor is where the
  * previous page stopped, not an offset, so events arriving meanwhile neither repeat nor hide older ones.
  */
-import { mongo } from 'mongoose';
+import { mongo, trusted } from 'mongoose';
 import type { AuditCore } from './auditor.js';
 import type { AuditEvent, AuditKind, AuditOutcome } from './types.js';
 
@@ -104,7 +104,7 @@ export function planQuery(input: QueryFilter | undefined): QueryPlan {
       bad('kind', `one of ${AUDIT_KINDS.join(', ')}, or a non-empty array of them`, f.kind);
     }
     const unique = [...new Set(kinds as AuditKind[])];
-    filter.kind = unique.length === 1 ? unique[0] : { $in: unique };
+    filter.kind = unique.length === 1 ? unique[0] : trusted({ $in: unique });
   }
   for (const key of STRING_KEYS) {
     const v = f[key];
@@ -130,17 +130,23 @@ export function planQuery(input: QueryFilter | undefined): QueryPlan {
     const c = decodeCursor(f.after);
     // `$lte` bounds the index scan at the cursor; the `$or` only has to decide among events of that same ms.
     ts.$lte = c.ts;
-    filter.$or = [{ ts: { $lt: c.ts } }, { _id: { $lt: c.id } }];
+    filter.$or = [{ ts: trusted({ $lt: c.ts }) }, { _id: trusted({ $lt: c.id }) }];
   }
-  if (Object.keys(ts).length > 0) filter.ts = ts;
+  if (Object.keys(ts).length > 0) filter.ts = trusted(ts);
   if (f.outcome !== undefined) filter.outcome = f.outcome;
 
   return { filter, sort: { ts: -1, _id: -1 }, fetch: limit + 1, limit };
 }
 
+/**
+ * Our filters name a path inside Mixed `actor`: an app's global `strictQuery: 'throw'` must not refuse them.
+ * (Against a global `sanitizeFilter`, which wins over query options, our operators are marked `trusted`.)
+ */
+const OWN_FILTER = { strictQuery: false } as const;
+
 export async function query(core: AuditCore, input?: QueryFilter): Promise<QueryPage> {
   const plan = planQuery(input);
-  const docs = await core.model.find(plan.filter).sort(plan.sort).limit(plan.fetch).lean<AuditEvent[]>();
+  const docs = await core.model.find(plan.filter).setOptions(OWN_FILTER).sort(plan.sort).limit(plan.fetch).lean<AuditEvent[]>();
   if (docs.length <= plan.limit) return { items: docs, next: null };
   const items = docs.slice(0, plan.limit);
   const last = items[items.length - 1];
@@ -159,9 +165,9 @@ export async function prune(core: AuditCore, options: { before: Date }): Promise
   }
   let total = 0;
   for (;;) {
-    const ids = await core.model.find({ ts: { $lt: before } }).select({ _id: 1 }).limit(PRUNE_BATCH).lean<{ _id: mongo.ObjectId }[]>();
+    const ids = await core.model.find({ ts: trusted({ $lt: before }) }).setOptions(OWN_FILTER).select({ _id: 1 }).limit(PRUNE_BATCH).lean<{ _id: mongo.ObjectId }[]>();
     if (ids.length === 0) break;
-    const res = await core.model.deleteMany({ _id: { $in: ids.map((d) => d._id) }, ts: { $lt: before } });
+    const res = await core.model.deleteMany({ _id: trusted({ $in: ids.map((d) => d._id) }), ts: trusted({ $lt: before }) }).setOptions(OWN_FILTER);
     total += res.deletedCount;
     // Nothing deleted although events matched: something else holds them (a concurrent prune); stop, don't spin.
     if (ids.length < PRUNE_BATCH || res.deletedCount === 0) break;

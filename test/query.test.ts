@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import type { Connection } from 'mongoose';
+import mongoose, { type Connection } from 'mongoose';
 import { createAudit, type Auditor, type QueryFilter } from '../lib/index.js';
 import { decodeCursor, encodeCursor, planQuery } from '../lib/query.js';
 import { ids, newestFirst, sampleEvents, type RawEvent } from './support/events.js';
@@ -166,6 +166,21 @@ describe('query API', () => {
       }
       expect(caught, JSON.stringify(filter)).to.be.instanceOf(TypeError);
       expect((caught as Error).message, JSON.stringify(filter)).to.match(message);
+    }
+  });
+
+  it("is not rewritten by an app's global sanitizeFilter or strictQuery settings", async () => {
+    const saved = { sanitizeFilter: mongoose.get('sanitizeFilter'), strictQuery: mongoose.get('strictQuery') };
+    mongoose.set('sanitizeFilter', true);
+    mongoose.set('strictQuery', 'throw');
+    try {
+      const f: QueryFilter = { kind: ['update', 'create'], actorId: 'u1', from, limit: 5 };
+      const first = await a.query(f);
+      expect(ids(first.items)).to.deep.equal(reference(all, f).slice(0, 5));
+      expect(ids((await a.query({ ...f, after: first.next as string })).items)).to.deep.equal(reference(all, f).slice(5, 10));
+    } finally {
+      mongoose.set('sanitizeFilter', saved.sanitizeFilter);
+      mongoose.set('strictQuery', saved.strictQuery);
     }
   });
 
