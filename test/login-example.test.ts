@@ -4,10 +4,11 @@ import type { Connection } from 'mongoose';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { authRouter, feishuForEnvironment } from '../example-app/auth.js';
+import { authRouter, feishuForEnvironment, sessionMiddleware } from '../example-app/auth.js';
 import { createAudit, type AuditEvent, type Auditor, type LoginFailedInput, type LoginSucceededInput } from '../lib/index.js';
 import { startFakeFeishu, type FakeFeishu } from './support/fake-feishu.js';
 import { connectTestDb, listen, type Running } from './support/helpers.js';
+import jwt from 'jsonwebtoken';
 
 const JWT_SECRET = 'example-jwt-secret';
 /** Sent as a password on every login path; it must never reach the audit collection. */
@@ -119,6 +120,24 @@ describe('example app login routes', () => {
     const [ev] = await loginEvents(callback.headers.get('x-request-id'));
     expect(ev).to.include({ kind: 'login', provider: 'feishu', identifier: 'ou_fake_alice' });
     expect(ev.actor).to.deep.equal({ id: 'feishu:ou_fake_alice', name: 'Alice Feishu', via: 'explicit' });
+  });
+
+  it('sessionMiddleware makes the user of a valid token ctx.state.user, and ignores a forged one', async () => {
+    const app = new Koa();
+    app.use(sessionMiddleware(JWT_SECRET));
+    app.use((ctx) => {
+      ctx.body = { user: ctx.state.user ?? null };
+    });
+    const r = await listen(app);
+    try {
+      const good = jwt.sign({ sub: 'u-alice', name: 'alice', role: 'admin' }, JWT_SECRET, { algorithm: 'HS256' });
+      const forged = jwt.sign({ sub: 'u-alice', name: 'alice', role: 'admin' }, 'not-the-secret', { algorithm: 'HS256' });
+      const who = async (token: string) => ((await (await fetch(r.url, { headers: { cookie: `token=${token}` } })).json()) as { user: unknown }).user;
+      expect(await who(good)).to.deep.equal({ id: 'u-alice', username: 'alice', role: 'admin' });
+      expect(await who(forged)).to.equal(null);
+    } finally {
+      await r.close();
+    }
   });
 
   it('feishuForEnvironment: the fake in development, none in production, the real one when configured', async () => {
