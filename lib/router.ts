@@ -46,6 +46,8 @@ const MAX_VALUE = 4096;
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2}))?$/;
 const OBJECT_ID = /^[0-9a-fA-F]{24}$/;
 
+const OWN_ERROR = 'koa-audit: ';
+
 class BadRequest extends Error {}
 
 function badParam(name: string, expected: string, got: string): never {
@@ -134,7 +136,9 @@ export function auditRouter(options: AuditRouterOptions): Router {
     try {
       await handler(ctx);
     } catch (err) {
-      if (err instanceof BadRequest || err instanceof TypeError) send(ctx, 400, { error: err.message.replace(/^koa-audit: /, '') });
+      // Our own validation errors only (a TypeError from a bug stays a 500, its message unexposed).
+      if (err instanceof BadRequest) send(ctx, 400, { error: err.message });
+      else if (err instanceof TypeError && err.message.startsWith(OWN_ERROR)) send(ctx, 400, { error: err.message.slice(OWN_ERROR.length) });
       else throw err;
     }
   };
