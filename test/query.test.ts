@@ -239,7 +239,9 @@ describe('query API', () => {
       ip: 'ip_1_ts_-1__id_-1',
     };
     const cursor = encodeCursor(all[200].ts, all[200]._id);
-    for (const [name, f] of [...single, ...combos, ['cursor', { kind: 'update', after: cursor }] as [string, QueryFilter]]) {
+    // ('from after to' is left out: a server may answer an empty range with an EOF plan, which is fine.)
+    const planned = [...single, ...combos.filter(([n]) => n !== 'from after to'), ['cursor', { kind: 'update', after: cursor }] as [string, QueryFilter]];
+    for (const [name, f] of planned) {
       const plan = planQuery(f);
       const ex = await a.model.find(plan.filter).sort(plan.sort).limit(plan.fetch).explain('queryPlanner') as unknown as { queryPlanner: { winningPlan: unknown } };
       const st = stages(ex.queryPlanner.winningPlan);
