@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import Koa from 'koa';
 import { mongo, type Connection } from 'mongoose';
+import { spawn } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -100,6 +101,24 @@ describe('spool', () => {
       seen.push(...batch.map((d) => d.n));
     });
     expect(seen).to.deep.equal([0, 1]);
+  });
+
+  it("leaves alone the file of another process that is still running, and takes it once that process is gone", async () => {
+    const dir = tmp();
+    const other = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    const gone = new Promise((r) => other.once('exit', r));
+    try {
+      const name = join(dir, `spool-${Date.now().toString().padStart(15, '0')}-000000-${other.pid}.ndjson`);
+      writeFileSync(name, `${JSON.stringify({ _id: { $oid: new mongo.ObjectId().toHexString() }, n: 1 })}\n`);
+      const s = new Spool(dir);
+      expect(s.files()).to.deep.equal([], 'it may still be appending');
+      other.kill('SIGKILL');
+      await gone;
+      expect(s.files()).to.deep.equal([name]);
+      expect(s.count()).to.equal(1);
+    } finally {
+      other.kill('SIGKILL');
+    }
   });
 
   it('a new auditor replays what an earlier one left (a claimed file too), each event once', async () => {

@@ -1,12 +1,12 @@
 /**
  * The spool: events that did not fit in memory, kept as Extended JSON lines in local files until the store
- * takes them. Files are named by time, so replay keeps their order; a new process on the same directory
- * replays what a crashed one left. Every event keeps the `_id` it got when accepted, so replaying a file twice
+ * takes them. Files are named by time (and the writing process's pid), so replay keeps their order; a new
+ * process on the same directory replays what a crashed one left, never a file that a live process still writes. Every event keeps the `_id` it got when accepted, so replaying a file twice
  * (two processes, or a crash mid-replay) stores nothing twice.
  */
 import {
-  accessSync, appendFileSync, closeSync, constants, createReadStream, mkdirSync, openSync, readdirSync, readSync,
-  renameSync, unlinkSync,
+  accessSync, closeSync, constants, createReadStream, mkdirSync, openSync, readdirSync, readSync, renameSync,
+  unlinkSync, writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -27,6 +27,22 @@ export function ensureWritableDir(dir: string): void {
   accessSync(dir, constants.W_OK);
 }
 
+const OWNER = /-(\d+)\.ndjson(?:\.replaying)?$/;
+
+/** True when the file's writer (the pid in its name) is another process, still running. */
+function ownedByAnother(name: string): boolean {
+  const m = OWNER.exec(name);
+  if (m === null) return false;
+  const pid = Number(m[1]);
+  if (pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as { code?: string }).code === 'EPERM'; // exists, but is not ours to signal
+  }
+}
+
 /** Sort key: the name without the claim suffix, so a claimed file keeps its place in time. */
 function baseName(name: string): string {
   return name.endsWith(CLAIMED) ? name.slice(0, -CLAIMED.length) : name;
@@ -35,27 +51,50 @@ function baseName(name: string): string {
 export class Spool {
   readonly dir: string;
   private file: string | null = null;
+  /** Kept open between appends: one write(2) per append instead of open, write and close. */
+  private fd: number | null = null;
   private seq = 0;
 
   constructor(dir: string) {
     this.dir = dir;
   }
 
-  /** Appends synchronously: an event handed to the spool survives a crash one instruction later. */
+  /**
+   * Appends synchronously: an event handed to the spool is in the kernel's hands when this returns, so it
+   * survives a crash of the process one instruction later.
+   */
   append(docs: readonly StoredDoc[]): void {
     if (docs.length === 0) return;
-    if (this.file === null) {
+    let text = '';
+    for (const d of docs) text += `${EJSON.stringify(d, { relaxed: false })}\n`;
+    if (this.fd === null) {
       ensureWritableDir(this.dir);
       const stamp = Date.now().toString().padStart(15, '0');
       const seq = (this.seq++).toString().padStart(6, '0');
       this.file = join(this.dir, `${PREFIX}${stamp}-${seq}-${process.pid}${SUFFIX}`);
+      this.fd = openSync(this.file, 'a');
     }
-    let text = '';
-    for (const d of docs) text += `${EJSON.stringify(d, { relaxed: false })}\n`;
-    appendFileSync(this.file, text);
+    writeSync(this.fd, text);
   }
 
-  /** Spool files waiting for replay (including ones a crashed replay left claimed), oldest first. */
+  /** Closes the current file: the next append starts a new one. */
+  release(): void {
+    if (this.fd !== null) {
+      try {
+        closeSync(this.fd);
+      } catch {
+        // already closed
+      }
+    }
+    this.fd = null;
+    this.file = null;
+  }
+
+  /**
+   * Spool files this process may replay, oldest first: its own, and those of processes that are gone (a
+   * crashed replay's claimed files included). A live process's files are its own business: it may still be
+   * appending to them.
+   */
   files(): string[] {
     let names: string[];
     try {
@@ -64,7 +103,7 @@ export class Spool {
       return [];
     }
     return names
-      .filter((n) => n.startsWith(PREFIX) && (n.endsWith(SUFFIX) || n.endsWith(SUFFIX + CLAIMED)))
+      .filter((n) => n.startsWith(PREFIX) && (n.endsWith(SUFFIX) || n.endsWith(SUFFIX + CLAIMED)) && !ownedByAnother(n))
       .sort((a, b) => (baseName(a) < baseName(b) ? -1 : baseName(a) > baseName(b) ? 1 : 0))
       .map((n) => join(this.dir, n));
   }
@@ -98,7 +137,7 @@ export class Spool {
    * Resolves with how many events it read and handed to `write`.
    */
   async replay(batchSize: number, write: (batch: StoredDoc[]) => Promise<void>): Promise<number> {
-    this.file = null;
+    this.release();
     let total = 0;
     for (const found of this.files()) {
       let file = found;

@@ -260,7 +260,9 @@ export class Writer {
       this.s.dropped += left.length;
       this.report(err);
     }
-    return { unwritten: this.o.spool.count() };
+    const unwritten = this.o.spool.count();
+    if (unwritten === 0) this.o.spool.release();
+    return { unwritten };
   }
 
   private afterClose(doc: StoredDoc): void {
