@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync, createReadStream, rmSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -20,6 +20,8 @@ const ROOT = resolve(__dirname, '..');
 const bigCount = (): number => Number(process.env.KOA_AUDIT_EXPORT_EVENTS ?? (serverKind() === 'ferretdb' ? 20_000 : 100_000));
 let BIG = 100_000;
 const SMALL = 3000;
+/** Old-space limit of the exporting process: the export must stream to fit. */
+const HEAP_MB = Number(process.env.KOA_AUDIT_EXPORT_HEAP_MB ?? 40);
 const KINDS = ['request', 'create', 'update', 'delete', 'login', 'login_failed', 'logout'] as const;
 const NASTY = ['=HYPERLINK("http://x","y")', '+1+2', '-3', '@SUM(A1)', '\tTAB', '\rCR', 'a,b', 'say "hi"', 'line\nbreak', 'ünïcödé ✓', ''];
 
@@ -30,10 +32,10 @@ interface Run {
   ms: number;
 }
 
-function cli(args: string[], timeoutMs = 120_000): Promise<Run> {
+function cli(args: string[], timeoutMs = 120_000, nodeArgs: string[] = []): Promise<Run> {
   const started = Date.now();
   return new Promise((resolveRun, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'lib/cli.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -147,21 +149,21 @@ describe('koa-audit export (command line)', function () {
     const nd = join(dir, 'all.ndjson');
     const csv = join(dir, 'all.csv');
     // Both at once: the database reads are what take time (on FerretDB especially).
-    const [ndRun, csvRun, smallRun] = await Promise.all([
-      cli(['export', '--uri', uri, '--collection', 'x_events', '--out', nd]),
-      cli(['export', '--uri', uri, '--collection', 'x_events', '--format', 'csv', '--out', csv]),
-      cli(['export', '--uri', uri, '--collection', 'y_events', '--kind', 'login', '--out', join(dir, 'small.ndjson')]),
+    // Memory stays flat: a JavaScript heap far smaller than the data (tens of MB of output) is enough.
+    const heap = [`--max-old-space-size=${HEAP_MB}`];
+    const [ndRun, csvRun] = await Promise.all([
+      cli(['export', '--uri', uri, '--collection', 'x_events', '--out', nd], 300_000, heap),
+      cli(['export', '--uri', uri, '--collection', 'x_events', '--format', 'csv', '--out', csv], 300_000, heap),
     ]);
-    for (const run of [ndRun, csvRun, smallRun]) expect(run.code, run.stderr).to.equal(0);
+    for (const run of [ndRun, csvRun]) expect(run.code, run.stderr).to.equal(0);
     console.log(`      (ndjson: ${ndRun.ms} ms, ${ndRun.stderr.trim().split('\n').pop()})`);
     console.log(`      (csv:    ${csvRun.ms} ms, ${csvRun.stderr.trim().split('\n').pop()})`);
     expect(ndRun.stdout).to.equal('');
     expect(ndRun.stderr).to.match(new RegExp(`wrote ${BIG} events to .*all\\.ndjson`));
     expect(csvRun.stderr).to.match(new RegExp(`wrote ${BIG} events to .*all\\.csv`));
     expect(existsSync(`${nd}.partial`)).to.equal(false);
-    // Streaming: exporting all of them takes no more memory than exporting a few hundred, give or take the GC.
-    expect(peakMb(ndRun), 'memory stays flat').to.be.below(peakMb(smallRun) + 60);
-    expect(peakMb(csvRun), 'memory stays flat').to.be.below(peakMb(smallRun) + 60);
+    expect(statSync(nd).size, 'the output is larger than the heap it was made in').to.be.greaterThan(BIG * 300);
+    expect(peakMb(ndRun)).to.be.greaterThan(0);
 
     const lines = createInterface({ input: createReadStream(nd, 'utf8'), crlfDelay: Infinity })[Symbol.asyncIterator]();
     const records = csvRecords(readFileSync(csv, 'utf8'));
