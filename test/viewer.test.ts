@@ -9,6 +9,18 @@ import { auditRouter, createAudit, type Auditor } from '../lib/index.js';
 import { ids, newestFirst, sampleEvents, type RawEvent } from './support/events.js';
 import { connectTestDb, listen, type Running } from './support/helpers.js';
 
+/** The few browser globals the in-page callbacks use: this project compiles without the DOM lib. */
+interface PageNode {
+  textContent: string | null;
+  dataset: Record<string, string | undefined>;
+}
+declare const document: {
+  getElementById(id: string): PageNode | null;
+  querySelector(selector: string): PageNode | null;
+  addEventListener(type: 'securitypolicyviolation', listener: (e: { violatedDirective: string; blockedURI: string }) => void): void;
+};
+declare const window: { __pwned?: number; __cspViolation(v: string): void };
+
 const OUTPUT = resolve(__dirname, 'output');
 const CHROMIUM = '/usr/bin/chromium';
 const PWNED = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>';
@@ -44,7 +56,7 @@ describe('viewer page (headless Chromium)', function () {
     });
     return (await page.textContent('#status')) ?? '';
   };
-  const rowIds = (): Promise<string[]> => page.$$eval('#events tbody tr[data-id]', (rows) => rows.map((r) => (r as HTMLElement).dataset.id ?? ''));
+  const rowIds = (): Promise<string[]> => page.$$eval('#events tbody tr[data-id]', (rows) => rows.map((r) => (r as unknown as PageNode).dataset.id ?? ''));
   const expected = async (filter: Parameters<Auditor['query']>[0]): Promise<string[]> => ids((await a.query(filter)).items);
 
   before(async () => {
@@ -71,7 +83,7 @@ describe('viewer page (headless Chromium)', function () {
     await page.exposeFunction('__cspViolation', (v: string) => cspViolations.push(v));
     await page.addInitScript(() => {
       document.addEventListener('securitypolicyviolation', (e) => {
-        (window as unknown as { __cspViolation(v: string): void }).__cspViolation(`${e.violatedDirective} ${e.blockedURI}`);
+        window.__cspViolation(`${e.violatedDirective} ${e.blockedURI}`);
       });
     });
   });
@@ -91,7 +103,7 @@ describe('viewer page (headless Chromium)', function () {
     const firstRow = await page.textContent('#events tbody tr:first-child');
     expect(firstRow).to.include(`/x/${PWNED}`);
     expect(await page.$$('#events img, #events script')).to.have.length(0);
-    expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).to.equal(undefined);
+    expect(await page.evaluate(() => window.__pwned)).to.equal(undefined);
     expect(await page.isDisabled('#newer')).to.equal(true);
     expect(await page.isEnabled('#older')).to.equal(true);
     expect(cspViolations).to.deep.equal([]);
@@ -193,7 +205,7 @@ describe('viewer page (headless Chromium)', function () {
     expect(await page.textContent('#detail pre.stack')).to.equal(String((hostile.error as { stack: string }).stack));
     expect(text).to.include(`/x/${PWNED}`);
     expect(await page.$$('#detail img, #detail script')).to.have.length(0);
-    expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).to.equal(undefined);
+    expect(await page.evaluate(() => window.__pwned)).to.equal(undefined);
 
     const shot = join(OUTPUT, 'viewer.png');
     await page.screenshot({ path: shot, fullPage: true });
