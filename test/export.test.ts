@@ -161,6 +161,7 @@ describe('koa-audit export (command line)', function () {
     expect(ndRun.stdout).to.equal('');
     expect(ndRun.stderr).to.match(new RegExp(`wrote ${BIG} events to .*all\\.ndjson`));
     expect(csvRun.stderr).to.match(new RegExp(`wrote ${BIG} events to .*all\\.csv`));
+    expect(ndRun.stderr, 'progress on stderr when writing to a file').to.match(new RegExp(`koa-audit export: ${BIG} events \\(\\d+/s\\)`));
     expect(existsSync(`${nd}.partial`)).to.equal(false);
     expect(statSync(nd).size, 'the output is larger than the heap it was made in').to.be.greaterThan(BIG * 300);
     expect(peakMb(ndRun)).to.be.greaterThan(0);
