@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { createAudit, type Auditor, type AuditOptions } from '../lib/index.js';
-import { Writer, type WriterOptions } from '../lib/store/writer.js';
+import { AuditUnavailableError, Writer, type WriterOptions } from '../lib/store/writer.js';
 import { connectTestDb, listen, type Running } from './support/helpers.js';
 
 describe('writer: queue policies, duplicates, sync mode', () => {
@@ -129,6 +129,37 @@ describe('writer: queue policies, duplicates, sync mode', () => {
     expect(w.stats()).to.include({ accepted: 10, stored: 10, queued: 0, retried: 0 });
     expect(errors).to.deep.equal([]);
     await w.close(1000);
+  });
+
+  it("'block': an event that still finds no room after blockTimeoutMs is counted dropped, and the loss recorded", async () => {
+    const coll = conn.collection('block_loss');
+    const w = new Writer(() => coll, writerOptions({ onFull: 'block', maxQueue: 1, blockTimeoutMs: 100, batchSize: 1000, flushIntervalMs: 600_000 }), new EventEmitter());
+    const first = { _id: new mongo.ObjectId(), ts: new Date(), kind: 'request', outcome: 'success' };
+    const second = { _id: new mongo.ObjectId(), ts: new Date(), kind: 'request', outcome: 'success' };
+    expect(w.accept(first)).to.equal(undefined);
+    let refused: unknown = null;
+    await (w.accept(second) as Promise<void>).catch((err: unknown) => {
+      refused = err;
+    });
+    expect(refused).to.be.instanceOf(AuditUnavailableError);
+    expect(w.stats()).to.include({ accepted: 2, queued: 1, dropped: 1 });
+    await w.flush();
+    const loss = await coll.findOne({ kind: 'loss' });
+    expect(loss?.meta).to.deep.include({ lost: 1, policy: 'block', from: second.ts.toISOString(), to: second.ts.toISOString() });
+    expect(await coll.countDocuments({ kind: 'request' })).to.equal(1);
+    await w.close(1000);
+  });
+
+  it('the byte bound applies as well as the count: big events overflow to the spool', async () => {
+    const dir = tmp();
+    const a = make({ collection: 'byte_bound', ...stalled, maxQueue: 10_000, maxQueueBytes: 4096, spoolDir: dir });
+    const r = await serve(a);
+    for (let i = 0; i < 10; i++) expect(await get(r, `/bytes/${'x'.repeat(500)}/${i}`)).to.equal(200);
+    const s = a.stats();
+    expect(s.queued).to.be.within(1, 4, 'about 4 KiB of ~1 KiB events');
+    expect(s.spooled).to.equal(10 - s.queued);
+    await a.flush();
+    expect(await a.model.countDocuments({ kind: 'request' })).to.equal(10);
   });
 
   it('sync mode: the event is stored before the response is sent', async () => {
