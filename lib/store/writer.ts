@@ -145,7 +145,7 @@ export class Writer {
       case 'spool':
         return this.toSpool([doc]);
       case 'drop':
-        return this.drop(1, doc.ts as Date);
+        return this.drop(1, doc.ts);
       case 'block':
         return this.acceptBlocking(doc);
     }
@@ -276,7 +276,7 @@ export class Writer {
       // Woken waiters race for the room a write freed: whoever finds the queue full again waits again.
       while (this.isFull()) await this.waitForSpace(deadline - Date.now());
     } catch (err) {
-      this.drop(1, doc.ts as Date);
+      this.drop(1, doc.ts);
       throw err;
     }
     if (this.closed) this.afterClose(doc);
@@ -297,11 +297,12 @@ export class Writer {
       this.spoolPending = true;
     } catch (err) {
       this.report(err);
-      this.drop(docs.length, docs[0].ts as Date);
+      this.drop(docs.length, docs[0].ts);
     }
   }
 
-  private drop(count: number, ts: Date): void {
+  private drop(count: number, when: unknown): void {
+    const ts = when instanceof Date ? when : new Date(); // the loss event must not fail on a malformed event
     this.s.dropped += count;
     if (this.lost === null) this.lost = { count, from: ts, to: ts };
     else {
@@ -397,7 +398,7 @@ export class Writer {
         stored--;
         const q = batch[e.index];
         if (q.stubbed) {
-          this.drop(1, q.doc.ts as Date);
+          this.drop(1, q.doc.ts);
           this.report(new Error(`audit event ${String(q.doc._id)} refused by the server: ${e.message}`));
         } else {
           keep.push({ doc: stub(q.doc, e.message), bytes: 256, stubbed: true });
@@ -435,7 +436,7 @@ export class Writer {
           this.s.stored += docs.length - errors.length; // duplicates included: counted when first stored
           for (const e of errors) {
             if (storedBefore(e.code, e.message)) continue;
-            this.drop(1, docs[e.index].ts as Date);
+            this.drop(1, docs[e.index].ts);
             this.report(new Error(`spooled audit event refused by the server: ${e.message}`));
           }
         }
