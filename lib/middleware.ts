@@ -212,7 +212,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     // Changes made while serving an excluded path are still attributed: the context opens for every request.
     if (!audited(ctx)) return storage.run(frame, next);
     // Fail closed before the action happens, not after: under `block`, wait for room first.
-    if (blocking) await core.writer.waitForSpace();
+    if (blocking) await core.writer.waitForSpace().catch((err: unknown) => Promise.reject(keepRequestId(err, requestId)));
 
     const p: Pending = { core, ctx, frame, start, error: undefined, captureBody, maxBodyBytes, done: false };
     if (sync) return runSync(p, next);
@@ -227,9 +227,24 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
       p.error = errorInfo(err, core.limits.maxString);
       // Koa answers nothing at all to `throw null`/`throw undefined`: no finish will come, so record now.
       if (err === null || err === undefined) settle(res, false);
-      throw err;
+      throw keepRequestId(err, requestId);
     }
   };
+}
+
+/**
+ * Koa removes every response header when it answers an error, except those listed in `err.headers`: the request
+ * id goes there, so that error responses carry it too. Nothing else about the error changes.
+ */
+function keepRequestId(err: unknown, requestId: string): unknown {
+  if (typeof err !== 'object' || err === null) return err;
+  const e = err as { headers?: Record<string, unknown> };
+  try {
+    if (e.headers?.['X-Request-Id'] === undefined) e.headers = { ...e.headers, 'X-Request-Id': requestId };
+  } catch {
+    // a frozen error keeps its headers as they are
+  }
+  return err;
 }
 
 /** `mode: 'sync'`: the event is stored before Koa sends the response; if it cannot be, the request fails (503). */
@@ -243,8 +258,13 @@ async function runSync(p: Pending, next: Next): Promise<void> {
   }
   const status = p.error !== undefined ? p.error.status ?? 500 : p.ctx.status;
   const doc = await storage.run(p.frame, () => p.core.build(requestFields(p, status, false)));
-  await p.core.writer.writeNow(doc, failedClosed);
-  if (thrown !== null) throw thrown.err;
+  const requestId = p.frame.requestId as string;
+  try {
+    await p.core.writer.writeNow(doc, failedClosed);
+  } catch (err) {
+    throw keepRequestId(err, requestId);
+  }
+  if (thrown !== null) throw keepRequestId(thrown.err, requestId);
 }
 
 /** The request event as the client of a failed sync write sees it: a 503 from the auditor. */

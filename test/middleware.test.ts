@@ -166,6 +166,15 @@ describe('request middleware', () => {
       });
     }
 
+    it('sends X-Request-Id on error responses too (Koa drops other headers there)', async () => {
+      const a = auditor();
+      const r = await serve(a);
+      const res = await fetch(`${r.url}/boom`, { headers: { 'x-request-id': 'err-req-1' } });
+      expect(res.status).to.equal(502);
+      expect(res.headers.get('x-request-id')).to.equal('err-req-1');
+      expect((await events(a))[0].requestId).to.equal('err-req-1');
+    });
+
     it('stores error name, message, status and stack, with outcome failure', async () => {
       const a = auditor();
       const r = await serve(a);
