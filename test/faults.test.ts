@@ -11,11 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAudit, type Auditor, type AuditOptions } from '../lib/index.js';
 import { listen, sleep, type Running } from './support/helpers.js';
-import { startPrivateServer, type PrivateServer } from './support/private-server.js';
+import { startPrivateServer, type Database } from './support/database.js';
 
 describe('faults: delivery through outages, crashes and shutdown', function () {
   this.timeout(60_000);
-  let server: PrivateServer;
+  let server: Database;
   let conn: Connection;
   const auditors: Auditor[] = [];
   const servers: Running[] = [];

@@ -10,6 +10,9 @@
  * Whatever it starts is stopped, and its directory removed, when `stopDatabase()` runs, when the process
  * exits, and on SIGINT/SIGTERM. FerretDB runs under a watchdog shell that kills it when our stdin pipe
  * closes, so even a SIGKILLed test run leaves no server behind.
+ *
+ * `startPrivateServer()` starts another server of the same kind for a test that stops and restarts it (the fault
+ * tests), so that the shared one is never interrupted.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -23,11 +26,14 @@ const { MongoClient } = mongo;
 export type DatabaseKind = 'env' | 'mongod' | 'ferretdb';
 
 export interface Database {
+  /** URI without a database name. */
   uri: string;
   kind: DatabaseKind;
-  /** Stops the server (if this module started it) and can start it again on the same port and data. */
+  /** Stops the server (if this module started it); `restart()` brings it back on the same port and data. */
   stop(): Promise<void>;
   restart(): Promise<void>;
+  /** Stops it for good and removes its data. */
+  destroy(): Promise<void>;
 }
 
 const ROOT = resolve(__dirname, '../..');
@@ -62,14 +68,33 @@ async function start(): Promise<Database> {
   if (process.env.MONGODB_URI) {
     log('using MONGODB_URI');
     const uri = process.env.MONGODB_URI;
-    return { uri, kind: 'env', stop: async () => {}, restart: async () => {} };
+    return { uri, kind: 'env', stop: async () => {}, restart: async () => {}, destroy: async () => {} };
   }
-  const mongod = await tryMemoryServer();
+  const mongod = await tryMemoryServer(Number(process.env.KOA_AUDIT_MONGOD_TIMEOUT_MS ?? 20_000));
   if (mongod !== null) return mongod;
   return startFerret();
 }
 
-async function tryMemoryServer(): Promise<Database | null> {
+/** A server of this test file's own, of the same kind as the shared one (never the shared one itself). */
+export async function startPrivateServer(): Promise<Database> {
+  if (process.env.KOA_AUDIT_TEST_DB_KIND === 'mongod') {
+    const mongod = await tryMemoryServer(60_000);
+    if (mongod !== null) return mongod;
+  }
+  return startFerret();
+}
+
+/** Registers a cleanup to run at exit; the returned function runs it now, once. */
+function atExit(fn: () => void): () => void {
+  cleanups.push(fn);
+  return () => {
+    const i = cleanups.indexOf(fn);
+    if (i !== -1) cleanups.splice(i, 1);
+    fn();
+  };
+}
+
+async function tryMemoryServer(deadline: number): Promise<Database | null> {
   if (process.env.KOA_AUDIT_SKIP_MONGOD === '1') return null;
   let MongoMemoryServer: typeof import('mongodb-memory-server-core').MongoMemoryServer;
   try {
@@ -77,7 +102,6 @@ async function tryMemoryServer(): Promise<Database | null> {
   } catch {
     return null;
   }
-  const deadline = Number(process.env.KOA_AUDIT_MONGOD_TIMEOUT_MS ?? 20_000);
   let timer: NodeJS.Timeout | undefined;
   const creating = MongoMemoryServer.create();
   try {
@@ -92,8 +116,17 @@ async function tryMemoryServer(): Promise<Database | null> {
     const stop = async (): Promise<void> => {
       await server.stop({ doCleanup: false, force: false });
     };
-    cleanups.push(() => void server.stop({ doCleanup: true, force: true }).catch(() => {}));
-    return { uri: server.getUri().replace(/\/[^/]*$/, '/'), kind: 'mongod', stop, restart: () => server.start(true) };
+    const cleanup = atExit(() => void server.stop({ doCleanup: true, force: true }).catch(() => {}));
+    return {
+      uri: server.getUri().replace(/\/[^/]*$/, '/'),
+      kind: 'mongod',
+      stop,
+      restart: () => server.start(true),
+      destroy: async () => {
+        await stop();
+        cleanup();
+      },
+    };
   } catch (err) {
     log(`mongod unavailable (${String((err as Error).message).split('\n')[0]}); falling back to FerretDB`);
     creating.then((s) => s.stop({ doCleanup: true, force: true })).catch(() => {});
@@ -138,6 +171,7 @@ async function startFerret(): Promise<Database> {
   let child: ChildProcess | null = null;
 
   const launch = async (): Promise<void> => {
+    if (child !== null && child.exitCode === null) return; // running already
     // The watchdog: when our end of stdin closes (we exit, however we exit), the server is killed.
     const script = '"$@" </dev/null & pid=$!; trap "kill $pid 2>/dev/null" TERM INT; cat >/dev/null; kill $pid 2>/dev/null; wait $pid';
     const c = spawn('sh', ['-c', script, 'ferretdb', bin, ...args], { stdio: ['pipe', 'ignore', 'inherit'] });
@@ -153,15 +187,15 @@ async function startFerret(): Promise<Database> {
 
   const kill = async (): Promise<void> => {
     const c = child;
+    child = null;
     if (c === null || c.exitCode !== null) return;
     const gone = new Promise<void>((res) => c.once('exit', () => res()));
     c.stdin?.end();
     c.kill('SIGTERM');
     await Promise.race([gone, new Promise((res) => setTimeout(res, 3000))]);
-    child = null;
   };
 
-  cleanups.push(() => {
+  const cleanup = atExit(() => {
     try {
       (child as ChildProcess | null)?.kill('SIGTERM');
     } catch {
@@ -174,10 +208,12 @@ async function startFerret(): Promise<Database> {
   return {
     uri,
     kind: 'ferretdb',
-    stop: async () => {
-      await kill();
-    },
+    stop: kill,
     restart: launch,
+    destroy: async () => {
+      await kill();
+      cleanup();
+    },
   };
 }
 
