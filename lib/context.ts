@@ -26,8 +26,19 @@ export interface AuditContext {
 
 export const storage = new AsyncLocalStorage<AuditContext>();
 
-/** The frame of each request being served, for callers that hand us `ctx` from outside its async context. */
-export const frameOf = new WeakMap<Context, AuditContext>();
+const kFrame = Symbol('koa-audit.frame');
+type WithFrame = Context & { [kFrame]?: AuditContext };
+
+/**
+ * The frame of each request being served, for callers that hand us `ctx` from outside its async context. Kept as a
+ * symbol property of the request's own `ctx` (which dies with the request): cheaper than a WeakMap entry per request.
+ */
+export const frameOf = {
+  get: (ctx: Context): AuditContext | undefined => (ctx as WithFrame)[kFrame],
+  set: (ctx: Context, frame: AuditContext): void => {
+    (ctx as WithFrame)[kFrame] = frame;
+  },
+};
 
 export function currentContext(): AuditContext | undefined {
   return storage.getStore();

@@ -121,9 +121,8 @@ function settle(res: TrackedResponse, aborted: boolean): void {
   res.off('close', onClose);
   // Once headers are out, the response's status is the truth (an upstream handler may have rewritten it).
   const status = res.headersSent ? res.statusCode : p.error?.status ?? p.ctx.status;
-  storage
-    .run(p.frame, () => p.core.record(requestFields(p, status, aborted)))
-    .catch((err: unknown) => report(p.core, err));
+  // The event finds its request through `ctx` (build() reads the frame from it): no context to re-enter.
+  p.core.record(requestFields(p, status, aborted), { ctx: p.ctx }).catch((err: unknown) => report(p.core, err));
 }
 
 function report(core: AuditCore, err: unknown): void {
@@ -219,8 +218,9 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
 
     const res = ctx.res as TrackedResponse;
     res[kPending] = p;
-    res.once('finish', onFinish);
-    res.once('close', onClose);
+    // `on`, not `once`: settle() removes both, and `once` would allocate a wrapper per listener per request.
+    res.on('finish', onFinish);
+    res.on('close', onClose);
     try {
       await storage.run(frame, next);
     } catch (err) {
@@ -257,7 +257,7 @@ async function runSync(p: Pending, next: Next): Promise<void> {
     p.error = errorInfo(err, p.core.limits.maxString);
   }
   const status = p.error !== undefined ? p.error.status ?? 500 : p.ctx.status;
-  const doc = await storage.run(p.frame, () => p.core.build(requestFields(p, status, false)));
+  const doc = await p.core.build(requestFields(p, status, false), { ctx: p.ctx });
   const requestId = p.frame.requestId as string;
   try {
     await p.core.writer.writeNow(doc, failedClosed);
