@@ -47,6 +47,8 @@ export interface AuditCore {
   build(fields: EventFields, source?: EventSource): Promise<StoredDoc>;
   /** Builds and accepts an event. Rejects only under `onFull: 'block'` when the store cannot take it. */
   record(fields: EventFields, source?: EventSource): Promise<void>;
+  /** Accepts a built document (and has the indexes created, once). Rejects as `record` does. */
+  accept(doc: StoredDoc): Promise<void>;
   /** Indexes (and retention) are in place. Memoized; a failure is reported and tried again next time. */
   ready(): Promise<void>;
   /** Emits a process warning once per code. */
@@ -179,7 +181,7 @@ export function createAudit(options?: AuditOptions): Auditor {
   }
 
   let indexesRequested = false;
-  async function record(fields: EventFields, source?: EventSource): Promise<void> {
+  async function accept(doc: StoredDoc): Promise<void> {
     if (!indexesRequested) {
       indexesRequested = true;
       ready().catch((err: unknown) => {
@@ -187,8 +189,11 @@ export function createAudit(options?: AuditOptions): Auditor {
         if (events.listenerCount('error') > 0) events.emit('error', err);
       });
     }
-    const doc = await build(fields, source);
     await writer.accept(doc);
+  }
+
+  async function record(fields: EventFields, source?: EventSource): Promise<void> {
+    await accept(await build(fields, source));
   }
 
   const core: AuditCore = {
@@ -201,6 +206,7 @@ export function createAudit(options?: AuditOptions): Auditor {
     resolveRequestActor: createRequestResolver(o.jwt, o.resolveActor),
     build,
     record,
+    accept,
     ready,
     warnOnce,
   };

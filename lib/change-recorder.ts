@@ -42,8 +42,6 @@ export interface Settings {
   readonly blocking: boolean;
   /** True when the model is audited (global `models` option), memoized per name. */
   auditsModel(name: string): boolean;
-  /** Asks for the audit indexes once per plugin; failures are reported, never thrown into the app. */
-  ensureReady(): void;
 }
 
 export type ChangeKind = 'create' | 'update' | 'delete';
@@ -110,7 +108,6 @@ export interface Target {
 
 /** Accepts one change event. Rejects only when the store cannot take it under `onFull: 'block'`. */
 export async function emit(s: Settings, t: Target, kind: ChangeKind, documentId: string | undefined, changes: Change[], summary?: Summary): Promise<void> {
-  s.ensureReady();
   const doc = await s.core.build({
     kind,
     outcome: 'success',
@@ -128,7 +125,7 @@ export async function emit(s: Settings, t: Target, kind: ChangeKind, documentId:
     };
     doc.summary = stored;
   }
-  await s.core.writer.accept(doc);
+  await s.core.accept(doc);
 }
 
 /**

@@ -76,7 +76,6 @@ const kAuditor = Symbol('koa-audit.auditor');
 export function createPlugin(core: AuditCore): (schema: Schema, options?: PluginOptions) => void {
   const applied = new WeakSet<Schema>();
   const verdicts = new Map<string, boolean>();
-  let readyAsked = false;
 
   const auditsModel = (name: string): boolean => {
     let v = verdicts.get(name);
@@ -85,14 +84,6 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
       verdicts.set(name, v);
     }
     return v;
-  };
-  const ensureReady = (): void => {
-    if (readyAsked) return;
-    readyAsked = true;
-    core.ready().catch((err: unknown) => {
-      readyAsked = false;
-      if (core.events.listenerCount('error') > 0) core.events.emit('error', err);
-    });
   };
 
   return function auditPlugin(schema: Schema, options?: PluginOptions): void {
@@ -132,7 +123,6 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
       maxDocuments,
       blocking: core.writer.onFull === 'block',
       auditsModel,
-      ensureReady,
     };
 
     const doc = { document: true, query: false };
