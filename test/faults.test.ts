@@ -3,53 +3,34 @@
  * FerretDB on its own port: the shared server of the run is never interrupted).
  */
 import { expect } from 'chai';
-import Koa from 'koa';
-import mongoose, { type Connection } from 'mongoose';
+import mongoose from 'mongoose';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createAudit, type Auditor, type AuditOptions } from '../lib/index.js';
-import { listen, sleep, type Running } from './support/helpers.js';
+import type { Auditor, AuditOptions } from '../lib/index.js';
+import { sleep, useFixture, type Running } from './support/helpers.js';
 import { startPrivateServer, type Database } from './support/database.js';
 
 describe('faults: delivery through outages, crashes and shutdown', function () {
   this.timeout(60_000);
   let server: Database;
-  let conn: Connection;
-  const auditors: Auditor[] = [];
-  const servers: Running[] = [];
-  const tmp = (): string => mkdtempSync(join(tmpdir(), 'ka-faults-'));
+  // A short server-selection timeout: writes during the outage fail within a second and are retried, instead of
+  // hanging for the driver's default 30 s.
+  const fx = useFixture('faults', async () => {
+    server = await startPrivateServer();
+    const conn = await mongoose.createConnection(`${server.uri}faults`, { serverSelectionTimeoutMS: 1000 }).asPromise();
+    await conn.dropDatabase();
+    return conn;
+  });
+  after(() => server.destroy()); // after the fixture's own after(): auditors and connection are closed by then
+  const tmp = fx.tmp;
   const make = (opts: AuditOptions): Auditor => {
-    const a = createAudit({ connection: conn, ...opts });
+    const a = fx.auditor(opts);
     a.on('error', () => {}); // failed writes during the outages are expected; they are retried
-    auditors.push(a);
     return a;
   };
-  const serve = async (a: Auditor): Promise<Running> => {
-    const app = new Koa();
-    app.use(a());
-    app.use((ctx) => {
-      ctx.body = 'ok';
-    });
-    const r = await listen(app);
-    servers.push(r);
-    return r;
-  };
+  const serve = (a: Auditor): Promise<Running> => fx.serve(a);
 
-  before(async () => {
-    server = await startPrivateServer();
-    // A short server-selection timeout: writes during the outage fail within a second and are retried,
-    // instead of hanging for the driver's default 30 s.
-    conn = await mongoose.createConnection(`${server.uri}faults`, { serverSelectionTimeoutMS: 1000 }).asPromise();
-    await conn.dropDatabase();
-  });
-  after(async () => {
-    for (const s of servers) await s.close();
-    for (const a of auditors) await a.close({ timeoutMs: 1000 });
-    await conn.close();
-    await server.destroy();
-  });
   afterEach(async () => {
     await server.restart().catch(() => {}); // a failed test must not leave the server down for the next one
   });

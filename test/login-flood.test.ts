@@ -1,37 +1,19 @@
 import { expect } from 'chai';
-import Koa from 'koa';
-import type { Connection } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { FloodControl, type FloodSummary } from '../lib/flood.js';
-import { createAudit, type AuditEvent, type Auditor, type AuditOptions } from '../lib/index.js';
-import { connectTestDb, eventually, listen, type Running } from './support/helpers.js';
+import type { AuditEvent, Auditor, AuditOptions } from '../lib/index.js';
+import { eventually, useFixture, type Running } from './support/helpers.js';
 
 describe('failed-login flood control', () => {
-  let conn: Connection;
-  const auditors: Auditor[] = [];
-  const servers: Running[] = [];
+  const fx = useFixture('login_flood');
   let n = 0;
-
-  const make = (opts: AuditOptions): Auditor => {
-    const a = createAudit({ connection: conn, collection: `flood_${n++}`, spoolDir: mkdtempSync(join(tmpdir(), 'ka-flood-')), ...opts });
-    auditors.push(a);
-    return a;
-  };
+  const make = (opts: AuditOptions): Auditor => fx.auditor({ collection: `flood_${n++}`, ...opts });
 
   /** An app whose POST /login always fails for the `user` query parameter. */
-  const serve = async (a: Auditor): Promise<Running> => {
-    const app = new Koa();
-    app.use(a());
-    app.use(async (ctx) => {
+  const serve = (a: Auditor): Promise<Running> =>
+    fx.serve(a, async (ctx) => {
       await a.loginFailed({ ctx, identifier: String(ctx.query.user), provider: 'local', reason: 'bad_password' });
       ctx.status = 401;
     });
-    const r = await listen(app);
-    servers.push(r);
-    return r;
-  };
   const fail = async (r: Running, user: string, times: number): Promise<string[]> => {
     const ids: string[] = [];
     for (let i = 0; i < times; i++) {
@@ -45,15 +27,6 @@ describe('failed-login flood control', () => {
     const all = (await a.model.find({ kind: 'login_failed' }).sort({ ts: 1, _id: 1 }).lean()) as AuditEvent[];
     return { detailed: all.filter((e) => e.meta?.summary !== true), summaries: all.filter((e) => e.meta?.summary === true) };
   };
-
-  before(async () => {
-    conn = await connectTestDb('login_flood');
-  });
-  after(async () => {
-    for (const s of servers) await s.close();
-    for (const a of auditors) await a.close({ timeoutMs: 2000 });
-    await conn.close();
-  });
 
   it('records at most max detailed failures per identifier and IP, then one summary per key with the true count', async () => {
     const a = make({ loginFailures: { max: 3, windowMs: 60_000 } });

@@ -1,30 +1,17 @@
 import { expect } from 'chai';
-import Koa from 'koa';
-import { mongo, type Connection } from 'mongoose';
+import { mongo } from 'mongoose';
 import { spawn } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createAudit, type Auditor } from '../lib/index.js';
+import type { Auditor } from '../lib/index.js';
 import { Spool, type StoredDoc } from '../lib/store/spool.js';
-import { connectTestDb, listen, type Running } from './support/helpers.js';
+import { useFixture } from './support/helpers.js';
 
 const doc = (n: number): StoredDoc => ({ _id: new mongo.ObjectId(), ts: new Date(1_700_000_000_000 + n), kind: 'request', outcome: 'success', n });
 
 describe('spool', () => {
-  let conn: Connection;
-  const auditors: Auditor[] = [];
-  const servers: Running[] = [];
-  const tmp = (): string => mkdtempSync(join(tmpdir(), 'ka-spool-test-'));
-
-  before(async () => {
-    conn = await connectTestDb('spool');
-  });
-  after(async () => {
-    for (const s of servers) await s.close();
-    for (const a of auditors) await a.close({ timeoutMs: 2000 });
-    await conn.close();
-  });
+  const fx = useFixture('spool');
+  const tmp = fx.tmp;
 
   it('replays every event in order across files, types intact, and removes the files', async () => {
     const dir = tmp();
@@ -65,7 +52,7 @@ describe('spool', () => {
     const dir = tmp();
     const s = new Spool(dir);
     s.append([doc(0), doc(1), doc(2), doc(3)]);
-    const coll = conn.collection('spool_retry');
+    const coll = fx.conn.collection('spool_retry');
     let calls = 0;
     const write = async (batch: StoredDoc[]): Promise<void> => {
       calls++;
@@ -130,9 +117,8 @@ describe('spool', () => {
     await new Promise((r) => setTimeout(r, 5));
     new Spool(dir).append(docs.slice(2));
     // The crashed replay had stored the first event already.
-    await conn.collection('spool_leftover').insertOne({ ...docs[0] });
-    const a = createAudit({ connection: conn, collection: 'spool_leftover', spoolDir: dir });
-    auditors.push(a);
+    await fx.conn.collection('spool_leftover').insertOne({ ...docs[0] });
+    const a = fx.auditor({ collection: 'spool_leftover', spoolDir: dir });
     await a.flush();
     expect(await a.model.countDocuments()).to.equal(3);
     expect((await a.model.find().sort({ ts: 1 }).lean()).map((e) => (e as { n?: number }).n)).to.deep.equal([0, 1, 2]);
@@ -150,8 +136,7 @@ describe('spool', () => {
     process.on('warning', onWarning);
     let a: Auditor;
     try {
-      a = createAudit({ connection: conn, collection: 'spool_unwritable', spoolDir: join(file, 'spool'), maxQueue: 1, batchSize: 100, flushIntervalMs: 600_000, blockTimeoutMs: 200 });
-      auditors.push(a);
+      a = fx.auditor({ collection: 'spool_unwritable', spoolDir: join(file, 'spool'), maxQueue: 1, batchSize: 100, flushIntervalMs: 600_000, blockTimeoutMs: 200 });
       await new Promise((r) => setImmediate(r));
     } finally {
       process.off('warning', onWarning);
@@ -159,13 +144,7 @@ describe('spool', () => {
     const ours = warnings.filter((w) => (w as { code?: string }).code === 'KOA_AUDIT_SPOOL');
     expect(ours).to.have.length(1);
     expect(ours[0].message).to.contain("using onFull: 'block'");
-    const app = new Koa();
-    app.use(a());
-    app.use((ctx) => {
-      ctx.body = 'ok';
-    });
-    const r = await listen(app);
-    servers.push(r);
+    const r = await fx.serve(a);
     expect((await fetch(`${r.url}/one`)).status).to.equal(200);
     expect((await fetch(`${r.url}/two`)).status).to.equal(503, 'queue full, no spool: the request fails closed');
     await a.flush();

@@ -1,47 +1,14 @@
 import { expect } from 'chai';
-import Koa from 'koa';
-import type { Connection } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createAudit, type Auditor, type AuditOptions } from '../lib/index.js';
-import { connectTestDb, eventually, listen, sleep, type Running } from './support/helpers.js';
+import { eventually, sleep, useFixture, type Running } from './support/helpers.js';
 
 describe('event store', () => {
-  let conn: Connection;
-  const auditors: Auditor[] = [];
-  const servers: Running[] = [];
-  const make = (opts: AuditOptions = {}): Auditor => {
-    const a = createAudit({ connection: conn, spoolDir: mkdtempSync(join(tmpdir(), 'ka-spool-')), ...opts });
-    auditors.push(a);
-    return a;
-  };
-  /** A Koa app audited by `a`; each GET is one event. */
-  const serve = async (a: Auditor): Promise<Running> => {
-    const app = new Koa();
-    app.use(a());
-    app.use((ctx) => {
-      ctx.body = 'ok';
-    });
-    const r = await listen(app);
-    servers.push(r);
-    return r;
-  };
+  const fx = useFixture('store');
   const hit = async (r: Running, n: number): Promise<void> => {
     for (let i = 0; i < n; i++) expect((await fetch(`${r.url}/n/${i}`)).status).to.equal(200);
   };
 
-  before(async () => {
-    conn = await connectTestDb('store');
-  });
-  after(async () => {
-    for (const s of servers) await s.close();
-    for (const a of auditors) await a.close({ timeoutMs: 2000 });
-    await conn.close();
-  });
-
   it('creates the indexes the queries need', async () => {
-    const a = make({ collection: 'idx_events' });
+    const a = fx.auditor({ collection: 'idx_events' });
     await a.ready();
     const keys = (await a.model.collection.indexes()).map((i) => JSON.stringify(i.key));
     for (const k of [
@@ -54,8 +21,8 @@ describe('event store', () => {
   });
 
   it('writes full batches at once and holds a partial one for the interval', async () => {
-    const a = make({ collection: 'batch_count', batchSize: 10, flushIntervalMs: 60_000 });
-    await hit(await serve(a), 25);
+    const a = fx.auditor({ collection: 'batch_count', batchSize: 10, flushIntervalMs: 60_000 });
+    await hit(await fx.serve(a), 25);
     await eventually(async () => (await a.model.countDocuments()) === 20);
     await sleep(300);
     expect(await a.model.countDocuments()).to.equal(20, 'the partial batch waits for the interval');
@@ -66,15 +33,15 @@ describe('event store', () => {
   });
 
   it('writes a partial batch once the interval passes', async () => {
-    const a = make({ collection: 'batch_time', batchSize: 1000, flushIntervalMs: 150 });
-    await hit(await serve(a), 3);
+    const a = fx.auditor({ collection: 'batch_time', batchSize: 1000, flushIntervalMs: 150 });
+    await hit(await fx.serve(a), 3);
     expect(await a.model.countDocuments()).to.be.below(3);
     await eventually(async () => (await a.model.countDocuments()) === 3, 3000);
   });
 
   it('close() stores every queued event', async () => {
-    const a = make({ collection: 'close_queued', batchSize: 1000, flushIntervalMs: 60_000 });
-    await hit(await serve(a), 40);
+    const a = fx.auditor({ collection: 'close_queued', batchSize: 1000, flushIntervalMs: 60_000 });
+    await hit(await fx.serve(a), 40);
     expect(a.stats().queued).to.equal(40);
     const res = await a.close();
     expect(res).to.deep.equal({ unwritten: 0 });
@@ -82,12 +49,12 @@ describe('event store', () => {
   });
 
   it('assigns _id and ts at acceptance, and stores the contract fields', async () => {
-    const a = make({ collection: 'shape' });
+    const a = fx.auditor({ collection: 'shape' });
     const before = new Date();
-    await hit(await serve(a), 1);
+    await hit(await fx.serve(a), 1);
     await a.flush();
     const [ev] = await a.model.find().lean();
-    expect(ev._id).to.be.instanceOf(conn.base.Types.ObjectId);
+    expect(ev._id).to.be.instanceOf(fx.conn.base.Types.ObjectId);
     expect(ev.ts).to.be.instanceOf(Date);
     expect(ev.ts.getTime()).to.be.at.least(before.getTime() - 5);
     expect(ev).to.include({ kind: 'request', outcome: 'success', actor: null });

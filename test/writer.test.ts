@@ -1,46 +1,22 @@
 import { expect } from 'chai';
-import Koa from 'koa';
-import mongoose, { mongo, type Connection } from 'mongoose';
-import { mkdtempSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import mongoose, { mongo } from 'mongoose';
+import { readdirSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
-import { createAudit, type Auditor, type AuditOptions } from '../lib/index.js';
+import { createAudit, type Auditor } from '../lib/index.js';
 import { AuditUnavailableError, Writer, type WriterOptions } from '../lib/store/writer.js';
-import { connectTestDb, listen, type Running } from './support/helpers.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 describe('writer: queue policies, duplicates, sync mode', () => {
-  let conn: Connection;
-  const auditors: Auditor[] = [];
-  const servers: Running[] = [];
-  const tmp = (): string => mkdtempSync(join(tmpdir(), 'ka-writer-'));
-  const make = (opts: AuditOptions = {}): Auditor => {
-    const a = createAudit({ connection: conn, spoolDir: tmp(), ...opts });
-    auditors.push(a);
-    return a;
-  };
+  const fx = useFixture('writer');
+  const tmp = fx.tmp;
+  const make = fx.auditor;
   let handled = 0;
-  const serve = async (a: Auditor): Promise<Running> => {
-    const app = new Koa();
-    app.use(a());
-    app.use((ctx) => {
+  const serve = (a: Auditor): Promise<Running> =>
+    fx.serve(a, (ctx) => {
       handled++;
       ctx.body = 'ok';
     });
-    const r = await listen(app);
-    servers.push(r);
-    return r;
-  };
   const get = async (r: Running, path: string): Promise<number> => (await fetch(r.url + path)).status;
-
-  before(async () => {
-    conn = await connectTestDb('writer');
-  });
-  after(async () => {
-    for (const s of servers) await s.close();
-    for (const a of auditors) await a.close({ timeoutMs: 2000 });
-    await conn.close();
-  });
 
   // A queue that is never drained on its own (huge batch, long interval) is "full" at maxQueue: the policies
   // can be watched without stopping the server; faults.test.ts does the same with the server really down.
@@ -115,7 +91,7 @@ describe('writer: queue policies, duplicates, sync mode', () => {
   it('a retried batch whose documents already reached the server stores nothing twice, and counts them stored', async () => {
     // The writer directly, on a real collection: the documents a first attempt stored (before the client saw
     // an error) are on the server already, with the _ids given at acceptance.
-    const coll = conn.collection('dup_retry');
+    const coll = fx.conn.collection('dup_retry');
     const docs = Array.from({ length: 10 }, (_, i) => ({ _id: new mongo.ObjectId(), ts: new Date(), kind: 'request', outcome: 'success', n: i }));
     await coll.insertMany(docs.slice(0, 4).map((d) => ({ ...d })));
     const events = new EventEmitter();
@@ -132,7 +108,7 @@ describe('writer: queue policies, duplicates, sync mode', () => {
   });
 
   it("'block': an event that still finds no room after blockTimeoutMs is counted dropped, and the loss recorded", async () => {
-    const coll = conn.collection('block_loss');
+    const coll = fx.conn.collection('block_loss');
     const w = new Writer(() => coll, writerOptions({ onFull: 'block', maxQueue: 1, blockTimeoutMs: 100, batchSize: 1000, flushIntervalMs: 600_000 }), new EventEmitter());
     const first = { _id: new mongo.ObjectId(), ts: new Date(), kind: 'request', outcome: 'success' };
     const second = { _id: new mongo.ObjectId(), ts: new Date(), kind: 'request', outcome: 'success' };
@@ -213,9 +189,8 @@ describe('writer: queue policies, duplicates, sync mode', () => {
       if (e.commandName === 'insert') seen.push({ collection: String(e.command.insert), wc: e.command.writeConcern });
     });
     try {
-      const explicit = createAudit({ connection: monitored, collection: 'wc_explicit', writeConcern: { w: 1, wtimeoutMS: 2000 }, spoolDir: tmp() });
-      const inherited = createAudit({ connection: monitored, collection: 'wc_inherited', spoolDir: tmp() });
-      auditors.push(explicit, inherited);
+      const explicit = fx.auditor({ connection: monitored, collection: 'wc_explicit', writeConcern: { w: 1, wtimeoutMS: 2000 } });
+      const inherited = fx.auditor({ connection: monitored, collection: 'wc_inherited' });
       for (const a of [explicit, inherited]) expect(await get(await serve(a), '/wc')).to.equal(200);
       await explicit.flush();
       await inherited.flush();

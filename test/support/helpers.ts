@@ -1,9 +1,13 @@
 /** Shared test helpers: a database per test file, a Koa app on a loopback port, and small waits. */
 import { once } from 'node:events';
+import { mkdtempSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type Koa from 'koa';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Koa from 'koa';
 import mongoose, { type Connection } from 'mongoose';
+import { createAudit, type Auditor, type AuditOptions } from '../../lib/index.js';
 import { databaseUri, startDatabase } from './database.js';
 
 export function serverKind(): string {
@@ -53,4 +57,57 @@ export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 500
     if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms`);
     await sleep(stepMs);
   }
+}
+
+/** What most test files share: their own database, auditors and Koa apps, all closed after the file. */
+export interface Fixture {
+  readonly conn: Connection;
+  /** A fresh temporary directory. */
+  tmp(): string;
+  /** An auditor on this file's database, with a spool directory of its own unless `opts` names one. */
+  auditor(opts?: AuditOptions): Auditor;
+  /** A Koa app: `a` in front of `handler` (default: answers 'ok'), listening on 127.0.0.1. */
+  serve(a: Auditor, handler?: Koa.Middleware): Promise<Running>;
+}
+
+/**
+ * Registers the file's `before`/`after` hooks and returns the fixture. `connect` opens the file's connection
+ * (default: a fresh database named after the file on the run's server).
+ */
+export function useFixture(name: string, connect: () => Promise<Connection> = () => connectTestDb(name)): Fixture {
+  let conn: Connection | undefined;
+  const auditors: Auditor[] = [];
+  const servers: Running[] = [];
+  before(async () => {
+    conn = await connect();
+  });
+  after(async () => {
+    for (const s of servers) await s.close();
+    for (const a of auditors) await a.close({ timeoutMs: 2000 });
+    await conn?.close();
+  });
+  const tmp = (): string => mkdtempSync(join(tmpdir(), `ka-${name}-`));
+  const connection = (): Connection => {
+    if (conn === undefined) throw new Error('the fixture connects in before()');
+    return conn;
+  };
+  return {
+    get conn(): Connection {
+      return connection();
+    },
+    tmp,
+    auditor(opts = {}) {
+      const a = createAudit({ connection: connection(), spoolDir: tmp(), ...opts });
+      auditors.push(a);
+      return a;
+    },
+    async serve(a, handler = (ctx) => void (ctx.body = 'ok')) {
+      const app = new Koa();
+      app.use(a());
+      app.use(handler);
+      const r = await listen(app);
+      servers.push(r);
+      return r;
+    },
+  };
 }
