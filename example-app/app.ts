@@ -7,7 +7,7 @@
  *   PATCH  /servers/:id            update    } need a logged-in user (JWT cookie or Bearer token)
  *   DELETE /servers/:id            delete   /
  *   GET    /boom                   a handler that throws (recorded with its error; Koa answers 500 as usual)
- *   /auth/...                      local login, JWT issuing, logout, Feishu OAuth (see auth.ts)
+ *   /login, /auth/...              login form, local login, JWT issuing, logout, Feishu OAuth (see auth.ts)
  *   /audit/                        the audit viewer and API (admins only)
  */
 import Router from '@koa/router';
@@ -95,6 +95,7 @@ export function createApp(o: AppOptions): Koa {
     ctx.body = {
       app: 'koa-audit example',
       try: [
+        'GET /login in a browser (alice / alice-password), then the viewer at /audit/',
         'POST /auth/login {"username":"alice","password":"alice-password"}',
         'POST /servers {"name":"web-1","ip":"10.0.0.1"}',
         'PATCH /servers/:id {"env":"prod"}',

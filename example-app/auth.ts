@@ -1,7 +1,9 @@
 /**
  * The example app's login routes, every one audited:
  *
- *   POST /auth/login     local username/password (scrypt), sets the `token` cookie (a JWT)
+ *   GET  /login          a login form for browsers (posts to /auth/login, then opens the viewer)
+ *   POST /auth/login     local username/password (scrypt), sets the `token` cookie (a JWT); redirects to a local
+ *                        `next` when the form sends one
  *   POST /auth/token     the same credentials through the jsonwebtoken adapter: answers { token } for API clients
  *   POST /auth/logout    clears the cookie, records the logout
  *   GET  /auth/me        who the app thinks you are
@@ -159,8 +161,15 @@ export function authRouter(options: AuthRouterOptions): Router {
 
   const router = new Router();
 
+  // A login form for people with a browser: it posts to /auth/login, which then sends them to `next`.
+  router.get('/login', (ctx) => {
+    ctx.type = 'html';
+    ctx.body = loginPage(options.feishu != null);
+  });
+
   router.post('/auth/login', async (ctx) => {
-    const { username, password } = credentials(await readBody(ctx));
+    const body = await readBody(ctx);
+    const { username, password } = credentials(body);
     if (username === '' || password === '') {
       await auditor.loginFailed({ ctx, identifier: username === '' ? null : username, provider: 'local', reason: 'missing_credentials' });
       ctx.status = 400;
@@ -177,7 +186,9 @@ export function authRouter(options: AuthRouterOptions): Router {
     await auditor.loginSucceeded({ ctx, user: r.user, provider: 'local', identifier: username });
     ctx.state.user = r.user;
     setSession(ctx, r.user);
-    ctx.body = { user: r.user };
+    // Only a local path: an absolute or protocol-relative `next` would make this an open redirect.
+    if (typeof body.next === 'string' && body.next.startsWith('/') && !body.next.startsWith('//')) ctx.redirect(body.next);
+    else ctx.body = { user: r.user };
   });
 
   router.post('/auth/token', async (ctx) => {
@@ -225,6 +236,21 @@ export function authRouter(options: AuthRouterOptions): Router {
   }
 
   return router;
+}
+
+function loginPage(withFeishu: boolean): string {
+  const feishu = withFeishu ? '<p>or <a href="/auth/feishu/login">log in with Feishu</a></p>' : '';
+  return `<!doctype html><html><head><meta charset="utf-8"><title>koa-audit example: log in</title></head>
+<body style="font: 15px system-ui; max-width: 22rem; margin: 4rem auto">
+<h1>Log in</h1>
+<form method="post" action="/auth/login">
+<input type="hidden" name="next" value="/audit/">
+<p><label>Username <input name="username" value="alice" autocomplete="username"></label></p>
+<p><label>Password <input name="password" type="password" autocomplete="current-password"></label></p>
+<p><button>Log in and open the audit viewer</button></p>
+</form>${feishu}
+<p>Demo accounts: alice / alice-password (admin), bob / bob-password.</p>
+</body></html>`;
 }
 
 /** Makes the token's user `ctx.state.user` for the app's own handlers (the auditor verifies tokens itself). */

@@ -24,7 +24,7 @@ async function main(): Promise<void> {
   const app = createApp({ auditor, connection, jwtSecret, feishu: feishu.config });
   const port = Number(process.env.PORT ?? 3000);
   const server = app.listen(port, process.env.HOST ?? '127.0.0.1', () => {
-    console.log(`koa-audit example listening on http://127.0.0.1:${port}  (audit viewer: /audit/ as alice / alice-password)`);
+    console.log(`koa-audit example listening on http://127.0.0.1:${port}: log in at /login (alice / alice-password), then see /audit/`);
   });
 
   let stopping = false;

@@ -55,6 +55,28 @@ describe('example app login routes', () => {
     await conn.close();
   });
 
+  it('serves a login form whose post logs in and redirects to a local `next` only', async () => {
+    const page = await fetch(`${server.url}/login`);
+    expect(page.headers.get('content-type')).to.match(/^text\/html/);
+    const html = await page.text();
+    expect(html).to.include('action="/auth/login"').and.include('name="next" value="/audit/"');
+    const ok = await fetch(`${server.url}/auth/login`, {
+      method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ username: 'alice', password: 'alice-password', next: '/audit/' }).toString(),
+    });
+    expect(ok.status).to.equal(302);
+    expect(ok.headers.get('location')).to.equal('/audit/');
+    expect(ok.headers.get('set-cookie')).to.match(/^token=/);
+    for (const next of ['//evil.example/', 'https://evil.example/']) {
+      const res = await fetch(`${server.url}/auth/login`, {
+        method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ username: 'alice', password: 'alice-password', next }).toString(),
+      });
+      expect(res.status, next).to.equal(200);
+      expect(res.headers.get('location'), next).to.equal(null);
+    }
+  });
+
   it('local login (scrypt): success sets the token cookie; later requests are attributed through it', async () => {
     const res = await postJson('/auth/login', { username: 'alice', password: 'alice-password' });
     expect(res.status).to.equal(200);
