@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import type { Context, Middleware } from 'koa';
 import { mongo, type Model, type Schema } from 'mongoose';
 import { createRequestResolver } from './actor.js';
+import { reportError } from './errors.js';
 import { actorNow, frameOf, storage, type AuditContext } from './context.js';
 import { history, versionAt } from './history.js';
 import { createLogin, type LoginFailedInput, type LoginSignals, type LoginSucceededInput, type LogoutInput } from './login.js';
@@ -49,10 +50,14 @@ export interface AuditCore {
   record(fields: EventFields, source?: EventSource): Promise<void>;
   /** Accepts a built document (and has the indexes created, once). Rejects as `record` does. */
   accept(doc: StoredDoc): Promise<void>;
+  /** Stores a built document now (sync mode; see Writer.writeNow), the indexes requested as by `accept`. */
+  writeNow(doc: StoredDoc, instead: (doc: StoredDoc) => StoredDoc): Promise<void>;
   /** Indexes (and retention) are in place. Memoized; a failure is reported and tried again next time. */
   ready(): Promise<void>;
   /** Emits a process warning once per code. */
   warnOnce(code: string, message: string): void;
+  /** Reports a fault of the auditor (lib/errors.ts): never thrown into the application. */
+  report(err: unknown): void;
 }
 
 export interface CloseResult {
@@ -180,15 +185,19 @@ export function createAudit(options?: AuditOptions): Auditor {
     return doc;
   }
 
+  // The first event asks for the indexes; a failure is reported and the next event asks again.
   let indexesRequested = false;
+  function requestIndexes(): void {
+    if (indexesRequested) return;
+    indexesRequested = true;
+    ready().catch((err: unknown) => {
+      indexesRequested = false;
+      reportError(events, err);
+    });
+  }
+
   async function accept(doc: StoredDoc): Promise<void> {
-    if (!indexesRequested) {
-      indexesRequested = true;
-      ready().catch((err: unknown) => {
-        indexesRequested = false;
-        if (events.listenerCount('error') > 0) events.emit('error', err);
-      });
-    }
+    requestIndexes();
     await writer.accept(doc);
   }
 
@@ -207,8 +216,13 @@ export function createAudit(options?: AuditOptions): Auditor {
     build,
     record,
     accept,
+    writeNow: (doc, instead) => {
+      requestIndexes();
+      return writer.writeNow(doc, instead);
+    },
     ready,
     warnOnce,
+    report: (err) => reportError(events, err),
   };
 
   const login = createLogin(core);

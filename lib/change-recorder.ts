@@ -160,7 +160,6 @@ export async function settle(s: Settings, work: Promise<void>): Promise<void> {
     await work;
   } catch (err) {
     if (err instanceof AuditUnavailableError) throw err;
-    s.core.warnOnce('KOA_AUDIT_CHANGE', `a change could not be recorded (${(err as Error).message}); the auditor emits 'error' for each one`);
-    if (s.core.events.listenerCount('error') > 0) s.core.events.emit('error', err);
+    s.core.report(err);
   }
 }

@@ -102,10 +102,6 @@ export function createLogin(core: AuditCore) {
   /** Records not yet accepted by the writer (their build is async): `flush()` waits for them. */
   const inFlight = new Set<Promise<void>>();
 
-  function report(err: unknown): void {
-    if (core.events.listenerCount('error') > 0) core.events.emit('error', err);
-  }
-
   function track(p: Promise<void>): Promise<void> {
     inFlight.add(p);
     const done = (): void => {
@@ -119,7 +115,7 @@ export function createLogin(core: AuditCore) {
     max: core.options.loginFailures.max,
     windowMs: core.options.loginFailures.windowMs,
     onSummary: (s) => {
-      track(recordSummary(s)).catch(report);
+      track(recordSummary(s)).catch(core.report);
     },
   });
 
@@ -209,13 +205,13 @@ export function createLogin(core: AuditCore) {
 
   // Listeners never throw into the emitter's caller: an auth library must not fail because auditing did.
   signals.on('login', (input) => {
-    loginSucceeded(input).catch(report);
+    loginSucceeded(input).catch(core.report);
   });
   signals.on('login_failed', (input) => {
-    loginFailed(input).catch(report);
+    loginFailed(input).catch(core.report);
   });
   signals.on('logout', (input) => {
-    logout(input).catch(report);
+    logout(input).catch(core.report);
   });
 
   /** Reports held-back failures so far, then waits until every login event is accepted by the writer. */

@@ -89,16 +89,20 @@ function errorInfo(err: unknown, maxString: number): ErrorInfo {
   return { name: 'NonError', message: capString(message, maxString), status: 500, stack: null };
 }
 
+/** What one middleware decided at construction, shared by all its requests. */
+interface Settings {
+  core: AuditCore;
+  captureBody: boolean;
+  maxBodyBytes: number;
+}
+
 /** Per-response state, kept on the response so that the finish listeners can be shared functions. */
 interface Pending {
-  core: AuditCore;
+  s: Settings;
   ctx: Context;
   frame: AuditContext;
   start: number;
   error: ErrorInfo | undefined;
-  captureBody: boolean;
-  maxBodyBytes: number;
-  done: boolean;
 }
 
 const kPending = Symbol('koa-audit.pending');
@@ -114,23 +118,19 @@ function onClose(this: TrackedResponse): void {
 
 function settle(res: TrackedResponse, aborted: boolean): void {
   const p = res[kPending];
-  if (p === undefined || p.done) return;
-  p.done = true;
+  if (p === undefined) return; // settled already
   res[kPending] = undefined;
   res.off('finish', onFinish);
   res.off('close', onClose);
   // Once headers are out, the response's status is the truth (an upstream handler may have rewritten it).
   const status = res.headersSent ? res.statusCode : p.error?.status ?? p.ctx.status;
   // The event finds its request through `ctx` (build() reads the frame from it): no context to re-enter.
-  p.core.record(requestFields(p, status, aborted), { ctx: p.ctx }).catch((err: unknown) => report(p.core, err));
-}
-
-function report(core: AuditCore, err: unknown): void {
-  if (core.events.listenerCount('error') > 0) core.events.emit('error', err);
+  p.s.core.record(requestFields(p, status, aborted), { ctx: p.ctx }).catch(p.s.core.report);
 }
 
 function requestFields(p: Pending, status: number, aborted: boolean): EventFields {
-  const { ctx, core } = p;
+  const { ctx, s } = p;
+  const { core } = s;
   const route = (ctx as { _matchedRoute?: unknown })._matchedRoute;
   const http: HttpInfo = {
     method: capString(ctx.method, 32),
@@ -141,8 +141,8 @@ function requestFields(p: Pending, status: number, aborted: boolean): EventField
     durationMs: Math.round((performance.now() - p.start) * 1000) / 1000,
   };
   if (aborted) http.aborted = true;
-  if (p.captureBody) {
-    const body = capturedBody(ctx, core, p.maxBodyBytes);
+  if (s.captureBody) {
+    const body = capturedBody(ctx, core, s.maxBodyBytes);
     if (body !== undefined) http.requestBody = body;
   }
   const fields: EventFields = {
@@ -181,8 +181,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     methods = new Set(options.methods.map((m) => m.toUpperCase()));
   }
   if (options.captureBody !== undefined && typeof options.captureBody !== 'boolean') fail('captureBody', 'a boolean', options.captureBody);
-  const captureBody = options.captureBody === true;
-  const maxBodyBytes = positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024);
+  const s: Settings = { core, captureBody: options.captureBody === true, maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024) };
   const sync = core.options.mode === 'sync';
   const blocking = core.writer.onFull === 'block';
 
@@ -213,7 +212,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     // Fail closed before the action happens, not after: under `block`, wait for room first.
     if (blocking) await core.writer.waitForSpace().catch((err: unknown) => Promise.reject(keepRequestId(err, requestId)));
 
-    const p: Pending = { core, ctx, frame, start, error: undefined, captureBody, maxBodyBytes, done: false };
+    const p: Pending = { s, ctx, frame, start, error: undefined };
     if (sync) return runSync(p, next);
 
     const res = ctx.res as TrackedResponse;
@@ -254,13 +253,13 @@ async function runSync(p: Pending, next: Next): Promise<void> {
     await storage.run(p.frame, next);
   } catch (err) {
     thrown = { err };
-    p.error = errorInfo(err, p.core.limits.maxString);
+    p.error = errorInfo(err, p.s.core.limits.maxString);
   }
   const status = p.error !== undefined ? p.error.status ?? 500 : p.ctx.status;
-  const doc = await p.core.build(requestFields(p, status, false), { ctx: p.ctx });
+  const doc = await p.s.core.build(requestFields(p, status, false), { ctx: p.ctx });
   const requestId = p.frame.requestId as string;
   try {
-    await p.core.writer.writeNow(doc, failedClosed);
+    await p.s.core.writeNow(doc, failedClosed);
   } catch (err) {
     throw keepRequestId(err, requestId);
   }

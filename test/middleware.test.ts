@@ -580,5 +580,16 @@ describe('request middleware', () => {
       const ev = await a.model.findOne({ requestId: id }).lean();
       expect(ev?.http?.path).to.equal('/posts/5');
     });
+
+    it('has the collection\'s indexes created, as the async mode does', async () => {
+      const a = auditor({ mode: 'sync' });
+      const r = await serve(a);
+      expect((await fetch(`${r.url}/posts/6`)).status).to.equal(200);
+      const keys = await eventually(async () => {
+        const found = (await a.model.collection.indexes()).map((i) => JSON.stringify(i.key));
+        return found.includes(JSON.stringify({ requestId: 1, ts: -1, _id: -1 })) ? found : null;
+      });
+      expect(keys).to.include(JSON.stringify({ kind: 1, ts: -1, _id: -1 }));
+    });
   });
 });

@@ -11,6 +11,7 @@
 import { EventEmitter } from 'node:events';
 import type { Collection, WriteConcern } from 'mongoose';
 import { mongo } from 'mongoose';
+import { reportError } from '../errors.js';
 import { Spool, type StoredDoc } from './spool.js';
 
 export type OnFull = 'spool' | 'block' | 'drop';
@@ -104,7 +105,6 @@ export class Writer {
   /** When the first of the current run of failed attempts started. */
   private failingSince: number | null = null;
   private spoolPending: boolean;
-  private warned = false;
   private closed = false;
   private closing: Promise<{ unwritten: number }> | null = null;
   private lost: { count: number; from: Date; to: Date } | null = null;
@@ -489,12 +489,7 @@ export class Writer {
   }
 
   private report(err: unknown): void {
-    if (this.events.listenerCount('error') > 0) this.events.emit('error', err);
-    else if (!this.warned) {
-      // An 'error' event with no listener would throw from a timer and crash the app: warn once instead.
-      this.warned = true;
-      process.emitWarning(`koa-audit: writing audit events failed (listen to 'error' for details): ${String(err)}`, 'KoaAuditWarning');
-    }
+    reportError(this.events, err);
   }
 }
 

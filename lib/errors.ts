@@ -1,0 +1,21 @@
+/**
+ * Faults of the auditor itself (a write that failed and will be retried, a change that could not be recorded)
+ * never reach the application's code. They are emitted as `'error'` where someone listens; where nobody does,
+ * emitting would throw from a timer and crash the app, so the process gets one warning per auditor instead.
+ */
+import type { EventEmitter } from 'node:events';
+
+const warned = new WeakSet<EventEmitter>();
+
+export function reportError(events: EventEmitter, err: unknown): void {
+  if (events.listenerCount('error') > 0) {
+    events.emit('error', err);
+    return;
+  }
+  if (warned.has(events)) return;
+  warned.add(events);
+  process.emitWarning(`koa-audit: an audit event could not be recorded or stored (listen to 'error' for each one): ${String(err)}`, {
+    type: 'KoaAuditWarning',
+    code: 'KOA_AUDIT_ERROR',
+  });
+}
