@@ -8,7 +8,7 @@ import type { Context, Middleware } from 'koa';
 import { mongo, type Model, type Schema } from 'mongoose';
 import { createRequestResolver } from './actor.js';
 import { reportError } from './errors.js';
-import { actorNow, frameOf, storage, type AuditContext } from './context.js';
+import { actorNow, frameFor, ipOf, storage, type AuditContext } from './context.js';
 import { history, versionAt } from './history.js';
 import { createLogin, type LoginFailedInput, type LoginSignals, type LoginSucceededInput, type LogoutInput } from './login.js';
 import { createMiddleware, type MiddlewareOptions } from './middleware.js';
@@ -165,7 +165,7 @@ export function createAudit(options?: AuditOptions): Auditor {
 
   async function build(fields: EventFields, source: EventSource = {}): Promise<StoredDoc> {
     // A login handler may pass `ctx` from outside the request's async context (a callback API, say).
-    const frame = (source.ctx != null ? frameOf.get(source.ctx) : undefined) ?? storage.getStore();
+    const frame = frameFor(source.ctx);
     const ctx = source.ctx ?? frame?.ctx ?? null;
     const doc: StoredDoc = {
       _id: new mongo.ObjectId(),
@@ -174,7 +174,7 @@ export function createAudit(options?: AuditOptions): Auditor {
       outcome: fields.outcome,
       actor: source.actor !== undefined ? source.actor : await actorNow(frame),
       requestId: frame?.requestId ?? null,
-      ip: frame?.ip ?? (ctx === null ? null : capString(ctx.ip ?? '', 256) || null),
+      ip: frame?.ip ?? ipOf(ctx),
       userAgent: frame?.userAgent ?? (ctx === null ? null : capString(ctx.get('user-agent'), 512) || null),
     };
     for (const key in fields) {

@@ -7,6 +7,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Context } from 'koa';
+import { capString } from './safe.js';
 import type { Actor } from './types.js';
 
 export interface AuditContext {
@@ -42,6 +43,22 @@ export const frameOf = {
 
 export function currentContext(): AuditContext | undefined {
   return storage.getStore();
+}
+
+/** The frame of the request `ctx` belongs to when one is given, else the frame of whatever runs now. */
+export function frameFor(ctx: Context | null | undefined): AuditContext | undefined {
+  return (ctx != null ? frameOf.get(ctx) : undefined) ?? storage.getStore();
+}
+
+/** Koa's `ctx.ip`, capped; null when there is none (or reading it fails on a malformed header). */
+export function ipOf(ctx: Context | null | undefined): string | null {
+  if (ctx == null) return null;
+  try {
+    const ip = ctx.ip;
+    return ip === '' || ip === undefined ? null : capString(ip, 256);
+  } catch {
+    return null;
+  }
 }
 
 export const SYSTEM_ACTOR: Actor = Object.freeze({ id: 'system', via: 'system' }) as Actor;

@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import type { Context } from 'koa';
 import { toActor } from './actor.js';
 import type { AuditCore, EventFields } from './auditor.js';
-import { frameOf, storage, type AuditContext } from './context.js';
+import { frameFor, ipOf, storage, type AuditContext } from './context.js';
 import { FloodControl, type FloodSummary } from './flood.js';
 import { capString } from './safe.js';
 import type { Actor } from './types.js';
@@ -84,11 +84,6 @@ function metaOf(v: unknown): Record<string, unknown> | undefined {
 function inputOf<T>(input: T, what: string): T {
   if (input === null || typeof input !== 'object') throw new TypeError(`koa-audit: ${what} needs an input object`);
   return input;
-}
-
-/** The frame of the request the login belongs to: the one of `ctx` when given, else the current one. */
-function frameFor(ctx: Context | undefined): AuditContext | undefined {
-  return (ctx != null ? frameOf.get(ctx) : undefined) ?? storage.getStore();
 }
 
 function userActor(user: unknown, what: string): Actor {
@@ -229,11 +224,3 @@ export function createLogin(core: AuditCore) {
   return { signals, loginSucceeded, loginFailed, logout, flush, close };
 }
 
-function ipOf(ctx: Context | undefined): string | null {
-  if (ctx == null) return null;
-  try {
-    return ctx.ip === '' || ctx.ip === undefined ? null : capString(ctx.ip, 256);
-  } catch {
-    return null;
-  }
-}

@@ -7,8 +7,8 @@ import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { Context, Middleware, Next } from 'koa';
 import type { AuditCore, EventFields } from './auditor.js';
-import { frameOf, storage, type AuditContext } from './context.js';
-import { checkKnown, fail, positiveInt } from './options.js';
+import { frameOf, ipOf, storage, type AuditContext } from './context.js';
+import { bool, checkKnown, fail, objectOption, positiveInt } from './options.js';
 import { capString, toStored } from './safe.js';
 import type { StoredDoc } from './store/spool.js';
 import type { ErrorInfo, HttpInfo, StoredValue } from './types.js';
@@ -171,7 +171,7 @@ function capturedBody(ctx: Context, core: AuditCore, maxBytes: number): StoredVa
 }
 
 export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {}): Middleware {
-  if (options === null || typeof options !== 'object') fail('middleware options', 'an object', options);
+  objectOption('middleware options', options);
   checkKnown(options, ['include', 'exclude', 'methods', 'captureBody', 'maxBodyBytes'], 'middleware');
   const include = compilePaths('include', options.include);
   const exclude = compilePaths('exclude', options.exclude);
@@ -180,8 +180,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     if (!Array.isArray(options.methods) || options.methods.some((m) => typeof m !== 'string')) fail('methods', 'an array of HTTP method names', options.methods);
     methods = new Set(options.methods.map((m) => m.toUpperCase()));
   }
-  if (options.captureBody !== undefined && typeof options.captureBody !== 'boolean') fail('captureBody', 'a boolean', options.captureBody);
-  const s: Settings = { core, captureBody: options.captureBody === true, maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024) };
+  const s: Settings = { core, captureBody: bool('captureBody', options.captureBody, false), maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024) };
   const sync = core.options.mode === 'sync';
   const blocking = core.writer.onFull === 'block';
 
@@ -199,7 +198,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     const ua = ctx.get('user-agent');
     const frame: AuditContext = {
       requestId,
-      ip: safeIp(ctx),
+      ip: ipOf(ctx),
       userAgent: ua === '' ? null : capString(ua, 512),
       ctx,
       explicitActor: null,
@@ -273,11 +272,3 @@ function failedClosed(doc: StoredDoc): StoredDoc {
   return { ...doc, outcome: 'failure', http, error: doc.error ?? error };
 }
 
-function safeIp(ctx: Context): string | null {
-  try {
-    const ip = ctx.ip;
-    return ip === '' || ip === undefined ? null : capString(ip, 256);
-  } catch {
-    return null;
-  }
-}
