@@ -75,7 +75,7 @@ export interface ResolvedOptions {
   loginFailures: { max: number; windowMs: number };
 }
 
-const JWT_ALGORITHMS = new Set([
+export const JWT_ALGORITHMS: ReadonlySet<string> = new Set([
   'HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'EdDSA',
 ]);
 
@@ -96,7 +96,20 @@ export function positiveInt(name: string, v: unknown, dflt: number): number {
   return v;
 }
 
-function nonEmptyString(name: string, v: unknown, dflt: string): string {
+export function bool(name: string, v: unknown, dflt: boolean): boolean {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'boolean') fail(name, 'a boolean', v);
+  return v;
+}
+
+/** An options object (absent: `{}`); anything else is a TypeError naming it. */
+export function objectOption(name: string, v: unknown): Record<string, unknown> {
+  if (v === undefined) return {};
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(name, 'an object', v);
+  return v as Record<string, unknown>;
+}
+
+export function nonEmptyString(name: string, v: unknown, dflt: string): string {
   if (v === undefined) return dflt;
   if (typeof v !== 'string' || v === '') fail(name, 'a non-empty string', v);
   return v;
@@ -108,7 +121,7 @@ function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]
   return v as T;
 }
 
-function stringList(name: string, v: unknown): string[] {
+export function stringList(name: string, v: unknown): string[] {
   if (v === undefined) return [];
   if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || x === '')) fail(name, 'an array of non-empty strings', v);
   return [...v];
@@ -144,9 +157,7 @@ const KNOWN = [
 ] as const;
 
 export function resolveOptions(options: unknown): ResolvedOptions {
-  if (options === undefined) options = {};
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) fail('options', 'an object', options);
-  const o = options as Record<string, unknown>;
+  const o = objectOption('options', options);
   checkKnown(o, KNOWN, 'createAudit');
 
   const connection = o.connection ?? mongoose.connection;
