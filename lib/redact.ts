@@ -2,7 +2,7 @@
  * Redaction: decides which keys hold secrets, and rewrites query strings.
  *
  * Keys are compared after lower-casing and removing `-` and `_`, so `access_token`, `accessToken` and
- * `Access-Token` are one name. Besides exact names, a key that merely contains one of a few strong words
+ * `Access-Token` are one name; a dotted key is secret when one of its segments is. Besides exact names, a key that merely contains one of a few strong words
  * (`newPassword`, `x-api-key`, `client_secret_v2`) is redacted too: in an audit log a false positive costs a
  * value, a false negative leaks a credential.
  */
@@ -44,7 +44,8 @@ export function createRedactor(extra: readonly string[] = []): Redactor {
     const known = seen.get(key);
     if (known !== undefined) return known;
     const n = normalizeKey(key);
-    let secret = exact.has(n);
+    // A dotted key (`user.ssn`, a form's `creds.pin`, a mongo path) is secret when any of its segments is.
+    let secret = exact.has(n) || (n.includes('.') && n.split('.').some((segment) => exact.has(segment)));
     for (let i = 0; !secret && i < STRONG_WORDS.length; i++) secret = n.includes(STRONG_WORDS[i]);
     if (seen.size < 10_000) seen.set(key, secret);
     return secret;

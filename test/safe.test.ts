@@ -141,6 +141,12 @@ describe('redaction', () => {
     for (const k of ['newPassword', 'password_confirmation', 'x-api-key', 'githubToken', 'dbSecret']) expect(r.isSecret(k), k).to.equal(true);
   });
 
+  it('redacts a dotted key when one of its segments is secret (query strings, form fields, mongo paths)', () => {
+    for (const k of ['user.ssn', 'creds.PIN', 'a.b.cvv']) expect(r.isSecret(k), k).to.equal(true);
+    for (const k of ['user.name', 'a.b.c']) expect(r.isSecret(k), k).to.equal(false);
+    expect(r.query('user.ssn=123-45&user.name=ann', 4096)).to.equal(`user.ssn=${REDACTED}&user.name=ann`);
+  });
+
   it('redacts the extra keys of the redact option, and leaves other keys alone', () => {
     expect(r.isSecret('PIN')).to.equal(true);
     expect(r.isSecret('x_internal')).to.equal(true);
