@@ -134,19 +134,7 @@ export function authRouter(options: AuthRouterOptions): Router {
     ctx.cookies.set(cookie, sign(u), { httpOnly: true, sameSite: 'lax', secure: ctx.secure, maxAge: 8 * 3600_000, overwrite: true });
   }
 
-  /** The user of a valid app token (Bearer header or cookie), or null. */
-  function sessionUser(ctx: Context): SessionUser | null {
-    const header = ctx.get('authorization');
-    const token = header.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : ctx.cookies.get(cookie);
-    if (token === undefined || token === '') return null;
-    try {
-      const p = jwt.verify(token, jwtSecret, { algorithms: ['HS256'] });
-      if (typeof p !== 'object' || typeof p.sub !== 'string') return null;
-      return { id: p.sub, username: typeof p.name === 'string' ? p.name : p.sub, role: p.role === 'admin' ? 'admin' : 'user' };
-    } catch {
-      return null;
-    }
-  }
+
 
   const issueToken = jwtLogin<SessionUser>({
     signals: auditor,
@@ -186,8 +174,7 @@ export function authRouter(options: AuthRouterOptions): Router {
     await auditor.loginSucceeded({ ctx, user: r.user, provider: 'local', identifier: username });
     ctx.state.user = r.user;
     setSession(ctx, r.user);
-    // Only a local path: an absolute or protocol-relative `next` would make this an open redirect.
-    if (typeof body.next === 'string' && body.next.startsWith('/') && !body.next.startsWith('//')) ctx.redirect(body.next);
+    if (isLocalPath(body.next)) ctx.redirect(body.next);
     else ctx.body = { user: r.user };
   });
 
@@ -203,7 +190,7 @@ export function authRouter(options: AuthRouterOptions): Router {
   });
 
   router.post('/auth/logout', async (ctx) => {
-    const user = sessionUser(ctx);
+    const user = userFromToken(ctx, jwtSecret, cookie);
     ctx.cookies.set(cookie, null, { httpOnly: true, sameSite: 'lax', overwrite: true });
     if (user === null) {
       ctx.status = 401;
@@ -215,7 +202,7 @@ export function authRouter(options: AuthRouterOptions): Router {
   });
 
   router.get('/auth/me', (ctx) => {
-    const user = sessionUser(ctx);
+    const user = userFromToken(ctx, jwtSecret, cookie);
     ctx.status = user === null ? 401 : 200;
     ctx.body = { user };
   });
@@ -238,6 +225,16 @@ export function authRouter(options: AuthRouterOptions): Router {
   return router;
 }
 
+/**
+ * Only a path of this site may follow a login: anything a browser would resolve to another host (`//evil`,
+ * `/\evil`, `https://evil`) would make the form an open redirect.
+ */
+function isLocalPath(next: unknown): next is string {
+  if (typeof next !== 'string' || !next.startsWith('/')) return false;
+  const base = 'http://local.invalid';
+  return URL.canParse(next, base) && new URL(next, base).origin === base;
+}
+
 function loginPage(withFeishu: boolean): string {
   const feishu = withFeishu ? '<p>or <a href="/auth/feishu/login">log in with Feishu</a></p>' : '';
   return `<!doctype html><html><head><meta charset="utf-8"><title>koa-audit example: log in</title></head>
@@ -253,21 +250,25 @@ function loginPage(withFeishu: boolean): string {
 </body></html>`;
 }
 
+/** The user of a valid app token (Bearer header, else the cookie), or null: never the password or its hash. */
+export function userFromToken(ctx: Context, jwtSecret: string, cookie: string): SessionUser | null {
+  const header = ctx.get('authorization');
+  const token = header.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : ctx.cookies.get(cookie);
+  if (token === undefined || token === '') return null;
+  try {
+    const p = jwt.verify(token, jwtSecret, { algorithms: ['HS256'] });
+    if (typeof p !== 'object' || typeof p.sub !== 'string') return null;
+    return { id: p.sub, username: typeof p.name === 'string' ? p.name : p.sub, role: p.role === 'admin' ? 'admin' : 'user' };
+  } catch {
+    return null; // an invalid token is simply no session
+  }
+}
+
 /** Makes the token's user `ctx.state.user` for the app's own handlers (the auditor verifies tokens itself). */
 export function sessionMiddleware(jwtSecret: string, cookie = 'token') {
   return async (ctx: Context, next: Next): Promise<void> => {
-    const header = ctx.get('authorization');
-    const token = header.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : ctx.cookies.get(cookie);
-    if (token !== undefined && token !== '') {
-      try {
-        const p = jwt.verify(token, jwtSecret, { algorithms: ['HS256'] });
-        if (typeof p === 'object' && typeof p.sub === 'string') {
-          ctx.state.user = { id: p.sub, username: typeof p.name === 'string' ? p.name : p.sub, role: p.role === 'admin' ? 'admin' : 'user' };
-        }
-      } catch {
-        // an invalid token is simply no session
-      }
-    }
+    const user = userFromToken(ctx, jwtSecret, cookie);
+    if (user !== null) ctx.state.user = user;
     await next();
   };
 }

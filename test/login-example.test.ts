@@ -67,7 +67,7 @@ describe('example app login routes', () => {
     expect(ok.status).to.equal(302);
     expect(ok.headers.get('location')).to.equal('/audit/');
     expect(ok.headers.get('set-cookie')).to.match(/^token=/);
-    for (const next of ['//evil.example/', 'https://evil.example/']) {
+    for (const next of ['//evil.example/', 'https://evil.example/', '/\\evil.example/', '/\t/evil.example/']) {
       const res = await fetch(`${server.url}/auth/login`, {
         method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/x-www-form-urlencoded' },
         body: new URLSearchParams({ username: 'alice', password: 'alice-password', next }).toString(),
