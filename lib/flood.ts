@@ -4,6 +4,9 @@
  *
  * All windows have the same length, so a Map in insertion order is also in order of window end: expiry,
  * the single timer and eviction only ever look at the front. A key whose window restarts is re-inserted.
+ *
+ * Identifiers and IPs are kept in two maps, each with its own bound: identifiers cost an attacker nothing,
+ * so spraying them must never evict (and so restart) the window of the IP doing the spraying.
  */
 
 export type FloodKeyKind = 'identifier' | 'ip';
@@ -40,7 +43,10 @@ interface Window {
 export interface FloodOptions {
   max: number;
   windowMs: number;
-  /** Most keys tracked at once; the oldest window is reported early and forgotten beyond it. */
+  /**
+   * Most keys tracked at once, shared evenly by identifiers and IPs (at least one of each); beyond its share,
+   * the oldest window of that kind is reported early and forgotten.
+   */
   maxKeys?: number;
   /** Receives each summary; must not throw (the login module records it and reports its own errors). */
   onSummary: (summary: FloodSummary) => void;
@@ -52,10 +58,13 @@ const DEFAULT_MAX_KEYS = 10_000;
 export class FloodControl {
   private readonly max: number;
   private readonly windowMs: number;
-  private readonly maxKeys: number;
+  private readonly maxIdentifiers: number;
+  private readonly maxIps: number;
   private readonly onSummary: (s: FloodSummary) => void;
   private readonly now: () => number;
-  private readonly windows = new Map<string, Window>();
+  private readonly identifiers = new Map<string, Window>();
+  private readonly ips = new Map<string, Window>();
+  private readonly maps = [this.identifiers, this.ips] as const;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = 0;
   private readonly sweepBound = (): void => {
@@ -67,14 +76,16 @@ export class FloodControl {
   constructor(o: FloodOptions) {
     this.max = o.max;
     this.windowMs = o.windowMs;
-    this.maxKeys = o.maxKeys ?? DEFAULT_MAX_KEYS;
+    const maxKeys = o.maxKeys ?? DEFAULT_MAX_KEYS;
+    this.maxIps = Math.max(1, Math.ceil(maxKeys / 2));
+    this.maxIdentifiers = Math.max(1, maxKeys - this.maxIps);
     this.onSummary = o.onSummary;
     this.now = o.now ?? Date.now;
   }
 
   /** Keys tracked now (for tests and stats). */
   get size(): number {
-    return this.windows.size;
+    return this.identifiers.size + this.ips.size;
   }
 
   /**
@@ -85,8 +96,8 @@ export class FloodControl {
   admit(identifier: string | null, ip: string | null, provider: string, reason: string): boolean {
     const now = this.now();
     this.sweep(now);
-    const a = identifier === null ? null : this.touch('identifier', identifier, now, provider, reason);
-    const b = ip === null ? null : this.touch('ip', ip, now, provider, reason);
+    const a = identifier === null ? null : this.touch(this.identifiers, this.maxIdentifiers, 'identifier', identifier, now, provider, reason);
+    const b = ip === null ? null : this.touch(this.ips, this.maxIps, 'ip', ip, now, provider, reason);
     let detailed = true;
     if (a !== null && a.count > this.max) {
       a.suppressed++;
@@ -102,29 +113,29 @@ export class FloodControl {
 
   /** Reports what is held back so far; the windows stay open and keep holding back. */
   flush(): void {
-    for (const w of this.windows.values()) {
-      if (w.suppressed > 0) this.report(w, false);
+    for (const map of this.maps) {
+      for (const w of map.values()) {
+        if (w.suppressed > 0) this.report(w, false);
+      }
     }
   }
 
   /** Reports everything held back and forgets every window: nothing is lost when the auditor closes. */
   close(): void {
-    for (const w of this.windows.values()) {
-      if (w.suppressed > 0) this.report(w, false);
-    }
-    this.windows.clear();
+    this.flush();
+    for (const map of this.maps) map.clear();
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
   }
 
-  private touch(kind: FloodKeyKind, value: string, now: number, provider: string, reason: string): Window {
-    // The kind prefix keeps an identifier that looks like an IP address apart from that address.
-    const mapKey = kind === 'ip' ? `i:${value}` : `u:${value}`;
-    let w = this.windows.get(mapKey);
+  private touch(
+    map: Map<string, Window>, maxKeys: number, kind: FloodKeyKind, value: string, now: number, provider: string, reason: string,
+  ): Window {
+    let w = map.get(value);
     if (w === undefined) {
-      if (this.windows.size >= this.maxKeys) this.evictOldest();
+      if (map.size >= maxKeys) this.evictOldest(map);
       w = { kind, value, start: now, count: 0, suppressed: 0, provider, reason };
-      this.windows.set(mapKey, w);
+      map.set(value, w);
     }
     w.count++;
     if (w.count > this.max) {
@@ -140,20 +151,22 @@ export class FloodControl {
     return w;
   }
 
-  private evictOldest(): void {
-    const first = this.windows.entries().next();
+  private evictOldest(map: Map<string, Window>): void {
+    const first = map.entries().next();
     if (first.done === true) return;
     const [key, w] = first.value;
-    this.windows.delete(key);
+    map.delete(key);
     if (w.suppressed > 0) this.report(w, false);
   }
 
   /** Closes every window that has ended, front first, reporting its summary. */
   private sweep(now: number): void {
-    for (const [key, w] of this.windows) {
-      if (w.start + this.windowMs > now) break;
-      this.windows.delete(key);
-      if (w.suppressed > 0) this.report(w, true);
+    for (const map of this.maps) {
+      for (const [key, w] of map) {
+        if (w.start + this.windowMs > now) break;
+        map.delete(key);
+        if (w.suppressed > 0) this.report(w, true);
+      }
     }
   }
 
@@ -175,9 +188,13 @@ export class FloodControl {
 
   /** One unref'd timer, at the end of the oldest window: it reports summaries and frees memory alike. */
   private arm(): void {
-    const first = this.windows.values().next();
-    if (first.done === true) return;
-    const due = first.value.start + this.windowMs;
+    let oldest = Infinity;
+    for (const map of this.maps) {
+      const first = map.values().next();
+      if (first.done !== true && first.value.start < oldest) oldest = first.value.start;
+    }
+    if (oldest === Infinity) return;
+    const due = oldest + this.windowMs;
     if (this.timer !== null) {
       if (this.timerAt <= due) return;
       clearTimeout(this.timer);

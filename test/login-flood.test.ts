@@ -125,5 +125,24 @@ describe('failed-login flood control', () => {
       expect(summaries[0]).to.include({ suppressed: 1, total: 2, complete: false });
       f.close();
     });
+
+    it('an IP spraying identifiers past the key bound never evicts its own window', () => {
+      const f = control(3, 60_000, 5);
+      let detailed = 0;
+      for (let i = 0; i < 40; i++) if (f.admit(`spray${i}`, '10.9.9.9', 'local', 'x')) detailed++;
+      expect(detailed).to.equal(3);
+      expect(f.size).to.be.at.most(5);
+      f.close();
+      expect(summaries.filter((s) => s.key === 'ip')).to.have.length(1);
+      expect(summaries.find((s) => s.key === 'ip')).to.include({ value: '10.9.9.9', suppressed: 37, total: 40 });
+    });
+
+    it('keeps an identifier apart from an IP address with the same text', () => {
+      const f = control(1, 60_000);
+      expect(f.admit('10.1.1.1', '10.1.1.1', 'local', 'x')).to.equal(true);
+      expect(f.admit('10.1.1.1', null, 'local', 'x')).to.equal(false);
+      f.close();
+      expect(summaries.map((s) => [s.key, s.value, s.total])).to.deep.equal([['identifier', '10.1.1.1', 2]]);
+    });
   });
 });
