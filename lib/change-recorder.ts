@@ -3,15 +3,15 @@
  * post-images, and turning states into accepted events.
  *
  * Events are built with `core.build` (common fields: _id, ts, actor and request fields of the async context
- * at this moment) and their `changes` / `summary` are attached already in stored form: they are computed with
- * the schema's redactor and redacted by path segment, and going through `toStored` twice would escape
- * escaped keys again.
+ * at this moment) and their `changes` / `summary` are attached already in stored form, computed with the
+ * schema's redactor (its extra `redact` keys apply to this schema's changes only, which the core's own
+ * redactor would not know).
  */
 import type { ClientSession } from 'mongoose';
 import type { AuditCore } from './auditor.js';
 import { AuditUnavailableError } from './store/writer.js';
-import { diffDocuments, isPlainObject, secretPath, type ChangeContext, type PathFilter } from './diff.js';
-import { REDACTED, type Redactor } from './redact.js';
+import { diffDocuments, isPlainObject, type ChangeContext, type PathFilter } from './diff.js';
+import type { Redactor } from './redact.js';
 import { toStored } from './safe.js';
 import type { Change, StoredValue } from './types.js';
 
@@ -119,26 +119,13 @@ export async function emit(s: Settings, t: Target, kind: ChangeKind, documentId:
   doc.changes = changes;
   if (summary !== undefined) {
     const stored: { filter: StoredValue; update: StoredValue; matched: number } = {
-      filter: toStored(maskSecretPaths(summary.filter ?? null, s.redactor, 0), s.redactor, s.core.limits),
-      update: toStored(maskSecretPaths(summary.update ?? null, s.redactor, 0), s.redactor, s.core.limits),
+      filter: toStored(summary.filter ?? null, s.redactor, s.core.limits),
+      update: toStored(summary.update ?? null, s.redactor, s.core.limits),
       matched: summary.matched,
     };
     doc.summary = stored;
   }
   await s.core.accept(doc);
-}
-
-/**
- * A filter or update with the values under dotted keys that have a secret segment (`'creds.pin'`) replaced:
- * `toStored` judges a key as a whole, and `'creds.pin'` as a whole is not the secret key `pin`.
- */
-function maskSecretPaths(v: unknown, redactor: Redactor, depth: number): unknown {
-  if (depth > 32) return v;
-  if (Array.isArray(v)) return v.map((x) => maskSecretPaths(x, redactor, depth + 1));
-  if (!isPlainObject(v)) return v;
-  const out: Doc = {};
-  for (const k of Object.keys(v)) out[k] = k.includes('.') && secretPath(k, redactor) ? REDACTED : maskSecretPaths(v[k], redactor, depth + 1);
-  return out;
 }
 
 /** The event of one document given its states before and after the write (either may be absent). */

@@ -138,19 +138,9 @@ function normalizeDecimal(s: string): string {
   return out === '-0' ? '0' : out;
 }
 
-/** True when a segment of `path` names a secret: the value is not stored, only the fact that it changed. */
-export function secretPath(path: string, redactor: Redactor): boolean {
-  let start = 0;
-  for (;;) {
-    const dot = path.indexOf('.', start);
-    if (redactor.isSecret(dot === -1 ? path.slice(start) : path.slice(start, dot))) return true;
-    if (dot === -1) return false;
-    start = dot + 1;
-  }
-}
-
 function entry(path: string, from: unknown, to: unknown, c: ChangeContext): Change {
-  if (secretPath(path, c.redactor)) return { path, from: REDACTED, to: REDACTED };
+  // A dotted path is secret when one of its segments is (the redactor judges segments): only the fact that it changed is kept.
+  if (c.redactor.isSecret(path)) return { path, from: REDACTED, to: REDACTED };
   return { path, from: stored(from, c), to: stored(to, c) };
 }
 
