@@ -98,10 +98,9 @@ export function createRequestResolver(
     if (jwtOptions !== undefined) {
       if (frame.tokenActor === undefined) {
         const token = tokenOf(ctx, jwtOptions.cookie);
-        frame.tokenActor = Promise.resolve(token === null ? null : verify(token, jwtOptions));
+        frame.tokenActor = token === null ? null : verify(token, jwtOptions);
       }
-      const fromToken = await frame.tokenActor;
-      if (fromToken !== null) return fromToken;
+      if (frame.tokenActor !== null) return frame.tokenActor;
     }
     if (resolveActor !== undefined) {
       try {

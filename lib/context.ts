@@ -21,8 +21,8 @@ export interface AuditContext {
   explicitActor: Actor | null;
   /** Resolves the actor from the request (state, token, resolver); absent outside a request. */
   readonly resolve: ((frame: AuditContext) => Promise<Actor | null>) | null;
-  /** The JWT verdict is stable for a request: computed once, kept here. */
-  tokenActor?: Promise<Actor | null>;
+  /** The JWT verdict is stable for a request: computed once, kept here (undefined: not yet asked). */
+  tokenActor?: Actor | null;
 }
 
 export const storage = new AsyncLocalStorage<AuditContext>();

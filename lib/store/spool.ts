@@ -1,8 +1,9 @@
 /**
  * The spool: events that did not fit in memory, kept as Extended JSON lines in local files until the store
  * takes them. Files are named by time (and the writing process's pid), so replay keeps their order; a new
- * process on the same directory replays what a crashed one left, never a file that a live process still writes. Every event keeps the `_id` it got when accepted, so replaying a file twice
- * (two processes, or a crash mid-replay) stores nothing twice.
+ * process on the same directory replays what a crashed one left, never a file that a live process still
+ * writes. Every event keeps the `_id` it got when accepted, so replaying a file twice (two processes, or a
+ * crash mid-replay) stores nothing twice.
  */
 import {
   accessSync, closeSync, constants, createReadStream, mkdirSync, openSync, readdirSync, readSync, renameSync,
