@@ -14,7 +14,7 @@ import {
 } from './change-hooks.js';
 import { settle, type AuditedModel, type Settings } from './change-recorder.js';
 import { pathFilter } from './diff.js';
-import { checkKnown, fail, positiveInt } from './options.js';
+import { bool, checkKnown, fail, objectOption, positiveInt, stringList } from './options.js';
 import { createRedactor } from './redact.js';
 import { auditSchemas } from './store/model.js';
 
@@ -38,20 +38,14 @@ export interface PluginOptions {
   maxDocuments?: number;
 }
 
-const KNOWN = ['include', 'exclude', 'redact', 'fetchBefore', 'recordNoop', 'maxDocuments', 'deduplicate'] as const;
+const KNOWN = ['include', 'exclude', 'redact', 'fetchBefore', 'recordNoop', 'maxDocuments'] as const;
 
+/** A list of field paths: non-empty strings that neither start nor end with a dot. Absent: null. */
 function pathList(name: string, v: unknown): string[] | null {
   if (v === undefined) return null;
-  if (!Array.isArray(v) || v.some((p) => typeof p !== 'string' || p === '' || p.startsWith('.') || p.endsWith('.'))) {
-    fail(name, 'an array of field paths (non-empty strings)', v);
-  }
-  return [...(v as string[])];
-}
-
-function bool(name: string, v: unknown, dflt: boolean): boolean {
-  if (v === undefined) return dflt;
-  if (typeof v !== 'boolean') fail(name, 'a boolean', v);
-  return v;
+  const list = stringList(name, v);
+  if (list.some((p) => p.startsWith('.') || p.endsWith('.'))) fail(name, 'an array of field paths (non-empty strings)', v);
+  return list;
 }
 
 /** Hook registration typed loosely: mongoose's overloads cannot express one handler for many hook names. */
@@ -87,8 +81,7 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
   };
 
   return function auditPlugin(schema: Schema, options?: PluginOptions): void {
-    if (options !== undefined && (options === null || typeof options !== 'object' || Array.isArray(options))) fail('plugin options', 'an object', options);
-    const o = (options ?? {}) as Record<string, unknown>;
+    const o = objectOption('plugin options', options);
     checkKnown(o, KNOWN, 'plugin');
     const include = pathList('include', o.include);
     const exclude = pathList('exclude', o.exclude) ?? [];

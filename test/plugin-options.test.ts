@@ -201,6 +201,9 @@ describe('change plugin: attribution and options', () => {
       expect(apply({ recordNoop: 1 })).to.throw(TypeError, /"recordNoop"/);
       expect(apply({ maxDocuments: 0 })).to.throw(TypeError, /"maxDocuments"/);
       expect(apply({ fetchbefore: false })).to.throw(TypeError, /"fetchbefore"/);
+      expect(apply({ deduplicate: true })).to.throw(TypeError, /"deduplicate"/); // never documented nor used
+      expect(apply(null)).to.throw(TypeError, /"plugin options"/);
+      expect(apply({ include: ['a.'] })).to.throw(TypeError, /"include"/);
       expect(apply({ include: ['a'] })).to.not.throw();
     });
   });
