@@ -10,7 +10,7 @@ import {
   documentIdString, emit, emitTransition, narrowProjection, plainOf, readByIds, settle,
   type AuditedModel, type Doc, type Settings, type Target,
 } from './change-recorder.js';
-import { touchedPaths, topLevelProjection } from './update-paths.js';
+import { cutAtArray, touchedPaths, topLevelProjection } from './update-paths.js';
 
 // ---------------------------------------------------------------------------------------------- save
 
@@ -46,7 +46,7 @@ export async function preSave(s: Settings, doc: AuditedDocument): Promise<void> 
     saveStates.set(doc, { isNew: true, paths: [], projection: null, before: null });
     return;
   }
-  const paths = touchedPaths(Object.fromEntries(doc.directModifiedPaths().map((p) => [p, 1])), false) ?? [];
+  const paths = [...new Set(doc.directModifiedPaths().map(cutAtArray))];
   const projection = narrowProjection(s, topLevelProjection(paths));
   let before: Doc | null = null;
   if (s.fetchBefore && paths.length > 0) {
@@ -93,7 +93,6 @@ interface QueryOptions {
   upsert?: boolean;
   sort?: unknown;
   collation?: unknown;
-  includeResultMetadata?: boolean;
 }
 
 const SINGLE = new Set(['updateOne', 'findOneAndUpdate', 'replaceOne', 'findOneAndReplace', 'deleteOne', 'findOneAndDelete']);

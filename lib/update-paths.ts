@@ -30,7 +30,8 @@ export function touchedPaths(update: unknown, replacement: boolean): string[] | 
 
 const ARRAY_INDEX = /^\d+$/;
 
-function cutAtArray(path: string): string {
+/** A dot-joined path cut before its first array position (`items.0.qty`, `items.$.qty`: `items`). */
+export function cutAtArray(path: string): string {
   const segs = path.split('.');
   for (let i = 0; i < segs.length; i++) {
     const s = segs[i];
