@@ -7,7 +7,7 @@ import jwt from 'jsonwebtoken';
 import type { Context } from 'koa';
 import { toActor } from './actor.js';
 import { signalsOf, type SignalTarget } from './login.js';
-import { checkKnown, fail } from './options.js';
+import { checkKnown, fail, JWT_ALGORITHMS, nonEmptyString, objectOption } from './options.js';
 
 export interface JwtLoginOptions<U> {
   /** Where events are emitted: an auditor or its `signals`. */
@@ -47,13 +47,12 @@ export interface JwtLoginResult<U> {
  */
 export type JwtLogin<U> = (attempt: JwtLoginAttempt) => Promise<JwtLoginResult<U> | null>;
 
-const ALGORITHMS: readonly string[] = [
-  'HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512',
-];
+// jsonwebtoken 9 cannot sign EdDSA (its sign() rejects the name), so accepting it here would only fail at login.
+const SIGN_ALGORITHMS: readonly string[] = [...JWT_ALGORITHMS].filter((a) => a !== 'EdDSA');
 
 /** Builds the login function: resolves with `{ token, user }`, or null when the credentials are wrong. */
 export function jwtLogin<U>(options: JwtLoginOptions<U>): JwtLogin<U> {
-  if (options === null || typeof options !== 'object') fail('jwtLogin options', 'an object', options);
+  objectOption('jwtLogin options', options ?? null);
   checkKnown(options, ['signals', 'secret', 'algorithm', 'expiresIn', 'issuer', 'audience', 'verify', 'claims', 'provider'], 'jwtLogin');
   const signals = signalsOf(options.signals, 'signals');
   const secret = options.secret;
@@ -61,14 +60,13 @@ export function jwtLogin<U>(options: JwtLoginOptions<U>): JwtLogin<U> {
     fail('secret', 'a non-empty string, Buffer or KeyObject', secret);
   }
   const algorithm = options.algorithm ?? 'HS256';
-  if (!ALGORITHMS.includes(algorithm)) fail('algorithm', `one of ${ALGORITHMS.join(', ')}`, algorithm);
+  if (!SIGN_ALGORITHMS.includes(algorithm)) fail('algorithm', `one of ${SIGN_ALGORITHMS.join(', ')}`, algorithm);
   if (typeof options.verify !== 'function') fail('verify', 'a function (identifier, password, ctx) => user | null', options.verify);
   if (options.claims !== undefined && typeof options.claims !== 'function') fail('claims', 'a function (user) => object', options.claims);
-  const provider = options.provider ?? 'jwt';
-  if (typeof provider !== 'string' || provider === '') fail('provider', 'a non-empty string', provider);
+  const provider = nonEmptyString('provider', options.provider, 'jwt');
   const signOptions: jwt.SignOptions = { algorithm, expiresIn: options.expiresIn ?? '1h' };
-  if (options.issuer !== undefined) signOptions.issuer = options.issuer;
-  if (options.audience !== undefined) signOptions.audience = options.audience;
+  if (options.issuer !== undefined) signOptions.issuer = nonEmptyString('issuer', options.issuer, '');
+  if (options.audience !== undefined) signOptions.audience = nonEmptyString('audience', options.audience, '');
   const { verify, claims } = options;
 
   return async function login(attempt: JwtLoginAttempt): Promise<JwtLoginResult<U> | null> {

@@ -270,6 +270,10 @@ describe('login auditing', () => {
       expect(() => jwtLogin({ signals: auditor, secret: '', verify: () => null })).to.throw(TypeError, /"secret"/);
       expect(() => jwtLogin({ signals: {} as Auditor, secret: 's', verify: () => null })).to.throw(TypeError, /"signals"/);
       expect(() => jwtLogin({ signals: auditor, secret: 's', verify: () => null, algorithm: 'none' as jwt.Algorithm })).to.throw(TypeError, /"algorithm"/);
+      expect(() => jwtLogin({ signals: auditor, secret: 's', verify: () => null, algorithm: 'EdDSA' as jwt.Algorithm })).to.throw(TypeError, /"algorithm"/);
+      expect(() => jwtLogin({ signals: auditor, secret: 's', verify: () => null, provider: '' })).to.throw(TypeError, /"provider"/);
+      expect(() => jwtLogin({ signals: auditor, secret: 's', verify: () => null, issuer: 42 as unknown as string })).to.throw(TypeError, /"issuer"/);
+      expect(() => jwtLogin(null as unknown as Parameters<typeof jwtLogin>[0])).to.throw(TypeError, /jwtLogin options/);
     });
   });
 });
