@@ -8,6 +8,7 @@ import type { Context } from 'koa';
 import { toActor } from './actor.js';
 import { signalsOf, type SignalTarget } from './login.js';
 import { checkKnown, fail, JWT_ALGORITHMS, nonEmptyString, objectOption } from './options.js';
+import type { Actor } from './types.js';
 
 export interface JwtLoginOptions<U> {
   /** Where events are emitted: an auditor or its `signals`. */
@@ -22,7 +23,11 @@ export interface JwtLoginOptions<U> {
   audience?: string;
   /** Checks the credentials: the user on success, null (or undefined) when they are wrong. */
   verify: (identifier: string, password: string, ctx: Context | undefined) => U | null | undefined | Promise<U | null | undefined>;
-  /** Extra claims of the token. `sub` (the user's id) and `name` are set from the user. */
+  /**
+   * Extra claims of the token. The claims that say who the token is for are the recorded actor's only: `sub` is
+   * its id and `name` its name; `id`, `_id`, `username` and `name` returned here are dropped, and so is `email`
+   * when the actor has no name (a verifier would otherwise take it for the name).
+   */
   claims?: (user: U) => Record<string, unknown>;
   /** `provider` of the events. Default `'jwt'`. */
   provider?: string;
@@ -49,6 +54,28 @@ export type JwtLogin<U> = (attempt: JwtLoginAttempt) => Promise<JwtLoginResult<U
 
 // jsonwebtoken 9 cannot sign EdDSA (its sign() rejects the name), so accepting it here would only fail at login.
 const SIGN_ALGORITHMS: readonly string[] = [...JWT_ALGORITHMS].filter((a) => a !== 'EdDSA');
+
+/** The claims a verifier reads the actor from (see `toActor`): `id ?? _id ?? sub`, `username ?? name ?? email`. */
+const IDENTITY_CLAIMS: ReadonlySet<string> = new Set(['id', '_id', 'sub', 'username', 'name', 'email']);
+
+/** The token payload: the app's claims, with the identity claims taken from the recorded actor only. */
+function payloadFor(actor: Actor, extra: unknown): Record<string, unknown> {
+  if (extra !== undefined && (extra === null || typeof extra !== 'object' || Array.isArray(extra))) {
+    throw new TypeError('koa-audit: jwtLogin claims() must return an object');
+  }
+  const payload: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(extra ?? {})) {
+    if (!IDENTITY_CLAIMS.has(k)) payload[k] = v;
+  }
+  payload.sub = actor.id;
+  if (actor.name !== undefined) {
+    payload.name = actor.name;
+    // With a name claim present, `email` can no longer be taken for the name: it may stay.
+    const email = (extra as Record<string, unknown> | undefined)?.email;
+    if (email !== undefined) payload.email = email;
+  }
+  return payload;
+}
 
 /** Builds the login function: resolves with `{ token, user }`, or null when the credentials are wrong. */
 export function jwtLogin<U>(options: JwtLoginOptions<U>): JwtLogin<U> {
@@ -90,9 +117,7 @@ export function jwtLogin<U>(options: JwtLoginOptions<U>): JwtLogin<U> {
     }
     const actor = toActor(user, 'explicit');
     if (actor === null) throw new TypeError('koa-audit: jwtLogin verify() returned a user without an id (id, _id or sub)');
-    const payload: Record<string, unknown> = { ...(claims === undefined ? {} : claims(user)), sub: actor.id };
-    if (actor.name !== undefined) payload.name = actor.name;
-    const token = jwt.sign(payload, secret, signOptions);
+    const token = jwt.sign(payloadFor(actor, claims === undefined ? undefined : claims(user)), secret, signOptions);
     signals.emit('login', { ctx, user, provider, identifier, meta });
     return { token, user };
   };

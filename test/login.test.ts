@@ -266,6 +266,34 @@ describe('login auditing', () => {
       expect(ev2.reason).to.equal('missing_credentials');
     });
 
+    it('takes the identity claims from the recorded actor only, whatever claims() returns', async () => {
+      const issue = jwtLogin({
+        signals: auditor,
+        secret: SECRET,
+        verify: () => ({ id: 'u-claims', username: 'claims-user' }),
+        claims: () => ({ id: 'u-admin', _id: 'u-admin', sub: 'u-admin', username: 'admin', name: 'admin', email: 'admin@example.com', role: 'editor' }),
+      });
+      const result = await issue({ identifier: 'claims-user', password: 'pw' });
+      expect(result).to.not.equal(null);
+      const ev = await one({ kind: 'login', identifier: 'claims-user' });
+      expect(ev.actor).to.deep.equal({ id: 'u-claims', name: 'claims-user', via: 'explicit' });
+      const payload = jwt.verify(result?.token ?? '', SECRET, { algorithms: ['HS256'] }) as jwt.JwtPayload;
+      expect(payload).to.include({ sub: 'u-claims', name: 'claims-user', role: 'editor', email: 'admin@example.com' });
+      expect(payload).to.not.have.any.keys('id', '_id', 'username');
+
+      const next = await fetch(`${server.url}/whoami`, { headers: { authorization: `Bearer ${result?.token ?? ''}` } });
+      const request = await eventually(async () => (await events({ kind: 'request', requestId: next.headers.get('x-request-id') }))[0]);
+      expect(request.actor).to.deep.equal({ id: 'u-claims', name: 'claims-user', via: 'jwt' });
+    });
+
+    it('drops an email claim that would become the name of an actor without one', async () => {
+      const issue = jwtLogin({ signals: auditor, secret: SECRET, verify: () => ({ id: 'u-noname' }), claims: () => ({ email: 'other@example.com' }) });
+      const result = await issue({ identifier: 'noname', password: 'pw' });
+      const payload = jwt.verify(result?.token ?? '', SECRET, { algorithms: ['HS256'] }) as jwt.JwtPayload;
+      expect(payload.sub).to.equal('u-noname');
+      expect(payload).to.not.have.any.keys('email', 'name');
+    });
+
     it('validates its options', () => {
       expect(() => jwtLogin({ signals: auditor, secret: '', verify: () => null })).to.throw(TypeError, /"secret"/);
       expect(() => jwtLogin({ signals: {} as Auditor, secret: 's', verify: () => null })).to.throw(TypeError, /"signals"/);
