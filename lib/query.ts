@@ -49,9 +49,44 @@ const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'ip'] as con
 const MAX_VALUE_LENGTH = 4096;
 const MAX_DATE_MS = 8.64e15;
 
+/**
+ * A bad filter value. `key` and `problem` let a caller speaking another vocabulary (the HTTP API's parameter
+ * names) say the same thing in its own words.
+ */
+export class QueryFilterError extends TypeError {
+  constructor(readonly key: string, readonly problem: string) {
+    super(`koa-audit: query filter "${key}" ${problem}`);
+  }
+}
+
 function bad(key: string, expected: string, got: unknown): never {
   const shown = typeof got === 'string' ? JSON.stringify(got.length > 80 ? `${got.slice(0, 80)}…` : got) : got instanceof Date ? String(got) : typeof got === 'object' && got !== null ? 'an object' : String(got);
-  throw new TypeError(`koa-audit: query filter "${key}" must be ${expected}, got ${shown}`);
+  throw new QueryFilterError(key, `must be ${expected}, got ${shown}`);
+}
+
+// A date, or a date-time with a zone: a zoneless time would mean the local time of a machine nobody can see.
+const ISO_DATE = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|([+-])(\d{2}):?(\d{2})))?$/;
+
+/** What parseIsoDate accepts, for messages. */
+export const ISO_DATE_HINT = 'an ISO 8601 date, or date-time with a zone (2026-01-31T12:00:00Z)';
+
+/**
+ * `2026-01-31`, `2026-01-31T12:00Z`, `2026-01-31T12:00:00.5+01:00`..., or undefined. Unlike `new Date(text)` it
+ * refuses dates no calendar has (`2026-02-30` is not quietly March 2) and out-of-range fields (`T24:00`).
+ */
+export function parseIsoDate(text: string): Date | undefined {
+  const m = ISO_DATE.exec(text);
+  if (m === null) return undefined;
+  const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const [hour, minute, second] = [Number(m[4] ?? 0), Number(m[5] ?? 0), Number(m[6] ?? 0)];
+  const [offHours, offMinutes] = [Number(m[10] ?? 0), Number(m[11] ?? 0)];
+  // Leap years repeat every 400 years; 2000 + keeps Date.UTC away from its 1900 + y reading of years 0-99.
+  const daysInMonth = month >= 1 && month <= 12 ? new Date(Date.UTC(2000 + (year % 400), month, 0)).getUTCDate() : 0;
+  if (day < 1 || day > daysInMonth || hour > 23 || minute > 59 || second > 59 || offHours > 23 || offMinutes > 59) return undefined;
+  const d = new Date(Date.UTC(2000, month - 1, day, hour, minute, second, Number((m[7] ?? '').padEnd(3, '0').slice(0, 3))));
+  d.setUTCFullYear(year);
+  const offsetMs = (m[9] === '-' ? -1 : 1) * (offHours * 60 + offMinutes) * 60_000;
+  return new Date(d.getTime() - offsetMs);
 }
 
 function validDate(key: string, v: unknown): Date {
@@ -113,7 +148,7 @@ export function planQuery(input: QueryFilter | undefined): QueryPlan {
     filter[key === 'actorId' ? 'actor.id' : key] = v;
   }
   if (f.documentId !== undefined && f.model === undefined) {
-    throw new TypeError('koa-audit: query filter "documentId" needs "model" too (document ids are only unique within a model)');
+    throw new QueryFilterError('documentId', 'needs "model" too (document ids are only unique within a model)');
   }
   if (f.outcome !== undefined && !AUDIT_OUTCOMES.includes(f.outcome as AuditOutcome)) bad('outcome', "'success' or 'failure'", f.outcome);
 

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import mongoose, { type Connection } from 'mongoose';
 import { createAudit, type Auditor, type QueryFilter } from '../lib/index.js';
-import { decodeCursor, encodeCursor, planQuery } from '../lib/query.js';
+import { decodeCursor, encodeCursor, parseIsoDate, planQuery } from '../lib/query.js';
 import { ids, newestFirst, sampleEvents, type RawEvent } from './support/events.js';
 import { connectTestDb, serverKind } from './support/helpers.js';
 
@@ -166,6 +166,23 @@ describe('query API', () => {
       }
       expect(caught, JSON.stringify(filter)).to.be.instanceOf(TypeError);
       expect((caught as Error).message, JSON.stringify(filter)).to.match(message);
+    }
+  });
+
+  it('parses ISO dates and refuses impossible calendar dates (parseIsoDate)', () => {
+    const ok: [string, string][] = [
+      ['2026-01-31', '2026-01-31T00:00:00.000Z'],
+      ['2024-02-29', '2024-02-29T00:00:00.000Z'],
+      ['2000-02-29', '2000-02-29T00:00:00.000Z'],
+      ['2026-01-31T12:00Z', '2026-01-31T12:00:00.000Z'],
+      ['2026-01-31T12:00:00.123456789Z', '2026-01-31T12:00:00.123Z'],
+      ['2026-01-31T12:00:00+01:30', '2026-01-31T10:30:00.000Z'],
+      ['2026-01-31T12:00-0500', '2026-01-31T17:00:00.000Z'],
+      ['0050-03-01', '0050-03-01T00:00:00.000Z'],
+    ];
+    for (const [text, iso] of ok) expect(parseIsoDate(text)?.toISOString(), text).to.equal(iso);
+    for (const text of ['2026-02-30', '2026-02-29', '1900-02-29', '2026-04-31', '2026-00-10', '2026-13-01', '2026-01-00', '2026-01-01T24:00Z', '2026-01-01T10:60Z', '2026-01-01T10:00:60Z', '2026-01-01T10:00+24:00', '2026-01-01T10:00', 'yesterday', '']) {
+      expect(parseIsoDate(text), text).to.equal(undefined);
     }
   });
 
