@@ -16,7 +16,7 @@ export interface QueryFilter {
   /** `actor.id` of the events. */
   actorId?: string;
   model?: string;
-  /** Needs `model` too (the index is on both). */
+  /** On its own or with `model` (each has an index). */
   documentId?: string;
   requestId?: string;
   outcome?: AuditOutcome;
@@ -146,9 +146,6 @@ export function planQuery(input: QueryFilter | undefined): QueryPlan {
     if (v === undefined) continue;
     if (typeof v !== 'string' || v === '' || v.length > MAX_VALUE_LENGTH) bad(key, `a non-empty string of at most ${MAX_VALUE_LENGTH} characters`, v);
     filter[key === 'actorId' ? 'actor.id' : key] = v;
-  }
-  if (f.documentId !== undefined && f.model === undefined) {
-    throw new QueryFilterError('documentId', 'needs "model" too (document ids are only unique within a model)');
   }
   if (f.outcome !== undefined && !AUDIT_OUTCOMES.includes(f.outcome as AuditOutcome)) bad('outcome', "'success' or 'failure'", f.outcome);
 

@@ -40,6 +40,8 @@ function eventSchema(collection: string): Schema {
   schema.index({ ts: -1, _id: -1 });
   schema.index({ 'actor.id': 1, ts: -1, _id: -1 });
   schema.index({ model: 1, documentId: 1, ts: -1, _id: -1 });
+  // A documentId alone (the contract allows it) cannot use the index above (model comes first).
+  schema.index({ documentId: 1, ts: -1, _id: -1 });
   // A model alone cannot sort on the index above (documentId sits between model and ts).
   schema.index({ model: 1, ts: -1, _id: -1 });
   schema.index({ requestId: 1, ts: -1, _id: -1 });
