@@ -48,7 +48,8 @@ export interface JwtLoginResult<U> {
 
 /**
  * Resolves with `{ token, user }`, or null when the credentials are wrong or missing. When `verify` itself
- * throws, `login_failed` is emitted with reason `'verify_error'` and the error is rethrown.
+ * throws (or returns a user without an id), `login_failed` is emitted with reason `'verify_error'` and the error
+ * is thrown; when `claims` or signing throws, the reason is `'sign_error'`.
  */
 export type JwtLogin<U> = (attempt: JwtLoginAttempt) => Promise<JwtLoginResult<U> | null>;
 
@@ -116,8 +117,17 @@ export function jwtLogin<U>(options: JwtLoginOptions<U>): JwtLogin<U> {
       return null;
     }
     const actor = toActor(user, 'explicit');
-    if (actor === null) throw new TypeError('koa-audit: jwtLogin verify() returned a user without an id (id, _id or sub)');
-    const token = jwt.sign(payloadFor(actor, claims === undefined ? undefined : claims(user)), secret, signOptions);
+    if (actor === null) {
+      signals.emit('login_failed', { ctx, identifier, provider, reason: 'verify_error', meta });
+      throw new TypeError('koa-audit: jwtLogin verify() returned a user without an id (id, _id or sub)');
+    }
+    let token: string;
+    try {
+      token = jwt.sign(payloadFor(actor, claims === undefined ? undefined : claims(user)), secret, signOptions);
+    } catch (err) {
+      signals.emit('login_failed', { ctx, identifier, provider, reason: 'sign_error', meta });
+      throw err;
+    }
     signals.emit('login', { ctx, user, provider, identifier, meta });
     return { token, user };
   };

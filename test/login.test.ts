@@ -294,6 +294,34 @@ describe('login auditing', () => {
       expect(payload).to.not.have.any.keys('email', 'name');
     });
 
+    it('records login_failed with reason sign_error when claims() or signing throws, and rethrows', async () => {
+      const boom = new Error('claims boom');
+      const throwing = jwtLogin({ signals: auditor, secret: SECRET, verify: () => ({ id: 'u-sign' }), claims: () => {
+        throw boom;
+      } });
+      let err: unknown = null;
+      await throwing({ identifier: 'sign-claims', password: 'pw' }).catch((e: unknown) => (err = e));
+      expect(err).to.equal(boom);
+      expect(await events({ kind: 'login', identifier: 'sign-claims' })).to.have.length(0);
+      expect(await one({ kind: 'login_failed', identifier: 'sign-claims' })).to.include({ reason: 'sign_error', provider: 'jwt', actor: null });
+
+      // RS256 with an HMAC string: jsonwebtoken refuses to sign.
+      const badKey = jwtLogin({ signals: auditor, secret: SECRET, algorithm: 'RS256', verify: () => ({ id: 'u-sign' }) });
+      err = null;
+      await badKey({ identifier: 'sign-key', password: 'pw' }).catch((e: unknown) => (err = e));
+      expect(err).to.be.instanceOf(Error);
+      expect(await one({ kind: 'login_failed', identifier: 'sign-key' })).to.include({ reason: 'sign_error' });
+      expect(await events({ kind: 'login', identifier: 'sign-key' })).to.have.length(0);
+    });
+
+    it('records login_failed with reason verify_error when verify() returns a user without an id', async () => {
+      const issue = jwtLogin({ signals: auditor, secret: SECRET, verify: () => ({ name: 'no id' }) });
+      let err: unknown = null;
+      await issue({ identifier: 'no-id-user', password: 'pw' }).catch((e: unknown) => (err = e));
+      expect(err).to.be.instanceOf(TypeError);
+      expect(await one({ kind: 'login_failed', identifier: 'no-id-user' })).to.include({ reason: 'verify_error' });
+    });
+
     it('validates its options', () => {
       expect(() => jwtLogin({ signals: auditor, secret: '', verify: () => null })).to.throw(TypeError, /"secret"/);
       expect(() => jwtLogin({ signals: {} as Auditor, secret: 's', verify: () => null })).to.throw(TypeError, /"signals"/);
