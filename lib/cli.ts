@@ -12,7 +12,7 @@ import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { mongo } from 'mongoose';
 import { exportEvents, type ExportFormat } from './export.js';
-import { AUDIT_KINDS } from './query.js';
+import { AUDIT_KINDS, ISO_DATE_HINT, parseIsoDate } from './query.js';
 import type { AuditKind } from './types.js';
 
 export const USAGE = `Usage: koa-audit export --uri <mongodb-uri> [options]
@@ -40,15 +40,10 @@ export interface CliIO {
 
 class UsageError extends Error {}
 
-// A date, or a date-time with a zone: a zoneless time would silently mean this machine's local time.
-const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2}))?$/;
-
 function isoDate(name: string, v: string | undefined): Date | undefined {
   if (v === undefined) return undefined;
-  const d = new Date(v);
-  if (!ISO_DATE.test(v) || Number.isNaN(d.getTime())) {
-    throw new UsageError(`--${name} must be an ISO 8601 date, or date-time with a zone (2026-01-31T12:00:00Z), got ${JSON.stringify(v)}`);
-  }
+  const d = parseIsoDate(v);
+  if (d === undefined) throw new UsageError(`--${name} must be ${ISO_DATE_HINT}, got ${JSON.stringify(v)}`);
   return d;
 }
 

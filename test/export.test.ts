@@ -261,6 +261,8 @@ describe('koa-audit export (command line)', function () {
       [['export', '--uri', uri, '--kind', 'nope'], /--kind must be one of/],
       [['export', '--uri', uri, '--since', 'yesterday'], /--since must be an ISO 8601/],
       [['export', '--uri', uri, '--until', '2026-01-01T10:00'], /--until must be an ISO 8601/],
+      [['export', '--uri', uri, '--since', '2026-02-30'], /--since must be an ISO 8601/],
+      [['export', '--uri', uri, '--until', '2026-04-31T00:00:00Z'], /--until must be an ISO 8601/],
       [['export', '--uri', uri, '--format', 'xml'], /--format must be ndjson or csv/],
       [['export', '--uri', uri, '--colection', 'x'], /Unknown option '--colection'/],
       [['export', '--uri', uri, 'extra'], /positional/i],
