@@ -169,7 +169,7 @@ export async function preQuery(s: Settings, q: AuditedQuery): Promise<void> {
     if (single && opts.sort !== undefined) readOpts.sort = opts.sort;
     if (opts.collation !== undefined) readOpts.collation = opts.collation;
     const readProjection = s.fetchBefore ? projection : { _id: 1 as const };
-    const found = sameFields(await model.find(filter, readProjection ?? {}, readOpts), readProjection);
+    const found = sameFields(await model.find(filter, readProjection === s.projection ? s.findProjection() : readProjection ?? {}, readOpts), readProjection);
     if (found.length > s.maxDocuments) st.over = true;
     else {
       for (const d of found) {
@@ -343,18 +343,18 @@ export async function auditedBulkWrite(s: Settings, model: AuditedModel, base: B
       case 'replaceOne':
       case 'deleteOne':
         if (plainIdFilter(filter)) byId.push(filter._id);
-        else keep(sameFields(await model.find(filter, s.projection ?? {}, { lean: true, session, limit: 1 }), s.projection));
+        else keep(sameFields(await model.find(filter, s.findProjection(), { lean: true, session, limit: 1 }), s.projection));
         break;
       case 'updateMany':
       case 'deleteMany': {
-        const docs = sameFields(await model.find(filter, s.projection ?? {}, { lean: true, session, limit: s.maxDocuments + 1 }), s.projection);
+        const docs = sameFields(await model.find(filter, s.findProjection(), { lean: true, session, limit: s.maxDocuments + 1 }), s.projection);
         if (docs.length <= s.maxDocuments) keep(docs);
         else summaries.push({ kind: type === 'deleteMany' ? 'delete' : 'update', filter, update: body.update ?? null, matched: await model.countDocuments(filter) });
         break;
       }
     }
   }
-  if (byId.length > 0) keep(sameFields(await model.find({ _id: { $in: byId } }, s.projection ?? {}, { lean: true, session }), s.projection));
+  if (byId.length > 0) keep(sameFields(await model.find({ _id: { $in: byId } }, s.findProjection(), { lean: true, session }), s.projection));
 
   let res: unknown;
   let error: unknown = null;

@@ -36,6 +36,11 @@ export interface Settings {
   readonly redactor: Redactor;
   /** Projection of a whole audited document: from include / exclude. Null: every field. */
   readonly projection: Record<string, 0 | 1> | null;
+  /**
+   * `projection` as given to a mongoose read (`model.find`): audited fields with `select: false` forced back
+   * in (`+path`), since the driver reads of post-images include them and they would look changed.
+   */
+  findProjection(): object;
   readonly fetchBefore: boolean;
   readonly recordNoop: boolean;
   readonly maxDocuments: number;

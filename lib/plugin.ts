@@ -64,6 +64,42 @@ function outermost(paths: readonly string[]): string[] {
 
 type BulkWrite = (this: unknown, ops: unknown, options?: unknown) => Promise<unknown>;
 
+interface SchemaWalk {
+  eachPath(fn: (path: string, type: { options?: { select?: unknown }; schema?: unknown }) => void): void;
+}
+
+/** The audited paths declared `select: false`, nested schemas included (mongoose walks them the same way). */
+function unselectedPaths(schema: SchemaWalk, audited: (path: string) => boolean, prefix: string, seen: Set<unknown>, out: string[]): string[] {
+  if (seen.has(schema)) return out;
+  seen.add(schema);
+  schema.eachPath((path, type) => {
+    const full = prefix === '' ? path : `${prefix}.${path}`;
+    if (type.options?.select === false) {
+      if (audited(full)) out.push(full);
+      return;
+    }
+    if (type.schema !== undefined && type.schema !== null) unselectedPaths(type.schema as SchemaWalk, audited, full, seen, out);
+  });
+  return out;
+}
+
+/**
+ * The projection of whole-document mongoose reads. Computed at the first write, when a schema given to a
+ * global `mongoose.plugin` has all its paths. An inclusive projection needs nothing: it names what it reads.
+ */
+function findProjectionOf(schema: Schema, audited: (path: string) => boolean, projection: Record<string, 0 | 1> | null): () => object {
+  let memo: object | null = null;
+  return () => {
+    if (memo !== null) return memo;
+    const base: Record<string, 0 | 1> = { ...(projection ?? {}) };
+    const keys = Object.keys(base);
+    const inclusive = keys.length > 0 && base[keys[0]] === 1;
+    if (!inclusive) for (const p of unselectedPaths(schema as unknown as SchemaWalk, audited, '', new Set(), [])) base[`+${p}`] = 1;
+    memo = base;
+    return memo;
+  };
+}
+
 /** Marks the statics this plugin installs, with the auditor they belong to. */
 const kAuditor = Symbol('koa-audit.auditor');
 
@@ -111,6 +147,7 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
       audited,
       redactor,
       projection,
+      findProjection: findProjectionOf(schema, audited, projection),
       fetchBefore,
       recordNoop,
       maxDocuments,

@@ -1,0 +1,68 @@
+import { expect } from 'chai';
+import mongoose, { mongo, type Connection, type Model } from 'mongoose';
+import type { CommandStartedEvent } from 'mongodb';
+import { byPath, changeFixture, type ChangeFixture } from './support/changes.js';
+import { databaseUri, startDatabase } from './support/database.js';
+
+interface Account {
+  _id: mongo.ObjectId;
+  email: string;
+  code?: string;
+  age?: number;
+}
+
+describe('change plugin: edge paths (select: false, insertMany options, partial bulkWrite, reads saved)', () => {
+  let conn: Connection;
+  let fx: ChangeFixture;
+  const commands: CommandStartedEvent[] = [];
+
+  before(async () => {
+    const base = process.env.KOA_AUDIT_TEST_URI ?? (await startDatabase()).uri;
+    // Command monitoring shows what the plugin reads, and with which session.
+    conn = await mongoose.createConnection(databaseUri(base, 't_plugin_edges'), { serverSelectionTimeoutMS: 10_000, monitorCommands: true }).asPromise();
+    await conn.dropDatabase();
+    conn.getClient().on('commandStarted', (e: CommandStartedEvent) => commands.push(e));
+    fx = changeFixture(conn);
+  });
+  after(async () => {
+    await fx.auditor.close({ timeoutMs: 2000 });
+    await conn.close();
+  });
+
+  const eventsOf = (m: Model<never> | Model<Account>, extra: Record<string, unknown> = {}) => fx.events({ model: m.modelName, ...extra });
+  const findsOn = (m: Model<Account>) => commands.filter((c) => c.commandName === 'find' && c.command.find === m.collection.collectionName);
+
+  describe('fields with select: false', () => {
+    let Account: Model<Account>;
+    beforeEach(() => {
+      Account = fx.model<Account>({ email: { type: String, required: true }, code: { type: String, select: false }, age: Number });
+    });
+
+    // (findOneAndReplace takes the same path; FerretDB rejects the `fields` mongoose gives its findAndModify here.)
+    it('a replaceOne and a bulkWrite update show no false change of the hidden field', async () => {
+      const a = await Account.create({ email: 'a@x', code: 'c1', age: 1 });
+      await Account.replaceOne({ email: 'a@x' }, { email: 'a@x', code: 'c1', age: 2 });
+      await Account.replaceOne({ email: 'a@x' }, { email: 'a@x', code: 'c1', age: 3 });
+      await Account.bulkWrite([{ updateOne: { filter: { email: 'a@x' }, update: { $set: { age: 4 } } } }, { replaceOne: { filter: { email: 'a@x' }, replacement: { email: 'a@x', code: 'c2', age: 4 } } }]);
+      const updates = await eventsOf(Account, { kind: 'update', documentId: a._id.toHexString() });
+      expect(updates.map((e) => [e.operation, byPath(e.changes)])).to.deep.equal([
+        ['replaceOne', [{ path: 'age', from: 1, to: 2 }]],
+        ['replaceOne', [{ path: 'age', from: 2, to: 3 }]],
+        ['bulkWrite', [{ path: 'age', from: 3, to: 4 }, { path: 'code', from: 'c1', to: 'c2' }]],
+      ]);
+    });
+
+    it('delete events list the hidden field too, and the app still does not see it', async () => {
+      const a = await Account.create({ email: 'd@x', code: 'c1', age: 1 });
+      const b = await Account.create({ email: 'e@x', code: 'c2', age: 2 });
+      await Account.deleteOne({ email: 'd@x' });
+      await Account.bulkWrite([{ deleteOne: { filter: { email: 'e@x' } } }]);
+      const [da] = await eventsOf(Account, { kind: 'delete', documentId: a._id.toHexString() });
+      const [db] = await eventsOf(Account, { kind: 'delete', documentId: b._id.toHexString() });
+      expect(byPath(da.changes)).to.deep.equal([{ path: 'age', from: 1, to: null }, { path: 'code', from: 'c1', to: null }, { path: 'email', from: 'd@x', to: null }]);
+      expect(byPath(db.changes)).to.deep.equal([{ path: 'age', from: 2, to: null }, { path: 'code', from: 'c2', to: null }, { path: 'email', from: 'e@x', to: null }]);
+      const c = await Account.create({ email: 'f@x', code: 'c3' });
+      expect((await Account.findById(c._id).lean())!.code).to.equal(undefined);
+    });
+  });
+});
