@@ -207,5 +207,9 @@ describe('Feishu OAuth provider', () => {
     expect(() => feishuRouter({ ...base, baseUrl: 'ftp://x' })).to.throw(TypeError, /"baseUrl"/);
     expect(() => feishuRouter({ ...base, timeoutMs: 0 })).to.throw(TypeError, /"timeoutMs"/);
     expect(() => feishuRouter({ ...base, bogus: 1 } as typeof base)).to.throw(TypeError, /"bogus"/);
+    expect(() => feishuRouter({ ...base, appId: undefined } as unknown as typeof base)).to.throw(TypeError, /"appId" must be a non-empty string, got undefined/);
+    expect(() => feishuRouter({ ...base, prefix: '' })).to.throw(TypeError, /"prefix"/);
+    expect(() => feishuRouter({ ...base, scope: 7 } as unknown as typeof base)).to.throw(TypeError, /"scope"/);
+    expect(() => feishuRouter(null as unknown as typeof base)).to.throw(TypeError, /feishuRouter options/);
   });
 });

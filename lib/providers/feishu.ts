@@ -17,7 +17,7 @@ import type { Context } from 'koa';
 import { toActor } from '../actor.js';
 import { frameOf, storage } from '../context.js';
 import { signalsOf, type LoginSignals, type SignalTarget } from '../login.js';
-import { checkKnown, fail, positiveInt } from '../options.js';
+import { checkKnown, fail, nonEmptyString, objectOption, positiveInt } from '../options.js';
 import { capString } from '../safe.js';
 
 export interface FeishuUser {
@@ -90,17 +90,13 @@ const KNOWN = [
   'failureRedirect', 'timeoutMs', 'stateTtlMs', 'stateSecret', 'cookieName',
 ] as const;
 
-function requiredString(name: string, v: unknown): string {
-  if (typeof v !== 'string' || v === '') fail(name, 'a non-empty string', v);
-  return v;
-}
-
-function optionalString(name: string, v: unknown, dflt: string): string {
-  return v === undefined ? dflt : requiredString(name, v);
+/** A string option without a default: absent is as wrong as empty. */
+function required(name: string, v: unknown): string {
+  return v === undefined ? fail(name, 'a non-empty string', v) : nonEmptyString(name, v, '');
 }
 
 function absoluteUrl(name: string, v: unknown): string {
-  const s = requiredString(name, v);
+  const s = required(name, v);
   if (!URL.canParse(s) || !/^https?:$/.test(new URL(s).protocol)) fail(name, 'an absolute http(s) URL', s);
   return s;
 }
@@ -159,26 +155,26 @@ function errorDetail(stage: string, reply: FeishuReply): Record<string, unknown>
 }
 
 export function feishuRouter(options: FeishuRouterOptions): Router {
-  if (options === null || typeof options !== 'object') fail('feishuRouter options', 'an object', options);
+  objectOption('feishuRouter options', options ?? null);
   checkKnown(options, KNOWN, 'feishuRouter');
   const signals: LoginSignals = signalsOf(options.signals, 'signals');
-  const appId = requiredString('appId', options.appId);
-  const appSecret = requiredString('appSecret', options.appSecret);
+  const appId = required('appId', options.appId);
+  const appSecret = required('appSecret', options.appSecret);
   if (typeof options.onLogin !== 'function') fail('onLogin', 'a function (ctx, user, tokens) => ...', options.onLogin);
   const onLogin = options.onLogin;
   const baseUrl = absoluteUrl('baseUrl', options.baseUrl ?? 'https://open.feishu.cn').replace(/\/+$/, '');
-  const prefix = optionalString('prefix', options.prefix, '/auth/feishu').replace(/\/+$/, '');
+  const prefix = nonEmptyString('prefix', options.prefix, '/auth/feishu').replace(/\/+$/, '');
   if (prefix !== '' && !prefix.startsWith('/')) fail('prefix', 'a path starting with "/"', prefix);
   const redirectUri = options.redirectUri === undefined ? undefined : absoluteUrl('redirectUri', options.redirectUri);
-  const scope = options.scope === undefined ? undefined : requiredString('scope', options.scope);
-  const successRedirect = optionalString('successRedirect', options.successRedirect, '/');
-  const failureRedirect = options.failureRedirect === undefined ? undefined : requiredString('failureRedirect', options.failureRedirect);
+  const scope = options.scope === undefined ? undefined : nonEmptyString('scope', options.scope, '');
+  const successRedirect = nonEmptyString('successRedirect', options.successRedirect, '/');
+  const failureRedirect = options.failureRedirect === undefined ? undefined : nonEmptyString('failureRedirect', options.failureRedirect, '');
   const timeoutMs = positiveInt('timeoutMs', options.timeoutMs, 10_000);
   const stateTtlMs = positiveInt('stateTtlMs', options.stateTtlMs, 10 * 60_000);
-  const cookieName = optionalString('cookieName', options.cookieName, 'koa_audit_feishu_state');
+  const cookieName = nonEmptyString('cookieName', options.cookieName, 'koa_audit_feishu_state');
   const stateKey = options.stateSecret === undefined
     ? createHmac('sha256', appSecret).update('koa-audit feishu state').digest()
-    : Buffer.from(requiredString('stateSecret', options.stateSecret));
+    : Buffer.from(nonEmptyString('stateSecret', options.stateSecret, ''));
   const cookiePath = prefix === '' ? '/' : prefix;
 
   // Not `ctx.origin`: in Koa 3 that is the client's Origin header. Forwarded host and protocol count only
