@@ -15,6 +15,7 @@
  */
 import type { Writable } from 'node:stream';
 import type { mongo } from 'mongoose';
+import { planQuery } from './query.js';
 import { eventToJson } from './serialize.js';
 import type { AuditKind } from './types.js';
 
@@ -65,14 +66,16 @@ export function ndjsonLine(doc: Record<string, unknown>): string {
   return `${JSON.stringify(eventToJson(doc))}\n`;
 }
 
-/** The query of an export: its filter, served by the `{ kind, ts, _id }` or `{ ts, _id }` index walked backwards. */
+/**
+ * The query of an export: the query API's own filter (planQuery: `since`/`until` mean exactly what `from`/`to` do),
+ * read oldest first, served by the `{ kind, ts, _id }` or `{ ts, _id }` index walked backwards.
+ */
 export function exportQuery(options: Pick<ExportOptions, 'kinds' | 'since' | 'until'>): { filter: Record<string, unknown>; sort: { ts: 1; _id: 1 } } {
-  const filter: Record<string, unknown> = {};
-  if (options.kinds !== undefined && options.kinds.length > 0) filter.kind = options.kinds.length === 1 ? options.kinds[0] : { $in: [...new Set(options.kinds)] };
-  const ts: Record<string, Date> = {};
-  if (options.since !== undefined) ts.$gte = options.since;
-  if (options.until !== undefined) ts.$lt = options.until;
-  if (Object.keys(ts).length > 0) filter.ts = ts;
+  const { filter } = planQuery({
+    ...(options.kinds !== undefined && options.kinds.length > 0 ? { kind: options.kinds } : {}),
+    ...(options.since !== undefined ? { from: options.since } : {}),
+    ...(options.until !== undefined ? { to: options.until } : {}),
+  });
   return { filter, sort: { ts: 1, _id: 1 } };
 }
 

@@ -239,6 +239,19 @@ describe('koa-audit export (command line)', function () {
     expect(progress[progress.length - 1]).to.equal(n);
   });
 
+  it('filters with the query API\'s own rules: a kind or date the query API refuses is refused, not exported as nothing', async () => {
+    const coll = conn.collection('y_events') as unknown as mongo.Collection;
+    const sink = new Writable({ write: (_c, _e, cb) => cb() });
+    const refused = async (options: Parameters<typeof exportEvents>[2]): Promise<unknown> => exportEvents(coll, sink, options).then(() => undefined, (err: unknown) => err);
+    const badKind = await refused({ format: 'ndjson', kinds: ['upsert' as never] });
+    expect(badKind).to.be.instanceOf(TypeError);
+    expect((badKind as Error).message).to.match(/"kind"/);
+    expect(await refused({ format: 'ndjson', since: new Date('nope') })).to.be.instanceOf(TypeError);
+    const matched = await exportEvents(coll, sink, { format: 'ndjson', kinds: ['login', 'login'], since: new Date(start + 200), until: new Date(start + 700) });
+    expect(matched).to.equal(await conn.collection('y_events').countDocuments({ kind: 'login', ts: { $gte: new Date(start + 200), $lt: new Date(start + 700) } }));
+    expect(matched).to.be.greaterThan(0);
+  });
+
   it('escapes CSV cells that a spreadsheet would run as formulas', () => {
     expect(csvCell('=1+1')).to.equal("'=1+1");
     expect(csvCell('+1')).to.equal("'+1");
