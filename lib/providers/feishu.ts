@@ -15,7 +15,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { toActor } from '../actor.js';
-import { frameOf, storage } from '../context.js';
+import { frameFor, storage } from '../context.js';
 import { signalsOf, type LoginSignals, type SignalTarget } from '../login.js';
 import { checkKnown, fail, nonEmptyString, objectOption, positiveInt } from '../options.js';
 import { capString } from '../safe.js';
@@ -310,24 +310,19 @@ export function feishuRouter(options: FeishuRouterOptions): Router {
       throw err;
     }
 
-    // What onLogin changes (creating the app's user, say) is attributed to the Feishu identity.
+    // What onLogin changes (creating the app's user, say) is attributed to the Feishu identity: it runs in a
+    // frame of its own, so the request's frame is never changed and nothing has to be put back afterwards.
     const identity = { id: user.openId, name: user.name ?? user.email };
-    const frame = frameOf.get(ctx) ?? storage.getStore();
-    const inRequest = frame !== undefined && frame.ctx !== null ? frame : undefined;
-    const before = inRequest?.explicitActor ?? null;
-    if (inRequest !== undefined) inRequest.explicitActor = toActor(identity, 'explicit');
+    const frame = frameFor(ctx);
+    const run = async (): Promise<unknown> => onLogin(ctx, user, tokens);
     let appUser: unknown;
     try {
-      appUser = await onLogin(ctx, user, tokens);
+      appUser = await (frame === undefined ? run() : storage.run({ ...frame, explicitActor: toActor(identity, 'explicit') }, run));
     } catch (err) {
-      if (inRequest !== undefined) inRequest.explicitActor = before;
       signals.emit('login_failed', { ctx, identifier: user.openId, provider: 'feishu', reason: 'on_login_error' });
       throw err;
     }
-    if (appUser === false) {
-      if (inRequest !== undefined) inRequest.explicitActor = before;
-      return failed(ctx, new FlowError('rejected'), user.openId);
-    }
+    if (appUser === false) return failed(ctx, new FlowError('rejected'), user.openId);
     const meta: Record<string, unknown> = {};
     if (user.unionId !== undefined) meta.unionId = user.unionId;
     if (user.tenantKey !== undefined) meta.tenantKey = user.tenantKey;
