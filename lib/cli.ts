@@ -152,7 +152,8 @@ async function runExport(a: ExportArgs, io: CliIO): Promise<number> {
       return 1;
     }
     const db = client.db();
-    const exists = (await db.listCollections({ name: a.collection }, { nameOnly: true }).toArray()).length > 0;
+    // Only for a warning: a role without the listCollections privilege may still read the collection.
+    const exists = await db.listCollections({ name: a.collection }, { nameOnly: true }).toArray().then((found) => found.length > 0, () => true);
     if (!exists) say(`warning: database "${db.databaseName}" has no collection "${a.collection}"; nothing to export`);
 
     const started = Date.now();
