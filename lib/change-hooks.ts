@@ -282,11 +282,12 @@ export async function postInsertMany(s: Settings, model: AuditedModel, docs: unk
 }
 
 /** insertMany with `rawResult: true`: the result names the inserted ids; their documents are read back. */
-export async function postInsertedIds(s: Settings, model: AuditedModel, res: unknown): Promise<void> {
+export async function postInsertedIds(s: Settings, model: AuditedModel, res: unknown, session: ClientSession | null): Promise<void> {
   if (!s.auditsModel(model.modelName)) return;
   const map = (res as { insertedIds?: Record<string, unknown> } | null)?.insertedIds ?? {};
   const ids = Object.keys(map).map((k) => map[k]);
-  const docs = await readByIds(model, ids, s.projection, null);
+  // In the writer's session: inside a transaction the documents are not visible to any other.
+  const docs = await readByIds(model, ids, s.projection, session);
   const t: Target = { modelName: model.modelName, collectionName: model.collection.collectionName, operation: 'insertMany' };
   for (const id of ids) {
     const key = documentIdString(id);

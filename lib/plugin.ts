@@ -6,7 +6,7 @@
  * findOneAndUpdate, replaceOne, findOneAndReplace, deleteOne (query and document), deleteMany,
  * findOneAndDelete and bulkWrite (every operation type). See lib/change-hooks.ts for how each is diffed.
  */
-import type { Schema } from 'mongoose';
+import type { ClientSession, Schema } from 'mongoose';
 import type { AuditCore } from './auditor.js';
 import {
   DELETE_QUERIES, UPDATE_QUERIES, auditedBulkWrite, postInsertedIds, postInsertMany, postQuery, postSave, preQuery, preSave,
@@ -176,17 +176,34 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
     });
     // Kareem tells error handlers by arity: (error, docs, next). An ordered or unordered insertMany that
     // failed part-way still inserted `error.insertedDocs`: those happened, and are recorded.
+    const handled = new WeakSet<object>();
     hooks.post('insertMany', async function (this: AuditedModel, error: unknown, _docs: unknown, _next: unknown) {
+      if (error !== null && typeof error === 'object') handled.add(error);
       const inserted = (error as { insertedDocs?: unknown } | null)?.insertedDocs;
       if (Array.isArray(inserted) && inserted.length > 0) await settle(s, postInsertMany(s, this, inserted));
     });
 
-    // With `rawResult: true` mongoose returns before running insertMany post middleware: the ids it
-    // reports are read back and recorded here instead.
+    // Mongoose returns before running insertMany post middleware with `rawResult: true` (the ids it reports
+    // are read back) and with `populate` (the documents it returns are recorded): both are recorded here.
     const previousInsertMany = hooks.statics.insertMany as BulkWrite | undefined;
     hooks.statics.insertMany = async function insertMany(this: AuditedModel & { base: { Model: { insertMany: BulkWrite } } }, docs: unknown, opts?: unknown) {
-      const res = await (previousInsertMany ?? this.base.Model.insertMany).call(this, docs, opts);
-      if ((opts as { rawResult?: unknown } | undefined)?.rawResult === true) await settle(s, postInsertedIds(s, this, res));
+      const audited = s.auditsModel(this.modelName);
+      if (audited && s.blocking) await s.core.writer.waitForSpace();
+      const o = (opts ?? {}) as { rawResult?: unknown; populate?: unknown; session?: ClientSession | null };
+      let res: unknown;
+      try {
+        res = await (previousInsertMany ?? this.base.Model.insertMany).call(this, docs, opts);
+      } catch (err) {
+        // A populate that failed after the insert: mongoose ran no middleware, the documents are in the error.
+        const inserted = (err as { insertedDocs?: unknown } | null)?.insertedDocs;
+        if (audited && o.populate != null && err !== null && typeof err === 'object' && !handled.has(err) && Array.isArray(inserted)) {
+          await settle(s, postInsertMany(s, this, inserted));
+        }
+        throw err;
+      }
+      if (!audited) return res;
+      if (o.rawResult === true) await settle(s, postInsertedIds(s, this, res, o.session ?? null));
+      else if (o.populate != null) await settle(s, postInsertMany(s, this, res));
       return res;
     };
 

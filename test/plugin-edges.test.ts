@@ -65,4 +65,36 @@ describe('change plugin: edge paths (select: false, insertMany options, partial 
       expect((await Account.findById(c._id).lean())!.code).to.equal(undefined);
     });
   });
+
+  describe('insertMany paths that skip mongoose post middleware', () => {
+    it('with populate, the inserted documents are recorded (references as ids)', async () => {
+      const Owner = conn.model(`Owner_${Date.now().toString(36)}`, new mongoose.Schema({ name: String }));
+      const Pet = fx.model<{ name: string; owner: mongo.ObjectId }>({ name: String, owner: { type: mongoose.Schema.Types.ObjectId, ref: Owner.modelName } });
+      const o = await Owner.create({ name: 'ann' });
+      const docs = await Pet.insertMany([{ name: 'rex', owner: o._id }], { populate: 'owner' });
+      expect((docs[0].owner as unknown as { name: string }).name).to.equal('ann');
+      const created = await eventsOf(Pet as unknown as Model<never>, { kind: 'create', operation: 'insertMany' });
+      expect(created.map((e) => byPath(e.changes).filter((c) => c.path !== '__v'))).to.deep.equal([
+        [{ path: 'name', from: null, to: 'rex' }, { path: 'owner', from: null, to: o._id.toHexString() }],
+      ]);
+    });
+
+    it('with rawResult in a session, the read-back of the inserted documents runs in that session', async () => {
+      const Account = fx.model<Account>({ email: String });
+      const session = await conn.startSession();
+      try {
+        const lsid = session.id!.id.toString('hex');
+        commands.length = 0;
+        const res = await Account.insertMany([{ email: 'r1@x' }, { email: 'r2@x' }], { rawResult: true, session });
+        expect(res.insertedCount).to.equal(2);
+        const reads = findsOn(Account);
+        expect(reads.length).to.be.at.least(1);
+        for (const r of reads) expect((r.command.lsid as { id: mongo.Binary } | undefined)?.id.toString('hex')).to.equal(lsid);
+      } finally {
+        await session.endSession();
+      }
+      const created = await eventsOf(Account, { kind: 'create', operation: 'insertMany' });
+      expect(created.map((e) => byPath(e.changes).find((c) => c.path === 'email')!.to).sort()).to.deep.equal(['r1@x', 'r2@x']);
+    });
+  });
 });
