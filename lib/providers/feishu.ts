@@ -113,9 +113,10 @@ interface FeishuReply {
   body: Record<string, unknown> | null;
 }
 
-const MAX_REPLY = 1024 * 1024;
-
-/** One call to Feishu. Transport failures (refused, reset, timeout) are `network_error`; the rest is the caller's. */
+/**
+ * One call to Feishu. Transport failures (refused, reset, timeout) are `network_error`; the rest is the caller's.
+ * The reply's size is not capped: `baseUrl` is trusted configuration, and the timeout covers reading the body.
+ */
 async function call(url: string, init: RequestInit, timeoutMs: number, stage: string): Promise<FeishuReply> {
   let res: Response;
   let text: string;
@@ -128,13 +129,11 @@ async function call(url: string, init: RequestInit, timeoutMs: number, stage: st
     throw new FlowError('network_error', { stage, error: e.name === 'TimeoutError' ? 'timeout' : code ?? e.name ?? 'fetch failed' });
   }
   let body: Record<string, unknown> | null = null;
-  if (text.length <= MAX_REPLY) {
-    try {
-      const parsed: unknown = JSON.parse(text);
-      if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) body = parsed as Record<string, unknown>;
-    } catch {
-      body = null;
-    }
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) body = parsed as Record<string, unknown>;
+  } catch {
+    body = null;
   }
   return { status: res.status, body };
 }
