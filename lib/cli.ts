@@ -176,7 +176,9 @@ async function runExport(a: ExportArgs, io: CliIO): Promise<number> {
     if (file !== undefined && partial !== undefined && a.out !== undefined) {
       renameSync(partial, a.out);
       const maxRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
-      say(`${tty ? '\r' : ''}wrote ${count} events to ${a.out} in ${((Date.now() - started) / 1000).toFixed(1)} s (peak memory ${maxRssMb} MB)`);
+      // On a terminal the progress line has no newline yet: clear it, then write the message in its place.
+      if (tty) io.stderr.write('\r\x1b[K');
+      say(`wrote ${count} events to ${a.out} in ${((Date.now() - started) / 1000).toFixed(1)} s (peak memory ${maxRssMb} MB)`);
     }
     return 0;
   } finally {

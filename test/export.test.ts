@@ -265,6 +265,18 @@ describe('koa-audit export (command line)', function () {
     expect(csvCell('plain')).to.equal('plain');
   });
 
+  it('on a terminal, clears the progress line before the final message', async () => {
+    let err = '';
+    const stderr = Object.assign(new Writable({ write(chunk: Buffer, _e, cb) { err += chunk.toString(); cb(); } }), { isTTY: true });
+    const stdout = new Writable({ write: (_c, _e, cb) => cb() });
+    const out = join(dir, 'tty.ndjson');
+    const code = await main(['export', '--uri', uri, '--collection', 'y_events', '--out', out], { stdout, stderr });
+    expect(code, err).to.equal(0);
+    expect(err).to.match(/\r\x1b\[Kkoa-audit export: wrote 3000 events to /);
+    expect(err, 'no prefix left before a carriage return').to.not.match(/koa-audit export: \r/);
+    expect(err.endsWith('\n')).to.equal(true);
+  });
+
   it('exits 2 with a message on bad arguments', async () => {
     const cases: [string[], RegExp][] = [
       [[], /Usage: koa-audit export/],
