@@ -212,9 +212,9 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
   }
 }
 
-// Run when executed directly (`node lib/cli.ts`, `node dist/cjs/cli.js`); bin/koa-audit.js calls main itself.
-if (typeof require !== 'undefined' && require.main === module) {
-  main(process.argv.slice(2)).then(
+/** The process entry: runs main on this process's arguments and sets the exit status (bin/koa-audit.js calls it). */
+export function run(argv: string[] = process.argv.slice(2)): Promise<void> {
+  return main(argv).then(
     (code) => {
       process.exitCode = code;
     },
@@ -224,3 +224,6 @@ if (typeof require !== 'undefined' && require.main === module) {
     },
   );
 }
+
+// Executed directly (`node --import tsx lib/cli.ts`, as the tests do, or `node dist/cjs/cli.js`).
+if (typeof require !== 'undefined' && require.main === module) void run();
