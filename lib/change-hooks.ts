@@ -318,7 +318,7 @@ export async function auditedBulkWrite(s: Settings, model: AuditedModel, base: B
   const before = new Map<string, Doc>();
   const ids: unknown[] = [];
   const byId: unknown[] = [];
-  const summaries: { kind: 'update' | 'delete'; filter: unknown; update: unknown; matched: number }[] = [];
+  const summaries: { index: number; kind: 'update' | 'delete'; filter: unknown; update: unknown; matched: number }[] = [];
   const keep = (docs: Doc[]): void => {
     for (const d of docs) {
       const key = documentIdString(d._id);
@@ -328,7 +328,8 @@ export async function auditedBulkWrite(s: Settings, model: AuditedModel, base: B
     }
   };
 
-  for (const op of ops) {
+  for (let index = 0; index < ops.length; index++) {
+    const op: unknown = ops[index];
     if (op === null || typeof op !== 'object') continue;
     const type = Object.keys(op)[0];
     const body = (op as Record<string, Doc>)[type];
@@ -350,7 +351,7 @@ export async function auditedBulkWrite(s: Settings, model: AuditedModel, base: B
       case 'deleteMany': {
         const docs = sameFields(await model.find(filter, s.findProjection(), { lean: true, session, limit: s.maxDocuments + 1 }), s.projection);
         if (docs.length <= s.maxDocuments) keep(docs);
-        else summaries.push({ kind: type === 'deleteMany' ? 'delete' : 'update', filter, update: body.update ?? null, matched: await model.countDocuments(filter) });
+        else summaries.push({ index, kind: type === 'deleteMany' ? 'delete' : 'update', filter, update: body.update ?? null, matched: await model.countDocuments(filter) });
         break;
       }
     }
@@ -390,7 +391,43 @@ export async function auditedBulkWrite(s: Settings, model: AuditedModel, base: B
       await emitTransition(s, t, key, null, after.get(key) ?? null);
     }
   })());
+  if (summaries.length > 0) {
+    const ran = ranOperations(options, error, res);
+    for (const sm of summaries) {
+      if (ran(sm.index)) await settle(s, emit(s, t, sm.kind, undefined, [], { filter: sm.filter, update: sm.update, matched: sm.matched }));
+    }
+  }
   if (error !== null) throw error;
-  for (const sm of summaries) await settle(s, emit(s, t, sm.kind, undefined, [], { filter: sm.filter, update: sm.update, matched: sm.matched }));
   return res;
+}
+
+interface BulkOutcome {
+  writeErrors?: unknown;
+  mongoose?: { results?: unknown[] };
+}
+
+/**
+ * Which operations of a bulkWrite ran, by index in the caller's list. Mongoose reports per-operation results
+ * when it left out operations that failed to cast (unordered: `null` is a success); otherwise the server's
+ * write errors tell: an ordered write stops at the first, an unordered one skips only those. A failure
+ * without write errors (a cast error, a lost connection) ran nothing that can be vouched for.
+ */
+function ranOperations(options: unknown, error: unknown, res: unknown): (index: number) => boolean {
+  const outcome = ((error ?? res ?? {}) as BulkOutcome);
+  const results = outcome.mongoose?.results;
+  if (Array.isArray(results)) return (i) => results[i] === null;
+  if (error === null) return () => true;
+  const raw = outcome.writeErrors;
+  const writeErrors = Array.isArray(raw) ? raw : raw !== null && raw !== undefined ? [raw] : [];
+  const failed = writeErrors
+    .map((w) => (w as { index?: unknown; err?: { index?: unknown } }).index ?? (w as { err?: { index?: unknown } }).err?.index)
+    .filter((i): i is number => typeof i === 'number');
+  if (failed.length === 0) return () => false;
+  const o = (options ?? {}) as { ordered?: unknown };
+  if (o.ordered == null || Boolean(o.ordered)) {
+    const first = Math.min(...failed);
+    return (i) => i < first;
+  }
+  const set = new Set(failed);
+  return (i) => !set.has(i);
 }

@@ -97,4 +97,34 @@ describe('change plugin: edge paths (select: false, insertMany options, partial 
       expect(created.map((e) => byPath(e.changes).find((c) => c.path === 'email')!.to).sort()).to.deep.equal(['r1@x', 'r2@x']);
     });
   });
+
+  describe('a bulkWrite that fails part-way', () => {
+    let Account: Model<Account>;
+    beforeEach(async () => {
+      Account = fx.model<Account>({ email: { type: String, unique: true }, age: Number }, { maxDocuments: 2 });
+      await Account.init();
+      await Account.insertMany([1, 2, 3].map((i) => ({ email: `s${i}@x`, age: 0 })));
+    });
+    const ops = (): mongoose.AnyBulkWriteOperation<Account>[] => [
+      { updateMany: { filter: { age: { $gte: 0 } }, update: { $inc: { age: 1 } } } },
+      { insertOne: { document: { email: 's1@x' } as Account } },
+      { deleteMany: { filter: { age: { $gte: 0 } } } },
+    ];
+
+    it('ordered: the summary of the operation before the failure is recorded, none after it', async () => {
+      const err = await Account.bulkWrite(ops()).catch((e: unknown) => e);
+      expect((err as { code?: number }).code).to.equal(11000);
+      const summaries = await eventsOf(Account, { operation: 'bulkWrite' });
+      expect(summaries.map((e) => [e.kind, e.summary?.matched])).to.deep.equal([['update', 3]]);
+      expect(await Account.countDocuments()).to.equal(3);
+    });
+
+    it('unordered: the summaries of every operation that ran are recorded', async () => {
+      const err = await Account.bulkWrite(ops(), { ordered: false }).catch((e: unknown) => e);
+      expect((err as { code?: number }).code).to.equal(11000);
+      expect(await Account.countDocuments()).to.equal(0);
+      const summaries = await eventsOf(Account, { operation: 'bulkWrite' });
+      expect(summaries.map((e) => [e.kind, e.summary?.matched]).sort()).to.deep.equal([['delete', 3], ['update', 3]]);
+    });
+  });
 });
