@@ -221,8 +221,10 @@ export async function postQuery(s: Settings, q: AuditedQuery, res: unknown): Pro
 
   if (isDelete) {
     if (st.ids.length === 0 || res === null || r.deletedCount === 0) return;
-    // Which of the documents read are gone now (the filter may have matched another one meanwhile).
-    const left = await readByIds(model, st.ids, { _id: 1 }, st.session);
+    // Which of the documents read are gone now (the filter may have matched another one meanwhile). A
+    // single delete by a plain `{ _id }` that deleted one document deleted that one: nothing to ask.
+    const known = r.deletedCount === 1 && st.ids.length === 1 && SINGLE.has(st.op) && plainIdFilter(q.getFilter());
+    const left = known ? new Map<string, Doc>() : await readByIds(model, st.ids, { _id: 1 }, st.session);
     for (const [id, before] of st.before) {
       if (left.has(id)) continue;
       await emit(s, t, 'delete', id, s.fetchBefore ? diffDocuments(before, null, s.change) : []);

@@ -127,4 +127,17 @@ describe('change plugin: edge paths (select: false, insertMany options, partial 
       expect(summaries.map((e) => [e.kind, e.summary?.matched]).sort()).to.deep.equal([['delete', 3], ['update', 3]]);
     });
   });
+
+  describe('reads saved', () => {
+    it('a deleteOne by a plain _id that deleted it reads nothing after the write', async () => {
+      const Account = fx.model<Account>({ email: String, age: Number });
+      const a = await Account.create({ email: 'x@x', age: 1 });
+      commands.length = 0;
+      await Account.deleteOne({ _id: a._id });
+      expect(findsOn(Account)).to.have.length(1); // the pre-image
+      const [e] = await eventsOf(Account, { kind: 'delete' });
+      expect(e.documentId).to.equal(a._id.toHexString());
+      expect(byPath(e.changes)).to.deep.equal([{ path: 'age', from: 1, to: null }, { path: 'email', from: 'x@x', to: null }]);
+    });
+  });
 });
