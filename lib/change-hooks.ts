@@ -240,8 +240,10 @@ export async function postQuery(s: Settings, q: AuditedQuery, res: unknown): Pro
     for (const d of await model.find(q.getFilter(), { _id: 1 }, { lean: true, session: st.session, limit: 1 })) created.push(d._id);
   }
   const createdIds = new Set(created.map(documentIdString));
-  const after = await readByIds(model, [...st.ids, ...created], st.projection, st.session);
-  const full = created.length > 0 && st.projection !== s.projection ? await readByIds(model, created, s.projection, st.session) : after;
+  // A created document is read once, whole; the others with the update's narrower projection.
+  const separate = created.length > 0 && st.projection !== s.projection;
+  const after = await readByIds(model, separate ? st.ids : [...st.ids, ...created], st.projection, st.session);
+  const full = separate ? await readByIds(model, created, s.projection, st.session) : after;
 
   for (const id of createdIds) {
     // Inserted by this write, so it did not exist before (with `fetchBefore: false` the id may be a guess).

@@ -139,5 +139,16 @@ describe('change plugin: edge paths (select: false, insertMany options, partial 
       expect(e.documentId).to.equal(a._id.toHexString());
       expect(byPath(e.changes)).to.deep.equal([{ path: 'age', from: 1, to: null }, { path: 'email', from: 'x@x', to: null }]);
     });
+
+    it('an upsert with update operators reads the created document once, whole', async () => {
+      const Account = fx.model<Account>({ email: String, age: Number });
+      commands.length = 0;
+      await Account.updateOne({ email: 'u@x' }, { $set: { age: 5 } }, { upsert: true });
+      const reads = findsOn(Account);
+      expect(reads).to.have.length(2); // the pre-image (none found), then the created document
+      expect(reads[1].command.projection).to.deep.equal({ __v: 0 });
+      const [e] = await eventsOf(Account, { kind: 'create' });
+      expect(byPath(e.changes)).to.deep.equal([{ path: 'age', from: null, to: 5 }, { path: 'email', from: null, to: 'u@x' }]);
+    });
   });
 });
