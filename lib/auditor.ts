@@ -251,7 +251,13 @@ export function createAudit(options?: AuditOptions): Auditor {
     ready,
     // Login events are accepted asynchronously and flood summaries are held in memory: both go first.
     flush: () => login.flush().then(() => writer.flush()),
-    close: (opts?: { timeoutMs?: number }) => login.close().then(() => writer.close(opts?.timeoutMs ?? o.closeTimeoutMs)),
+    close: async (opts?: { timeoutMs?: number }) => {
+      await login.close();
+      const result = await writer.close(opts?.timeoutMs ?? o.closeTimeoutMs);
+      // An index creation still under way would fail once the app closes its connection: let it end first.
+      await readyPromise?.catch(() => {});
+      return result;
+    },
     stats: () => writer.stats(),
     on(event: keyof AuditorEvents, listener: (...args: unknown[]) => void) {
       events.on(event, listener);
