@@ -42,7 +42,7 @@ export function toActor(user: unknown, via: ActorVia): Actor | null {
 export interface JwtOptions {
   /** HMAC secret (HS*) ... */
   secret?: jwt.Secret;
-  /** ... or public key (RS*, ES*, PS*, EdDSA). */
+  /** ... or public key (RS*, ES*, PS*). */
   publicKey?: jwt.Secret;
   /** Accepted algorithms. Required: a verifier that lets the token choose its algorithm can be fooled. */
   algorithms: jwt.Algorithm[];

@@ -27,6 +27,7 @@ describe('createAudit', () => {
     ['jwt', { jwt: { algorithms: ['HS256'] } }],
     ['jwt.algorithms', { jwt: { secret: 's', algorithms: ['none'] } }],
     ['jwt.algorithms', { jwt: { secret: 's' } }],
+    ['jwt.algorithms', { jwt: { publicKey: 'k', algorithms: ['EdDSA'] } }],
     ['writeConcern', { writeConcern: 'majority' }],
     ['batchSize', { batchSize: 0 }],
     ['loginFailures.max', { loginFailures: { max: 0, windowMs: 10 } }],
