@@ -151,4 +151,17 @@ describe('change plugin: edge paths (select: false, insertMany options, partial 
       expect(byPath(e.changes)).to.deep.equal([{ path: 'age', from: null, to: 5 }, { path: 'email', from: null, to: 'u@x' }]);
     });
   });
+
+  it("insertMany under onFull: 'block' waits for room before writing, and writes nothing when none comes", async () => {
+    const blocking = changeFixture(conn, { collection: 'edges_block', onFull: 'block', maxQueue: 1, batchSize: 1000, flushIntervalMs: 600_000, blockTimeoutMs: 200 });
+    try {
+      const M = blocking.model<Account>({ email: String });
+      await M.create({ email: 'first@x' }); // its event fills the queue, which is not flushed meanwhile
+      const err = await M.insertMany([{ email: 'i1@x' }, { email: 'i2@x' }]).then(() => null, (e: Error) => e);
+      expect(err?.name).to.equal('AuditUnavailableError');
+      expect(await M.countDocuments()).to.equal(1);
+    } finally {
+      await blocking.auditor.close({ timeoutMs: 2000 });
+    }
+  });
 });
