@@ -257,6 +257,8 @@ export async function postQuery(s: Settings, q: AuditedQuery, res: unknown): Pro
     if (s.fetchBefore) {
       await emitTransition(s, t, id, before, doc);
     } else if (r.modifiedCount !== 0 || s.recordNoop) {
+      // Not always true here: an upsert reports modifiedCount 0 with its upsertedId, and a document read
+      // before it (that stopped matching meanwhile) was then not changed by this write.
       const changes = listFields(doc, st.paths, s.change);
       if (changes.length > 0 || s.recordNoop) await emit(s, t, 'update', id, changes);
     }
