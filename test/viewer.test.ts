@@ -137,12 +137,12 @@ describe('viewer page (headless Chromium)', function () {
     expect(await loaded()).to.equal('No events match these filters.');
     expect(await rowIds()).to.deep.equal([]);
 
-    // A malformed filter (documentId without model) shows the server's 400 message.
+    // A malformed filter (a document id over the server's length cap) shows the server's 400 message.
     await page.click('#clear');
     await loaded();
-    await page.fill('input[name=documentId]', 'd1');
+    await page.fill('input[name=documentId]', 'd'.repeat(5000));
     await page.click('button[type=submit]');
-    expect(await loaded()).to.match(/Error 400: .*"documentId" needs "model"/);
+    expect(await loaded()).to.match(/Error 400: .*"documentId" must be a non-empty string of at most 4096 characters/);
     expect(await page.getAttribute('#status', 'class')).to.equal('error');
   });
 
