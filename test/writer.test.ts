@@ -188,9 +188,9 @@ describe('writer: queue policies, duplicates, sync mode', () => {
     monitored.getClient().on('commandStarted', (e) => {
       if (e.commandName === 'insert') seen.push({ collection: String(e.command.insert), wc: e.command.writeConcern });
     });
+    const explicit = fx.auditor({ connection: monitored, collection: 'wc_explicit', writeConcern: { w: 1, wtimeoutMS: 2000 } });
+    const inherited = fx.auditor({ connection: monitored, collection: 'wc_inherited' });
     try {
-      const explicit = fx.auditor({ connection: monitored, collection: 'wc_explicit', writeConcern: { w: 1, wtimeoutMS: 2000 } });
-      const inherited = fx.auditor({ connection: monitored, collection: 'wc_inherited' });
       for (const a of [explicit, inherited]) expect(await get(await serve(a), '/wc')).to.equal(200);
       await explicit.flush();
       await inherited.flush();
@@ -200,6 +200,9 @@ describe('writer: queue policies, duplicates, sync mode', () => {
       expect(i?.wc).to.deep.equal({ w: 1 }, "the connection's write concern");
       expect(await explicit.model.countDocuments()).to.equal(1);
     } finally {
+      // The auditors first: their connection is this test's own, closed here rather than by the fixture.
+      await explicit.close();
+      await inherited.close();
       await monitored.close();
     }
   });
