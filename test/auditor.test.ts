@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Connection } from 'mongoose';
 import defaultAudit, { audit, createAudit } from '../lib/index.js';
-import { actorNow } from '../lib/context.js';
+import { actorNow } from '../lib/core/context.js';
 import { connectTestDb, sleep } from './support/helpers.js';
 
 describe('createAudit', () => {

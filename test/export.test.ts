@@ -6,8 +6,8 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { mongo, type Connection } from 'mongoose';
-import { main } from '../lib/cli.js';
-import { CSV_COLUMNS, csvCell, exportEvents } from '../lib/export.js';
+import { main } from '../lib/read/cli.js';
+import { CSV_COLUMNS, csvCell, exportEvents } from '../lib/read/export.js';
 import { databaseUri } from './support/database.js';
 import { connectTestDb } from './support/helpers.js';
 
@@ -35,7 +35,7 @@ interface Run {
 function cli(args: string[], timeoutMs = 400_000, nodeArgs: string[] = []): Promise<Run> {
   const started = Date.now();
   return new Promise((resolveRun, reject) => {
-    const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'lib/cli.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'lib/read/cli.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { mongo, type Connection, type Model } from 'mongoose';
-import { toStored } from '../lib/safe.js';
+import { toStored } from '../lib/core/safe.js';
 import { changeFixture, type ChangeFixture } from './support/changes.js';
 import { connectTestDb, sleep } from './support/helpers.js';
 

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { FloodControl, type FloodSummary } from '../lib/flood.js';
+import { FloodControl, type FloodSummary } from '../lib/login/flood.js';
 import type { AuditEvent, Auditor, AuditOptions } from '../lib/index.js';
 import { eventually, useFixture, type Running } from './support/helpers.js';
 

@@ -6,7 +6,7 @@ import type { Connection } from 'mongoose';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { storage } from '../lib/context.js';
+import { storage } from '../lib/core/context.js';
 import { createAudit, jwtLogin, type AuditEvent, type Auditor, type LoginFailedInput } from '../lib/index.js';
 import { connectTestDb, eventually, listen, type Running } from './support/helpers.js';
 

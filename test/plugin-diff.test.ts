@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import { mongo, Schema, type Connection, type Model } from 'mongoose';
-import { diffDocuments, pathFilter, sameValue } from '../lib/diff.js';
-import { createRedactor } from '../lib/redact.js';
-import { DEFAULT_LIMITS } from '../lib/safe.js';
+import { diffDocuments, pathFilter, sameValue } from '../lib/changes/diff.js';
+import { createRedactor } from '../lib/core/redact.js';
+import { DEFAULT_LIMITS } from '../lib/core/safe.js';
 import { byPath, changeFixture, type ChangeFixture } from './support/changes.js';
 import { connectTestDb, serverKind } from './support/helpers.js';
 

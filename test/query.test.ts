@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import mongoose, { type Connection } from 'mongoose';
 import { createAudit, type Auditor, type QueryFilter } from '../lib/index.js';
-import { decodeCursor, encodeCursor, parseIsoDate, planQuery } from '../lib/query.js';
+import { decodeCursor, encodeCursor, parseIsoDate, planQuery } from '../lib/read/query.js';
 import { ids, newestFirst, sampleEvents, type RawEvent } from './support/events.js';
 import { connectTestDb, serverKind } from './support/helpers.js';
 

@@ -5,7 +5,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { auditRouter, createAudit, type Auditor, type QueryFilter } from '../lib/index.js';
-import { eventToJson } from '../lib/serialize.js';
+import { eventToJson } from '../lib/core/json.js';
 import { databaseUri, startDatabase } from './support/database.js';
 import { ids, newestFirst, sampleEvents } from './support/events.js';
 import { listen, type Running } from './support/helpers.js';

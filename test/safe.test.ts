@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import mongoose, { type Connection } from 'mongoose';
-import { createRedactor, REDACTED } from '../lib/redact.js';
-import { capString, CIRCULAR, escapeKey, toStored, TRUNCATED, unescapeKey } from '../lib/safe.js';
+import { createRedactor, REDACTED } from '../lib/core/redact.js';
+import { capString, CIRCULAR, escapeKey, toStored, TRUNCATED, unescapeKey } from '../lib/core/safe.js';
 import { connectTestDb } from './support/helpers.js';
 
 const { ObjectId, Decimal128, Binary, Long } = mongoose.mongo;

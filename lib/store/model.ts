@@ -3,7 +3,7 @@
  * writer); the model serves reads, index creation and users who want mongoose queries of their own.
  */
 import { Schema, type Connection, type Model } from 'mongoose';
-import type { AuditEvent } from '../types.js';
+import type { AuditEvent } from '../core/types.js';
 
 const { Mixed } = Schema.Types;
 

@@ -11,7 +11,7 @@
 import { EventEmitter } from 'node:events';
 import type { Collection, WriteConcern } from 'mongoose';
 import { mongo } from 'mongoose';
-import { reportError } from '../errors.js';
+import { reportError } from '../core/errors.js';
 import { Spool, type StoredDoc } from './spool.js';
 
 export type OnFull = 'spool' | 'block' | 'drop';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Schema, type Connection, type Model, type SchemaDefinition } from 'mongoose';
 import { createAudit, type Auditor, type AuditOptions, type PluginOptions } from '../../lib/index.js';
-import type { AuditEvent, Change } from '../../lib/types.js';
+import type { AuditEvent, Change } from '../../lib/core/types.js';
 
 export interface ChangeFixture {
   auditor: Auditor;

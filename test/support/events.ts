@@ -1,6 +1,6 @@
 /** Builds audit events in the stored shape of the contract, for inserting straight into the collection. */
 import { mongo } from 'mongoose';
-import type { AuditKind } from '../../lib/types.js';
+import type { AuditKind } from '../../lib/core/types.js';
 
 export interface RawEvent {
   _id: mongo.ObjectId;

@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { mongo } from 'mongoose';
 import { exportEvents, type ExportFormat } from './export.js';
 import { AUDIT_KINDS, ISO_DATE_HINT, parseIsoDate } from './query.js';
-import type { AuditKind } from './types.js';
+import type { AuditKind } from '../core/types.js';
 
 export const USAGE = `Usage: koa-audit export --uri <mongodb-uri> [options]
 

@@ -7,8 +7,8 @@
  * previous page stopped, not an offset, so events arriving meanwhile neither repeat nor hide older ones.
  */
 import { mongo, trusted } from 'mongoose';
-import type { AuditCore } from './auditor.js';
-import type { AuditEvent, AuditKind, AuditOutcome } from './types.js';
+import type { AuditCore } from '../audit.js';
+import type { AuditEvent, AuditKind, AuditOutcome } from '../core/types.js';
 
 export interface QueryFilter {
   /** One kind, or any of several. */

@@ -10,11 +10,11 @@
  */
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import type { Auditor } from './auditor.js';
-import { checkKnown, fail } from './options.js';
+import type { Auditor } from '../audit.js';
+import { checkKnown, fail } from '../core/options.js';
 import { ISO_DATE_HINT, parseIsoDate, QueryFilterError, type QueryFilter } from './query.js';
-import { eventToJson } from './serialize.js';
-import type { AuditEvent } from './types.js';
+import { eventToJson } from '../core/json.js';
+import type { AuditEvent } from '../core/types.js';
 import { VIEWER_CSP, VIEWER_HTML } from './viewer.js';
 
 export interface AuditRouterOptions {

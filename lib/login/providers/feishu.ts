@@ -14,11 +14,11 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { toActor } from '../actor.js';
-import { frameFor, storage } from '../context.js';
+import { toActor } from '../../core/actor.js';
+import { frameFor, storage } from '../../core/context.js';
 import { signalsOf, type LoginSignals, type SignalTarget } from '../login.js';
-import { checkKnown, fail, nonEmptyString, objectOption, positiveInt } from '../options.js';
-import { capString } from '../safe.js';
+import { checkKnown, fail, nonEmptyString, objectOption, positiveInt } from '../../core/options.js';
+import { capString } from '../../core/safe.js';
 
 export interface FeishuUser {
   openId: string;

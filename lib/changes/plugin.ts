@@ -7,16 +7,16 @@
  * findOneAndDelete and bulkWrite (every operation type). See lib/change-hooks.ts for how each is diffed.
  */
 import type { ClientSession, Schema } from 'mongoose';
-import type { AuditCore } from './auditor.js';
+import type { AuditCore } from '../audit.js';
 import {
   DELETE_QUERIES, UPDATE_QUERIES, auditedBulkWrite, postInsertedIds, postInsertMany, postQuery, postSave, preQuery, preSave,
   type AuditedDocument, type AuditedQuery,
-} from './change-hooks.js';
-import { settle, type AuditedModel, type Settings } from './change-recorder.js';
+} from './hooks.js';
+import { settle, type AuditedModel, type Settings } from './recorder.js';
 import { pathFilter } from './diff.js';
-import { bool, checkKnown, fail, objectOption, positiveInt, stringList } from './options.js';
-import { createRedactor } from './redact.js';
-import { auditSchemas } from './store/model.js';
+import { bool, checkKnown, fail, objectOption, positiveInt, stringList } from '../core/options.js';
+import { createRedactor } from '../core/redact.js';
+import { auditSchemas } from '../store/model.js';
 
 export interface PluginOptions {
   /** Field paths to audit, with everything under them (default: every field). */

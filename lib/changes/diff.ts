@@ -7,9 +7,9 @@
  * another key order are the same value. A missing field and a null one are the same too: the stored form
  * cannot tell them apart.
  */
-import { REDACTED, type Redactor } from './redact.js';
-import { toStored, type SafeLimits } from './safe.js';
-import type { Change, StoredValue } from './types.js';
+import { REDACTED, type Redactor } from '../core/redact.js';
+import { toStored, type SafeLimits } from '../core/safe.js';
+import type { Change, StoredValue } from '../core/types.js';
 
 /** Which dot-joined paths a schema audits. */
 export type PathFilter = (path: string) => boolean;

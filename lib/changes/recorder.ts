@@ -8,12 +8,12 @@
  * redactor would not know).
  */
 import type { ClientSession } from 'mongoose';
-import type { AuditCore } from './auditor.js';
-import { AuditUnavailableError } from './store/writer.js';
+import type { AuditCore } from '../audit.js';
+import { AuditUnavailableError } from '../store/writer.js';
 import { diffDocuments, isPlainObject, type ChangeContext, type PathFilter } from './diff.js';
-import type { Redactor } from './redact.js';
-import { toStored } from './safe.js';
-import type { Change, StoredValue } from './types.js';
+import type { Redactor } from '../core/redact.js';
+import { toStored } from '../core/safe.js';
+import type { Change, StoredValue } from '../core/types.js';
 
 export type Doc = Record<string, unknown>;
 

@@ -6,12 +6,12 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { Context, Middleware, Next } from 'koa';
-import type { AuditCore, EventFields } from './auditor.js';
-import { frameOf, ipOf, storage, type AuditContext } from './context.js';
-import { bool, checkKnown, fail, objectOption, positiveInt } from './options.js';
-import { capString, toStored } from './safe.js';
-import type { StoredDoc } from './store/spool.js';
-import type { ErrorInfo, HttpInfo, StoredValue } from './types.js';
+import type { AuditCore, EventFields } from '../audit.js';
+import { frameOf, ipOf, storage, type AuditContext } from '../core/context.js';
+import { bool, checkKnown, fail, objectOption, positiveInt } from '../core/options.js';
+import { capString, toStored } from '../core/safe.js';
+import type { StoredDoc } from '../store/spool.js';
+import type { ErrorInfo, HttpInfo, StoredValue } from '../core/types.js';
 
 export type PathPattern = string | RegExp;
 

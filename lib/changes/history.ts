@@ -7,10 +7,10 @@
  * form cannot tell an `$unset` from a null.
  */
 import type { Model } from 'mongoose';
-import type { AuditCore } from './auditor.js';
-import { documentIdString } from './change-recorder.js';
+import type { AuditCore } from '../audit.js';
+import { documentIdString } from './recorder.js';
 import { isPlainObject } from './diff.js';
-import type { AuditEvent, Change } from './types.js';
+import type { AuditEvent, Change } from '../core/types.js';
 
 function modelName(model: string | Model<never>): string {
   if (typeof model === 'string' && model !== '') return model;

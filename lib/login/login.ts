@@ -5,12 +5,12 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Context } from 'koa';
-import { toActor } from './actor.js';
-import type { AuditCore, EventFields } from './auditor.js';
-import { frameFor, ipOf, storage, type AuditContext } from './context.js';
+import { toActor } from '../core/actor.js';
+import type { AuditCore, EventFields } from '../audit.js';
+import { frameFor, ipOf, storage, type AuditContext } from '../core/context.js';
 import { FloodControl, type FloodSummary } from './flood.js';
-import { capString } from './safe.js';
-import type { Actor } from './types.js';
+import { capString } from '../core/safe.js';
+import type { Actor } from '../core/types.js';
 
 export interface LoginSucceededInput {
   /** The request; optional inside the request's async context. */

@@ -16,8 +16,8 @@
 import type { Writable } from 'node:stream';
 import type { mongo } from 'mongoose';
 import { planQuery } from './query.js';
-import { eventToJson } from './serialize.js';
-import type { AuditKind } from './types.js';
+import { eventToJson } from '../core/json.js';
+import type { AuditKind } from '../core/types.js';
 
 export type ExportFormat = 'ndjson' | 'csv';
 

@@ -5,10 +5,10 @@
  */
 import jwt from 'jsonwebtoken';
 import type { Context } from 'koa';
-import { toActor } from './actor.js';
+import { toActor } from '../core/actor.js';
 import { signalsOf, type SignalTarget } from './login.js';
-import { checkKnown, fail, JWT_ALGORITHMS, nonEmptyString, objectOption } from './options.js';
-import type { Actor } from './types.js';
+import { checkKnown, fail, JWT_ALGORITHMS, nonEmptyString, objectOption } from '../core/options.js';
+import type { Actor } from '../core/types.js';
 
 export interface JwtLoginOptions<U> {
   /** Where events are emitted: an auditor or its `signals`. */

@@ -6,23 +6,23 @@
 import { EventEmitter } from 'node:events';
 import type { Context, Middleware } from 'koa';
 import { mongo, type Model, type Schema } from 'mongoose';
-import { createRequestResolver } from './actor.js';
-import { reportError } from './errors.js';
-import { actorNow, frameFor, ipOf, storage, type AuditContext } from './context.js';
-import { history, versionAt } from './history.js';
-import { createLogin, type LoginFailedInput, type LoginSignals, type LoginSucceededInput, type LogoutInput } from './login.js';
-import { createMiddleware, type MiddlewareOptions } from './middleware.js';
-import { resolveOptions, type AuditOptions, type ResolvedOptions } from './options.js';
-import { createPlugin, type PluginOptions } from './plugin.js';
-import { prune, query, type QueryFilter, type QueryPage } from './query.js';
-import { createRedactor, type Redactor } from './redact.js';
-import { DEFAULT_LIMITS, capString, toStored, type SafeLimits } from './safe.js';
+import { createRequestResolver } from './core/actor.js';
+import { reportError } from './core/errors.js';
+import { actorNow, frameFor, ipOf, storage, type AuditContext } from './core/context.js';
+import { history, versionAt } from './changes/history.js';
+import { createLogin, type LoginFailedInput, type LoginSignals, type LoginSucceededInput, type LogoutInput } from './login/login.js';
+import { createMiddleware, type MiddlewareOptions } from './request/middleware.js';
+import { resolveOptions, type AuditOptions, type ResolvedOptions } from './core/options.js';
+import { createPlugin, type PluginOptions } from './changes/plugin.js';
+import { prune, query, type QueryFilter, type QueryPage } from './read/query.js';
+import { createRedactor, type Redactor } from './core/redact.js';
+import { DEFAULT_LIMITS, capString, toStored, type SafeLimits } from './core/safe.js';
 import { eventModel } from './store/model.js';
 import { ensureWritableDir, Spool, type StoredDoc } from './store/spool.js';
 import { checkWriteConcern } from './store/write-concern.js';
 import { Writer, type AuditStats } from './store/writer.js';
-import type { Actor, ActorInput, AuditEvent } from './types.js';
-import { toActor } from './actor.js';
+import type { Actor, ActorInput, AuditEvent } from './core/types.js';
+import { toActor } from './core/actor.js';
 
 /** Fields of an event that its producer supplies; the core adds `_id`, `ts`, actor and request fields. */
 export type EventFields = Omit<Partial<AuditEvent>, '_id' | 'actor' | 'requestId' | 'ip' | 'userAgent'> &

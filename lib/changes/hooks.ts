@@ -9,7 +9,7 @@ import { diffDocuments, listFields } from './diff.js';
 import {
   documentIdString, emit, emitTransition, narrowProjection, plainOf, readByIds, settle,
   type AuditedModel, type Doc, type Settings, type Target,
-} from './change-recorder.js';
+} from './recorder.js';
 import { cutAtArray, touchedPaths, topLevelProjection } from './update-paths.js';
 
 // ---------------------------------------------------------------------------------------------- save
