@@ -4,14 +4,24 @@
  *   import audit, { createAudit } from 'koa-audit';          // ESM
  *   const { audit, createAudit } = require('koa-audit');     // CommonJS
  */
-import { createAudit } from './audit.js';
+import { createAudit, type Auditor } from './audit.js';
+
+let instance: Auditor | null = null;
+/** The default instance, made at its first use: importing the package registers, opens and starts nothing. */
+function defaultAuditor(): Auditor {
+  instance ??= createAudit();
+  return instance;
+}
 
 /** The zero-config instance: the default mongoose connection, collection `auditevents`. */
-export const audit = createAudit();
+export const audit: Auditor = new Proxy(function audit() {} as unknown as Auditor, {
+  apply: (_target, _this, args: Parameters<Auditor>) => defaultAuditor()(...args),
+  get: (_target, key) => Reflect.get(defaultAuditor(), key),
+  has: (_target, key) => Reflect.has(defaultAuditor(), key),
+});
 export default audit;
-
 export { createAudit };
-export type { Auditor, AuditorEvents, CloseResult } from './audit.js';
+export type { Auditor, AuditorApi } from './audit.js';
 export type { AuditContext } from './core/context.js';
 export type { AuditOptions } from './core/options.js';
 export type { MiddlewareOptions, PathPattern } from './request/middleware.js';
@@ -26,8 +36,7 @@ export { auditRouter } from './read/router.js';
 export type { AuditRouterOptions } from './read/router.js';
 export type { JsonEvent } from './core/json.js';
 export type { JwtOptions, ActorResolver } from './core/actor.js';
-export type { AuditStats, OnFull } from './store/writer.js';
-export { AuditUnavailableError } from './store/writer.js';
+export { AuditUnavailableError } from './core/errors.js';
 export { REDACTED, BUILT_IN_REDACT_KEYS } from './core/redact.js';
 export { toStored, escapeKey, unescapeKey } from './core/safe.js';
 export type * from './core/types.js';

@@ -4,7 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAudit, type Auditor, type AuditOptions } from '../lib/index.js';
-import { PRUNE_BATCH } from '../lib/read/query.js';
+import { PRUNE_BATCH } from '../lib/store/retention.js';
 import { databaseUri, startDatabase } from './support/database.js';
 import { ids, newestFirst, sampleEvents } from './support/events.js';
 import { serverKind, sleep } from './support/helpers.js';

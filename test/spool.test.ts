@@ -4,7 +4,8 @@ import { spawn } from 'node:child_process';
 import { appendFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Auditor } from '../lib/index.js';
-import { Spool, type StoredDoc } from '../lib/store/spool.js';
+import type { StoredDoc } from '../lib/core/types.js';
+import { Spool } from '../lib/store/spool.js';
 import { useFixture } from './support/helpers.js';
 
 const doc = (n: number): StoredDoc => ({ _id: new mongo.ObjectId(), ts: new Date(1_700_000_000_000 + n), kind: 'request', outcome: 'success', n });

@@ -3,7 +3,8 @@ import mongoose, { mongo } from 'mongoose';
 import { readdirSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { createAudit, type Auditor } from '../lib/index.js';
-import { AuditUnavailableError, Writer, type WriterOptions } from '../lib/store/writer.js';
+import { AuditUnavailableError } from '../lib/core/errors.js';
+import { Writer, type WriterOptions } from '../lib/store/writer.js';
 import { useFixture, type Running } from './support/helpers.js';
 
 describe('writer: queue policies, duplicates, sync mode', () => {
@@ -211,6 +212,14 @@ describe('writer: queue policies, duplicates, sync mode', () => {
 function writerOptions(over: Partial<WriterOptions> = {}): WriterOptions {
   return {
     batchSize: 500, flushIntervalMs: 50, maxQueue: 1000, maxQueueBytes: 1 << 24, onFull: 'drop', spool: null,
-    blockTimeoutMs: 1000, writeConcern: undefined, degradedAfterMs: 1000, retryMinMs: 20, retryMaxMs: 200, ...over,
+    blockTimeoutMs: 1000, writeConcern: undefined, degradedAfterMs: 1000, retryMinMs: 20, retryMaxMs: 200, lossEvent, ...over,
+  };
+}
+
+/** The loss event as the core builds it (lib/core/core.ts buildSystem). */
+function lossEvent(f: { lost: number; from: Date; to: Date; policy: string }): Record<string, unknown> {
+  return {
+    _id: new mongo.ObjectId(), ts: new Date(), kind: 'loss', outcome: 'failure', actor: { id: 'system', via: 'system' },
+    requestId: null, ip: null, userAgent: null, meta: { lost: f.lost, from: f.from.toISOString(), to: f.to.toISOString(), policy: f.policy },
   };
 }

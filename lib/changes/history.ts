@@ -7,7 +7,7 @@
  * form cannot tell an `$unset` from a null.
  */
 import type { Model } from 'mongoose';
-import type { AuditCore } from '../audit.js';
+import type { AuditCore } from '../core/core.js';
 import { documentIdString } from './recorder.js';
 import { isPlainObject } from './diff.js';
 import type { AuditEvent, Change } from '../core/types.js';

@@ -41,7 +41,7 @@ export async function preSave(s: Settings, doc: AuditedDocument): Promise<void> 
   if (doc.$isSubdocument === true) return;
   const model = modelOfDoc(doc);
   if (!s.auditsModel(model.modelName)) return;
-  if (s.blocking) await s.core.writer.waitForSpace();
+  if (s.core.blocking) await s.core.waitForRoom();
   if (doc.isNew) {
     saveStates.set(doc, { isNew: true, paths: [], projection: null, before: null });
     return;
@@ -148,7 +148,7 @@ export async function preQuery(s: Settings, q: AuditedQuery): Promise<void> {
   const op = q.op ?? '';
   const model = q.model;
   if (!s.auditsModel(model.modelName)) return;
-  if (s.blocking) await s.core.writer.waitForSpace();
+  if (s.core.blocking) await s.core.waitForRoom();
   const opts = q.getOptions();
   const session = opts.session ?? null;
   const single = SINGLE.has(op);
@@ -319,7 +319,7 @@ export async function auditedBulkWrite(s: Settings, model: AuditedModel, base: B
   // its changes are recorded by the save hooks, once.
   const internal = (options as { _skipCastBulkWrite?: unknown } | null | undefined)?._skipCastBulkWrite === true;
   if (internal || !s.auditsModel(model.modelName) || !Array.isArray(ops) || ops.length === 0) return base.call(model, ops, options);
-  if (s.blocking) await s.core.writer.waitForSpace();
+  if (s.core.blocking) await s.core.waitForRoom();
   const session = ((options ?? {}) as { session?: ClientSession | null }).session ?? null;
   const before = new Map<string, Doc>();
   const ids: unknown[] = [];

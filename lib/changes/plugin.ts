@@ -7,7 +7,7 @@
  * findOneAndDelete and bulkWrite (every operation type). See lib/change-hooks.ts for how each is diffed.
  */
 import type { ClientSession, Schema } from 'mongoose';
-import type { AuditCore } from '../audit.js';
+import type { AuditCore } from '../core/core.js';
 import {
   DELETE_QUERIES, UPDATE_QUERIES, auditedBulkWrite, postInsertedIds, postInsertMany, postQuery, postSave, preQuery, preSave,
   type AuditedDocument, type AuditedQuery,
@@ -151,7 +151,6 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
       fetchBefore,
       recordNoop,
       maxDocuments,
-      blocking: core.writer.onFull === 'block',
       auditsModel,
     };
 
@@ -188,7 +187,7 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
     const previousInsertMany = hooks.statics.insertMany as BulkWrite | undefined;
     hooks.statics.insertMany = async function insertMany(this: AuditedModel & { base: { Model: { insertMany: BulkWrite } } }, docs: unknown, opts?: unknown) {
       const audited = s.auditsModel(this.modelName);
-      if (audited && s.blocking) await s.core.writer.waitForSpace();
+      if (audited && s.core.blocking) await s.core.waitForRoom();
       const o = (opts ?? {}) as { rawResult?: unknown; populate?: unknown; session?: ClientSession | null };
       let res: unknown;
       try {

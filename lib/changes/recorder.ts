@@ -8,8 +8,8 @@
  * redactor would not know).
  */
 import type { ClientSession } from 'mongoose';
-import type { AuditCore } from '../audit.js';
-import { AuditUnavailableError } from '../store/writer.js';
+import type { AuditCore } from '../core/core.js';
+import { AuditUnavailableError } from '../core/errors.js';
 import { diffDocuments, isPlainObject, type ChangeContext, type PathFilter } from './diff.js';
 import type { Redactor } from '../core/redact.js';
 import { toStored } from '../core/safe.js';
@@ -44,7 +44,6 @@ export interface Settings {
   readonly fetchBefore: boolean;
   readonly recordNoop: boolean;
   readonly maxDocuments: number;
-  readonly blocking: boolean;
   /** True when the model is audited (global `models` option), memoized per name. */
   auditsModel(name: string): boolean;
 }

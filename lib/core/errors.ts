@@ -7,9 +7,21 @@ import type { EventEmitter } from 'node:events';
 
 const warned = new WeakSet<EventEmitter>();
 
+/** Listeners of `'error'` always get an Error: a thrown string or object is wrapped, its text kept as the message. */
+export function asError(err: unknown): Error {
+  if (err instanceof Error) return err;
+  let text: string;
+  try {
+    text = String(err);
+  } catch {
+    text = 'unreadable error';
+  }
+  return new Error(text);
+}
+
 export function reportError(events: EventEmitter, err: unknown): void {
   if (events.listenerCount('error') > 0) {
-    events.emit('error', err);
+    events.emit('error', asError(err));
     return;
   }
   if (warned.has(events)) return;
@@ -18,4 +30,14 @@ export function reportError(events: EventEmitter, err: unknown): void {
     type: 'KoaAuditWarning',
     code: 'KOA_AUDIT_ERROR',
   });
+}
+
+/** Raised to the caller only under `onFull: 'block'` (and by the sync mode): the request must fail closed. */
+export class AuditUnavailableError extends Error {
+  readonly status = 503;
+  readonly expose = true;
+  constructor(message = 'Audit log unavailable') {
+    super(message);
+    this.name = 'AuditUnavailableError';
+  }
 }

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mongoose, { type Connection, type WriteConcern } from 'mongoose';
 import type { ActorResolver, JwtOptions } from './actor.js';
-import type { OnFull } from '../store/writer.js';
+import type { OnFull } from './types.js';
 
 export interface AuditOptions {
   /** The mongoose Connection events are written through. Default: `mongoose.connection`. */

@@ -85,3 +85,40 @@ export interface AuditEvent {
   reason?: string;
   meta?: { [key: string]: StoredValue };
 }
+
+/** An event in its stored form, as built by the core and handed to the store. */
+export type StoredDoc = Record<string, unknown>;
+
+/** What happens when the in-memory queue is full. */
+export type OnFull = 'spool' | 'block' | 'drop';
+
+export interface AuditStats {
+  /** Events handed to the writer. */
+  accepted: number;
+  /** Events confirmed stored (including duplicates of an earlier attempt). */
+  stored: number;
+  /** Batch write attempts that failed and were retried. */
+  retried: number;
+  /** Events lost because the queue was full with `onFull: 'drop'` (or the spool could not be written). */
+  dropped: number;
+  /** Events written to the spool. */
+  spooled: number;
+  /** Events in memory now. */
+  queued: number;
+  /** True while writes have been failing for longer than the degraded threshold. */
+  degraded: boolean;
+}
+
+export interface CloseResult {
+  /** Events that could not be stored before the timeout (moved to the spool when there is one). */
+  unwritten: number;
+}
+
+export interface AuditorEvents {
+  /** A write failed (it is retried); never thrown into the code that recorded the event. */
+  error: [err: Error];
+  /** Writes have been failing for longer than `degradedAfterMs`. */
+  degraded: [err: Error];
+  /** Writes succeed again after `degraded`. */
+  recovered: [];
+}

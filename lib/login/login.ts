@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import type { Context } from 'koa';
 import { toActor } from '../core/actor.js';
-import type { AuditCore, EventFields } from '../audit.js';
+import type { AuditCore, EventFields } from '../core/core.js';
 import { frameFor, ipOf, storage, type AuditContext } from '../core/context.js';
 import { FloodControl, type FloodSummary } from './flood.js';
 import { capString } from '../core/safe.js';

@@ -1,5 +1,5 @@
 /**
- * The query API and pruning.
+ * The query API.
  *
  * Queries are newest first and keyset-paged on (ts, _id): every index of the audit collection ends with
  * `ts: -1, _id: -1` (lib/store/model.ts), so each filter is an equality prefix of one index, the sort comes
@@ -7,7 +7,8 @@
  * previous page stopped, not an offset, so events arriving meanwhile neither repeat nor hide older ones.
  */
 import { mongo, trusted } from 'mongoose';
-import type { AuditCore } from '../audit.js';
+import type { AuditCore } from '../core/core.js';
+import { OWN_FILTER } from '../store/model.js';
 import type { AuditEvent, AuditKind, AuditOutcome } from '../core/types.js';
 
 export interface QueryFilter {
@@ -41,8 +42,6 @@ export const AUDIT_KINDS: readonly AuditKind[] = ['request', 'create', 'update',
 export const AUDIT_OUTCOMES: readonly AuditOutcome[] = ['success', 'failure'];
 export const MAX_LIMIT = 500;
 export const DEFAULT_LIMIT = 50;
-/** Events deleted per round trip by `prune`: bounded work per command, whatever the backlog. */
-export const PRUNE_BATCH = 1000;
 
 const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'outcome', 'ip', 'from', 'to', 'limit', 'after'] as const;
 const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'ip'] as const;
@@ -170,11 +169,6 @@ export function planQuery(input: QueryFilter | undefined): QueryPlan {
   return { filter, sort: { ts: -1, _id: -1 }, fetch: limit + 1, limit };
 }
 
-/**
- * Our filters name a path inside Mixed `actor`: an app's global `strictQuery: 'throw'` must not refuse them.
- * (Against a global `sanitizeFilter`, which wins over query options, our operators are marked `trusted`.)
- */
-const OWN_FILTER = { strictQuery: false } as const;
 
 export async function query(core: AuditCore, input?: QueryFilter): Promise<QueryPage> {
   const plan = planQuery(input);
@@ -183,26 +177,4 @@ export async function query(core: AuditCore, input?: QueryFilter): Promise<Query
   const items = docs.slice(0, plan.limit);
   const last = items[items.length - 1];
   return { items, next: encodeCursor(last.ts, last._id) };
-}
-
-/**
- * Deletes the events older than `before`, PRUNE_BATCH at a time (each batch a short command, so a large backlog
- * never holds one long delete). This is the only delete the library ever issues. Resolves with the count.
- */
-export async function prune(core: AuditCore, options: { before: Date }): Promise<number> {
-  if (options === null || typeof options !== 'object') throw new TypeError('koa-audit: prune needs { before: Date }');
-  const before = options.before;
-  if (!(before instanceof Date) || Number.isNaN(before.getTime())) {
-    throw new TypeError(`koa-audit: prune option "before" must be a valid Date, got ${String(before)}`);
-  }
-  let total = 0;
-  for (;;) {
-    const ids = await core.model.find({ ts: trusted({ $lt: before }) }).setOptions(OWN_FILTER).select({ _id: 1 }).limit(PRUNE_BATCH).lean<{ _id: mongo.ObjectId }[]>();
-    if (ids.length === 0) break;
-    const res = await core.model.deleteMany({ _id: trusted({ $in: ids.map((d) => d._id) }), ts: trusted({ $lt: before }) }).setOptions(OWN_FILTER);
-    total += res.deletedCount;
-    // Nothing deleted although events matched: something else holds them (a concurrent prune); stop, don't spin.
-    if (ids.length < PRUNE_BATCH || res.deletedCount === 0) break;
-  }
-  return total;
 }

@@ -6,11 +6,11 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { Context, Middleware, Next } from 'koa';
-import type { AuditCore, EventFields } from '../audit.js';
+import type { AuditCore, EventFields } from '../core/core.js';
 import { frameOf, ipOf, storage, type AuditContext } from '../core/context.js';
 import { bool, checkKnown, fail, objectOption, positiveInt } from '../core/options.js';
 import { capString, toStored } from '../core/safe.js';
-import type { StoredDoc } from '../store/spool.js';
+import type { StoredDoc } from '../core/types.js';
 import type { ErrorInfo, HttpInfo, StoredValue } from '../core/types.js';
 
 export type PathPattern = string | RegExp;
@@ -182,7 +182,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
   }
   const s: Settings = { core, captureBody: bool('captureBody', options.captureBody, false), maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024) };
   const sync = core.options.mode === 'sync';
-  const blocking = core.writer.onFull === 'block';
+  const blocking = core.blocking;
 
   function audited(ctx: Context): boolean {
     if (methods !== null && !methods.has(ctx.method)) return false;
@@ -209,7 +209,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     // Changes made while serving an excluded path are still attributed: the context opens for every request.
     if (!audited(ctx)) return storage.run(frame, next);
     // Fail closed before the action happens, not after: under `block`, wait for room first.
-    if (blocking) await core.writer.waitForSpace().catch((err: unknown) => Promise.reject(keepRequestId(err, requestId)));
+    if (blocking) await core.waitForRoom().catch((err: unknown) => Promise.reject(keepRequestId(err, requestId)));
 
     const p: Pending = { s, ctx, frame, start, error: undefined };
     if (sync) return runSync(p, next);

@@ -7,6 +7,12 @@ import type { AuditEvent } from '../core/types.js';
 
 const { Mixed } = Schema.Types;
 
+/**
+ * Our filters name a path inside Mixed `actor`: an app's global `strictQuery: 'throw'` must not refuse them.
+ * (Against a global `sanitizeFilter`, which wins over query options, our operators are marked `trusted`.)
+ */
+export const OWN_FILTER = { strictQuery: false } as const;
+
 /** The audit collection's own schemas: the change plugin, even when registered globally, leaves them alone. */
 export const auditSchemas = new WeakSet<Schema>();
 

@@ -12,6 +12,7 @@ import {
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { mongo } from 'mongoose';
+import type { StoredDoc } from '../core/types.js';
 
 const { EJSON } = mongo.BSON;
 // Written canonical (every BSON type kept), read relaxed (plain numbers again, as the events were built).
@@ -19,8 +20,6 @@ const PREFIX = 'spool-';
 const SUFFIX = '.ndjson';
 /** A file being replayed is renamed first, so that a process still appending to its old name starts a new file. */
 const CLAIMED = '.replaying';
-
-export type StoredDoc = Record<string, unknown>;
 
 /** Creates the directory if needed; throws when it cannot be written. */
 export function ensureWritableDir(dir: string): void {

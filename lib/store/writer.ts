@@ -11,10 +11,9 @@
 import { EventEmitter } from 'node:events';
 import type { Collection, WriteConcern } from 'mongoose';
 import { mongo } from 'mongoose';
-import { reportError } from '../core/errors.js';
-import { Spool, type StoredDoc } from './spool.js';
-
-export type OnFull = 'spool' | 'block' | 'drop';
+import { AuditUnavailableError, reportError } from '../core/errors.js';
+import type { AuditStats, OnFull, StoredDoc } from '../core/types.js';
+import type { Spool } from './spool.js';
 
 export interface WriterOptions {
   batchSize: number;
@@ -28,33 +27,8 @@ export interface WriterOptions {
   degradedAfterMs: number;
   retryMinMs: number;
   retryMaxMs: number;
-}
-
-export interface AuditStats {
-  /** Events handed to the writer. */
-  accepted: number;
-  /** Events confirmed stored (including duplicates of an earlier attempt). */
-  stored: number;
-  /** Batch write attempts that failed and were retried. */
-  retried: number;
-  /** Events lost because the queue was full with `onFull: 'drop'` (or the spool could not be written). */
-  dropped: number;
-  /** Events written to the spool. */
-  spooled: number;
-  /** Events in memory now. */
-  queued: number;
-  /** True while writes have been failing for longer than the degraded threshold. */
-  degraded: boolean;
-}
-
-/** Raised to the caller only under `onFull: 'block'` (and by the sync mode): the request must fail closed. */
-export class AuditUnavailableError extends Error {
-  readonly status = 503;
-  readonly expose = true;
-  constructor(message = 'Audit log unavailable') {
-    super(message);
-    this.name = 'AuditUnavailableError';
-  }
+  /** Builds the `loss` event (the core's builder: one shape for every event). */
+  lossEvent: (fields: { lost: number; from: Date; to: Date; policy: OnFull }) => StoredDoc;
 }
 
 interface Queued {
@@ -152,7 +126,7 @@ export class Writer {
   }
 
   /** Resolves when there is room in the queue; rejects with AuditUnavailableError after `timeoutMs`. */
-  waitForSpace(timeoutMs: number = this.o.blockTimeoutMs): Promise<void> {
+  waitForRoom(timeoutMs: number = this.o.blockTimeoutMs): Promise<void> {
     if (!this.isFull()) return Promise.resolve();
     if (timeoutMs <= 0) return Promise.reject(new AuditUnavailableError('Audit log full: the store is not keeping up'));
     return new Promise<void>((resolve, reject) => {
@@ -274,7 +248,7 @@ export class Writer {
     const deadline = Date.now() + this.o.blockTimeoutMs;
     try {
       // Woken waiters race for the room a write freed: whoever finds the queue full again waits again.
-      while (this.isFull()) await this.waitForSpace(deadline - Date.now());
+      while (this.isFull()) await this.waitForRoom(deadline - Date.now());
     } catch (err) {
       this.drop(1, doc.ts);
       throw err;
@@ -382,7 +356,7 @@ export class Writer {
     const started = Date.now();
     try {
       await this.coll().insertMany(batch.map((q) => q.doc), this.insertOptions);
-      this.settle(batch.length, batch.length);
+      this.countWritten(batch.length, batch.length);
       return true;
     } catch (err) {
       const errors = documentErrors(err);
@@ -404,14 +378,14 @@ export class Writer {
           keep.push({ doc: stub(q.doc, e.message), bytes: 256, stubbed: true });
         }
       }
-      this.settle(batch.length, stored);
+      this.countWritten(batch.length, stored);
       this.queue.unshift(...keep);
       for (const k of keep) this.bytes += k.bytes;
       return true;
     }
   }
 
-  private settle(removed: number, stored: number): void {
+  private countWritten(removed: number, stored: number): void {
     const out = this.queue.splice(0, removed);
     for (const q of out) this.bytes -= q.bytes;
     this.s.stored += stored;
@@ -456,17 +430,7 @@ export class Writer {
     if (this.lost === null || this.closed) return;
     const { count, from, to } = this.lost;
     this.lost = null;
-    const doc: StoredDoc = {
-      _id: new mongo.ObjectId(),
-      ts: new Date(),
-      kind: 'loss',
-      outcome: 'failure',
-      actor: { id: 'system', via: 'system' },
-      requestId: null,
-      ip: null,
-      userAgent: null,
-      meta: { lost: count, from: from.toISOString(), to: to.toISOString(), policy: this.o.onFull },
-    };
+    const doc = this.o.lossEvent({ lost: count, from, to, policy: this.o.onFull });
     this.queue.push({ doc, bytes: 256 });
     this.bytes += 256;
   }

@@ -1,0 +1,174 @@
+/**
+ * The core of one auditor: builds events (common fields, safe values), accepts them into the store, and
+ * reports its own faults. Every producer (request, changes, logins, the store's loss events) goes through it,
+ * so one builder gives every event its shape. The store is handed in as an interface: the core depends on
+ * nothing above `lib/core/`.
+ */
+import type { EventEmitter } from 'node:events';
+import type { Context } from 'koa';
+import { mongo, type Model } from 'mongoose';
+import { createRequestResolver } from './actor.js';
+import { actorNow, frameFor, ipOf, SYSTEM_ACTOR, type AuditContext } from './context.js';
+import { reportError } from './errors.js';
+import type { ResolvedOptions } from './options.js';
+import { createRedactor, type Redactor } from './redact.js';
+import { capString, DEFAULT_LIMITS, toStored, type SafeLimits } from './safe.js';
+import type { Actor, AuditEvent, OnFull, StoredDoc } from './types.js';
+
+/** Fields of an event that its producer supplies; the core adds `_id`, `ts`, actor and request fields. */
+export type EventFields = Omit<Partial<AuditEvent>, '_id' | 'actor' | 'requestId' | 'ip' | 'userAgent'> &
+  Pick<AuditEvent, 'kind' | 'outcome'>;
+
+/** Where the request fields come from when the async context is not enough (a login call given `ctx`). */
+export interface EventSource {
+  ctx?: Context | null;
+  /** An actor decided by the producer (a login names its user); otherwise the async context's actor. */
+  actor?: Actor | null;
+}
+
+/** What the core needs of the store (lib/store/writer.ts implements it). */
+export interface EventSink {
+  readonly onFull: OnFull;
+  accept(doc: StoredDoc): void | Promise<void>;
+  writeNow(doc: StoredDoc, instead?: (doc: StoredDoc) => StoredDoc): Promise<void>;
+  waitForRoom(): Promise<void>;
+}
+
+/** What the modules of an auditor share. Internal. */
+export interface AuditCore {
+  readonly options: ResolvedOptions;
+  readonly redactor: Redactor;
+  readonly limits: SafeLimits;
+  readonly events: EventEmitter;
+  readonly model: Model<AuditEvent>;
+  /** True under `onFull: 'block'`: writers wait for room (`waitForRoom`) before they act. */
+  readonly blocking: boolean;
+  readonly resolveRequestActor: (frame: AuditContext) => Promise<Actor | null>;
+  /** Builds the stored document of an event (common fields, safe values). */
+  build(fields: EventFields, source?: EventSource): Promise<StoredDoc>;
+  /** Builds an event of the auditor itself: the system actor, no request, whatever async context runs now. */
+  buildSystem(fields: EventFields): StoredDoc;
+  /** Builds and accepts an event. Rejects only under `onFull: 'block'` when the store cannot take it. */
+  record(fields: EventFields, source?: EventSource): Promise<void>;
+  /** Accepts a built document (and has the indexes created, once). Rejects as `record` does. */
+  accept(doc: StoredDoc): Promise<void>;
+  /** Stores a built document now (sync mode), the indexes requested as by `accept`. */
+  writeNow(doc: StoredDoc, instead: (doc: StoredDoc) => StoredDoc): Promise<void>;
+  /** Resolves when the store has room; rejects with AuditUnavailableError after `blockTimeoutMs`. */
+  waitForRoom(): Promise<void>;
+  /** Indexes (and retention) are in place. Memoized; a failure is reported and tried again next time. */
+  ready(): Promise<void>;
+  /** Resolves once an index creation under way (if any) has ended, however it ended. */
+  settled(): Promise<void>;
+  /** Emits a process warning once per code. */
+  warnOnce(code: string, message: string): void;
+  /** Reports a fault of the auditor (lib/core/errors.ts): never thrown into the application. */
+  report(err: unknown): void;
+}
+
+export interface CoreParts {
+  options: ResolvedOptions;
+  events: EventEmitter;
+  model: Model<AuditEvent>;
+  /** The store, made at its first use (it builds its loss events with this core). */
+  sink: () => EventSink;
+  /** Creates indexes and retention: run once, by the first event or `ready()`. */
+  prepare: (core: AuditCore) => Promise<void>;
+}
+
+export function createCore(parts: CoreParts): AuditCore {
+  const { options: o, events, sink } = parts;
+  const redactor = createRedactor(o.redact);
+  const limits: SafeLimits = { ...DEFAULT_LIMITS, maxString: o.maxStringLength };
+  const warned = new Set<string>();
+
+  function warnOnce(code: string, message: string): void {
+    if (warned.has(code)) return;
+    warned.add(code);
+    process.emitWarning(`koa-audit: ${message}`, { type: 'KoaAuditWarning', code });
+  }
+
+  let readyPromise: Promise<void> | null = null;
+  function ready(): Promise<void> {
+    readyPromise ??= parts.prepare(core).catch((err: unknown) => {
+      readyPromise = null;
+      throw err;
+    });
+    return readyPromise;
+  }
+
+  function assemble(fields: EventFields, actor: Actor | null, frame: AuditContext | undefined, ctx: Context | null): StoredDoc {
+    const doc: StoredDoc = {
+      _id: new mongo.ObjectId(),
+      ts: fields.ts ?? new Date(),
+      kind: fields.kind,
+      outcome: fields.outcome,
+      actor,
+      requestId: frame?.requestId ?? null,
+      ip: frame?.ip ?? ipOf(ctx),
+      userAgent: frame?.userAgent ?? (ctx === null ? null : capString(ctx.get('user-agent'), 512) || null),
+    };
+    for (const key in fields) {
+      if (key === 'ts' || key === 'kind' || key === 'outcome') continue;
+      const value = (fields as Record<string, unknown>)[key];
+      if (value !== undefined) doc[key] = toStored(value, redactor, limits);
+    }
+    return doc;
+  }
+
+  async function build(fields: EventFields, source: EventSource = {}): Promise<StoredDoc> {
+    // A login handler may pass `ctx` from outside the request's async context (a callback API, say).
+    const frame = frameFor(source.ctx);
+    const ctx = source.ctx ?? frame?.ctx ?? null;
+    const actor = source.actor !== undefined ? source.actor : await actorNow(frame);
+    return assemble(fields, actor, frame, ctx);
+  }
+
+  // The first event asks for the indexes; a failure is reported and the next event asks again.
+  let indexesRequested = false;
+  function requestIndexes(): void {
+    if (indexesRequested) return;
+    indexesRequested = true;
+    ready().catch((err: unknown) => {
+      indexesRequested = false;
+      reportError(events, err);
+    });
+  }
+
+  async function accept(doc: StoredDoc): Promise<void> {
+    requestIndexes();
+    await sink().accept(doc);
+  }
+
+  const core: AuditCore = {
+    options: o,
+    redactor,
+    limits,
+    events,
+    get model() {
+      return parts.model;
+    },
+    // The store's policy, not the option: a spool directory that cannot be written falls back to 'block'.
+    get blocking() {
+      return sink().onFull === 'block';
+    },
+    resolveRequestActor: createRequestResolver(o.jwt, o.resolveActor),
+    build,
+    // A timer of the store may run in a request's async context: a system event never takes its fields.
+    buildSystem: (fields) => assemble(fields, SYSTEM_ACTOR, undefined, null),
+    record: async (fields, source) => accept(await build(fields, source)),
+    accept,
+    writeNow: (doc, instead) => {
+      requestIndexes();
+      return sink().writeNow(doc, instead);
+    },
+    waitForRoom: () => sink().waitForRoom(),
+    ready,
+    settled: async () => {
+      await readyPromise?.catch(() => {});
+    },
+    warnOnce,
+    report: (err) => reportError(events, err),
+  };
+  return core;
+}
