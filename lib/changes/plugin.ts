@@ -4,19 +4,20 @@
  *
  * Coverage: save (create and update, so `Model.create` too), insertMany, updateOne, updateMany,
  * findOneAndUpdate, replaceOne, findOneAndReplace, deleteOne (query and document), deleteMany,
- * findOneAndDelete and bulkWrite (every operation type). See lib/change-hooks.ts for how each is diffed.
+ * findOneAndDelete and bulkWrite (every operation type). Each family of write paths has its own module here
+ * (save.ts, query-writes.ts, insert-many.ts, bulk-write.ts); this one only registers their hooks.
  */
-import type { ClientSession, Schema } from 'mongoose';
+import type { Schema } from 'mongoose';
 import type { AuditCore } from '../core/core.js';
-import {
-  DELETE_QUERIES, UPDATE_QUERIES, auditedBulkWrite, postInsertedIds, postInsertMany, postQuery, postSave, preQuery, preSave,
-  type AuditedDocument, type AuditedQuery,
-} from './hooks.js';
-import { settle, type AuditedModel, type Settings } from './recorder.js';
+import { auditedBulkWrite } from './bulk-write.js';
+import { auditedInsertMany, postInsertMany } from './insert-many.js';
+import { DELETE_QUERIES, UPDATE_QUERIES, postQuery, preQuery, type AuditedQuery } from './query-writes.js';
+import { postSave, preSave, type AuditedDocument } from './save.js';
+import { guard, type AuditedModel, type SchemaAudit } from './recorder.js';
 import { pathFilter } from './diff.js';
 import { bool, checkKnown, fail, objectOption, positiveInt, stringList } from '../core/options.js';
 import { createRedactor } from '../core/redact.js';
-import { auditSchemas } from '../store/model.js';
+import { isAuditSchema } from '../store/model.js';
 
 export interface PluginOptions {
   /** Field paths to audit, with everything under them (default: every field). */
@@ -130,7 +131,7 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
     // `mongoose.plugin(audit.plugin)` applied later; a discriminator's schema inherits its base's hooks.
     const hooks = schema as unknown as Hooks;
     const inherited = (hooks.statics.bulkWrite as { [kAuditor]?: AuditCore } | undefined)?.[kAuditor] === core;
-    if (auditSchemas.has(schema) || applied.has(schema) || inherited) return;
+    if (isAuditSchema(schema) || applied.has(schema) || inherited) return;
     applied.add(schema);
 
     const versionKey = hooks.get('versionKey');
@@ -141,7 +142,7 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
     if (include !== null) projection = Object.fromEntries(outermost(include).map((p) => [p, 1 as const]));
     else if (exclude.some((p) => p !== '_id')) projection = Object.fromEntries(outermost(exclude.filter((p) => p !== '_id')).map((p) => [p, 0 as const]));
 
-    const s: Settings = {
+    const s: SchemaAudit = {
       core,
       change: { audited, redactor, limits: core.limits },
       audited,
@@ -160,18 +161,18 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
       await preSave(s, this);
     });
     hooks.post('save', doc, async function (this: AuditedDocument) {
-      await settle(s, postSave(s, this));
+      await guard(s, postSave(s, this));
     });
     for (const name of [...UPDATE_QUERIES, ...DELETE_QUERIES]) {
       hooks.pre(name, query, async function (this: AuditedQuery) {
         await preQuery(s, this);
       });
       hooks.post(name, query, async function (this: AuditedQuery, res: unknown) {
-        await settle(s, postQuery(s, this, res));
+        await guard(s, postQuery(s, this, res));
       });
     }
     hooks.post('insertMany', async function (this: AuditedModel, docs: unknown) {
-      await settle(s, postInsertMany(s, this, docs));
+      await guard(s, postInsertMany(s, this, docs));
     });
     // Kareem tells error handlers by arity: (error, docs, next). An ordered or unordered insertMany that
     // failed part-way still inserted `error.insertedDocs`: those happened, and are recorded.
@@ -179,31 +180,13 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
     hooks.post('insertMany', async function (this: AuditedModel, error: unknown, _docs: unknown, _next: unknown) {
       if (error !== null && typeof error === 'object') handled.add(error);
       const inserted = (error as { insertedDocs?: unknown } | null)?.insertedDocs;
-      if (Array.isArray(inserted) && inserted.length > 0) await settle(s, postInsertMany(s, this, inserted));
+      if (Array.isArray(inserted) && inserted.length > 0) await guard(s, postInsertMany(s, this, inserted));
     });
 
-    // Mongoose returns before running insertMany post middleware with `rawResult: true` (the ids it reports
-    // are read back) and with `populate` (the documents it returns are recorded): both are recorded here.
+    // The statics mongoose calls for insertMany and bulkWrite, wrapped (see insert-many.ts and bulk-write.ts).
     const previousInsertMany = hooks.statics.insertMany as BulkWrite | undefined;
-    hooks.statics.insertMany = async function insertMany(this: AuditedModel & { base: { Model: { insertMany: BulkWrite } } }, docs: unknown, opts?: unknown) {
-      const audited = s.auditsModel(this.modelName);
-      if (audited && s.core.blocking) await s.core.waitForRoom();
-      const o = (opts ?? {}) as { rawResult?: unknown; populate?: unknown; session?: ClientSession | null };
-      let res: unknown;
-      try {
-        res = await (previousInsertMany ?? this.base.Model.insertMany).call(this, docs, opts);
-      } catch (err) {
-        // A populate that failed after the insert: mongoose ran no middleware, the documents are in the error.
-        const inserted = (err as { insertedDocs?: unknown } | null)?.insertedDocs;
-        if (audited && o.populate != null && err !== null && typeof err === 'object' && !handled.has(err) && Array.isArray(inserted)) {
-          await settle(s, postInsertMany(s, this, inserted));
-        }
-        throw err;
-      }
-      if (!audited) return res;
-      if (o.rawResult === true) await settle(s, postInsertedIds(s, this, res, o.session ?? null));
-      else if (o.populate != null) await settle(s, postInsertMany(s, this, res));
-      return res;
+    hooks.statics.insertMany = function insertMany(this: AuditedModel & { base: { Model: { insertMany: BulkWrite } } }, docs: unknown, opts?: unknown) {
+      return auditedInsertMany(s, this, previousInsertMany ?? this.base.Model.insertMany, docs, opts, handled);
     };
 
     const previous = hooks.statics.bulkWrite as BulkWrite | undefined;

@@ -29,7 +29,8 @@ export interface AuditedModel {
   castObject(obj: object): Doc;
 }
 
-export interface Settings {
+/** What one audited schema decided at plugin time, shared by all its hooks. */
+export interface SchemaAudit {
   readonly core: AuditCore;
   readonly change: ChangeContext;
   readonly audited: PathFilter;
@@ -65,7 +66,7 @@ export function documentIdString(id: unknown): string {
 }
 
 /** The projection reading `top`-level fields that are audited; `{ _id: 1 }` when none is. */
-export function narrowProjection(s: Settings, fields: Record<string, 1> | null): Record<string, 0 | 1> | null {
+export function narrowProjection(s: SchemaAudit, fields: Record<string, 1> | null): Record<string, 0 | 1> | null {
   if (fields === null) return s.projection;
   const proj: Record<string, 1> = {};
   let any = false;
@@ -111,7 +112,7 @@ export interface Target {
 }
 
 /** Accepts one change event. Rejects only when the store cannot take it under `onFull: 'block'`. */
-export async function emit(s: Settings, t: Target, kind: ChangeKind, documentId: string | undefined, changes: Change[], summary?: Summary): Promise<void> {
+export async function emit(s: SchemaAudit, t: Target, kind: ChangeKind, documentId: string | undefined, changes: Change[], summary?: Summary): Promise<void> {
   const doc = await s.core.build({
     kind,
     outcome: 'success',
@@ -133,7 +134,7 @@ export async function emit(s: Settings, t: Target, kind: ChangeKind, documentId:
 }
 
 /** The event of one document given its states before and after the write (either may be absent). */
-export async function emitTransition(s: Settings, t: Target, id: string, before: Doc | null, after: Doc | null): Promise<void> {
+export async function emitTransition(s: SchemaAudit, t: Target, id: string, before: Doc | null, after: Doc | null): Promise<void> {
   if (before === null && after === null) return;
   if (before === null) return emit(s, t, 'create', id, diffDocuments(null, after, s.change));
   if (after === null) return emit(s, t, 'delete', id, diffDocuments(before, null, s.change));
@@ -146,11 +147,36 @@ export async function emitTransition(s: Settings, t: Target, id: string, before:
  * read) must not make the app believe its write failed: it is reported. Only a full store under
  * `onFull: 'block'` fails the call, closed.
  */
-export async function settle(s: Settings, work: Promise<void>): Promise<void> {
+export async function guard(s: SchemaAudit, work: Promise<void>): Promise<void> {
   try {
     await work;
   } catch (err) {
     if (err instanceof AuditUnavailableError) throw err;
     s.core.report(err);
   }
+}
+
+/**
+ * Pre-images are read through mongoose (it casts the filter and scopes it as the write will), post-images
+ * through the driver. Mongoose adds fields to an inclusive projection (a discriminator key): they are
+ * dropped again, or they would look removed by the write.
+ */
+export function sameFields(docs: Doc[], projection: Record<string, 0 | 1> | null): Doc[] {
+  if (projection === null) return docs;
+  const keys = Object.keys(projection);
+  if (keys.length === 0 || projection[keys[0]] === 0) return docs;
+  const top = new Set(keys.map((k) => (k.includes('.') ? k.slice(0, k.indexOf('.')) : k)));
+  top.add('_id');
+  for (const d of docs) for (const k of Object.keys(d)) if (!top.has(k)) delete d[k];
+  return docs;
+}
+
+/** A filter that names one document by a plain `_id` value (no operator): the id is known without a read. */
+export function plainIdFilter(filter: Doc): boolean {
+  const keys = Object.keys(filter);
+  if (keys.length !== 1 || keys[0] !== '_id') return false;
+  const v = filter._id;
+  if (v === null || v === undefined) return false;
+  if (typeof v !== 'object') return true;
+  return typeof (v as { _bsontype?: unknown })._bsontype === 'string';
 }

@@ -10,16 +10,23 @@
  */
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import type { Auditor } from '../audit.js';
+import type { Model } from 'mongoose';
 import { checkKnown, fail } from '../core/options.js';
-import { ISO_DATE_HINT, parseIsoDate, QueryFilterError, type QueryFilter } from './query.js';
+import { ISO_DATE_HINT, parseIsoDate, QueryFilterError, type QueryFilter, type QueryPage } from './query.js';
 import { eventToJson } from '../core/json.js';
 import type { AuditEvent } from '../core/types.js';
 import { VIEWER_CSP, VIEWER_HTML } from './viewer.js';
 
+/** What the router reads through: an auditor (`audit`, or one made by `createAudit`) has all of it. */
+export interface AuditReader {
+  readonly model: Model<AuditEvent>;
+  query(filter?: QueryFilter): Promise<QueryPage>;
+  history(model: string, documentId: unknown): Promise<AuditEvent[]>;
+}
+
 export interface AuditRouterOptions {
   /** The auditor whose collection is read (`audit` or one made by `createAudit`). */
-  auditor: Auditor;
+  auditor: AuditReader;
   /** Where the routes live. Default `'/audit'`; `''` mounts them at the root. */
   prefix?: string;
   /** Required. Resolve to `true` to let the request read the audit trail; anything else answers 403. */
@@ -82,12 +89,13 @@ export function filterFromQuery(querystring: string): QueryFilter {
   return f as QueryFilter;
 }
 
-function validate(options: unknown): { auditor: Auditor; prefix: string; authorize: AuditRouterOptions['authorize'] } {
+function validate(options: unknown): { auditor: AuditReader; prefix: string; authorize: AuditRouterOptions['authorize'] } {
   if (options === null || typeof options !== 'object') fail('auditRouter options', 'an object { auditor, authorize, prefix? }', options);
   const o = options as Record<string, unknown>;
   checkKnown(o, ['auditor', 'prefix', 'authorize'], 'auditRouter');
-  const auditor = o.auditor as Auditor | undefined;
-  if (typeof auditor !== 'function' || typeof auditor.query !== 'function' || typeof auditor.history !== 'function') {
+  const auditor = o.auditor;
+  const reader = auditor as { query?: unknown; history?: unknown };
+  if (typeof auditor !== 'function' || typeof reader.query !== 'function' || typeof reader.history !== 'function') {
     fail('auditor', 'an auditor (audit, or one made by createAudit)', auditor);
   }
   if (typeof o.authorize !== 'function') {
@@ -97,7 +105,7 @@ function validate(options: unknown): { auditor: Auditor; prefix: string; authori
   if (typeof prefix !== 'string' || (prefix !== '' && !prefix.startsWith('/')) || /[?#\s]/.test(prefix)) {
     fail('prefix', "a path starting with '/' (or '')", prefix);
   }
-  return { auditor, prefix: prefix.replace(/\/+$/, ''), authorize: o.authorize as AuditRouterOptions['authorize'] };
+  return { auditor: reader as AuditReader, prefix: prefix.replace(/\/+$/, ''), authorize: o.authorize as AuditRouterOptions['authorize'] };
 }
 
 function send(ctx: Context, status: number, body: unknown): void {

@@ -90,7 +90,7 @@ function errorInfo(err: unknown, maxString: number): ErrorInfo {
 }
 
 /** What one middleware decided at construction, shared by all its requests. */
-interface Settings {
+interface RequestAuditing {
   core: AuditCore;
   captureBody: boolean;
   maxBodyBytes: number;
@@ -98,7 +98,7 @@ interface Settings {
 
 /** Per-response state, kept on the response so that the finish listeners can be shared functions. */
 interface Pending {
-  s: Settings;
+  s: RequestAuditing;
   ctx: Context;
   frame: AuditContext;
   start: number;
@@ -109,14 +109,14 @@ const kPending = Symbol('koa-audit.pending');
 type TrackedResponse = ServerResponse & { [kPending]?: Pending };
 
 function onFinish(this: TrackedResponse): void {
-  settle(this, false);
+  finishRequest(this, false);
 }
 
 function onClose(this: TrackedResponse): void {
-  settle(this, !this.writableFinished);
+  finishRequest(this, !this.writableFinished);
 }
 
-function settle(res: TrackedResponse, aborted: boolean): void {
+function finishRequest(res: TrackedResponse, aborted: boolean): void {
   const p = res[kPending];
   if (p === undefined) return; // settled already
   res[kPending] = undefined;
@@ -180,7 +180,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     if (!Array.isArray(options.methods) || options.methods.some((m) => typeof m !== 'string')) fail('methods', 'an array of HTTP method names', options.methods);
     methods = new Set(options.methods.map((m) => m.toUpperCase()));
   }
-  const s: Settings = { core, captureBody: bool('captureBody', options.captureBody, false), maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024) };
+  const s: RequestAuditing = { core, captureBody: bool('captureBody', options.captureBody, false), maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024) };
   const sync = core.options.mode === 'sync';
   const blocking = core.blocking;
 
@@ -216,7 +216,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
 
     const res = ctx.res as TrackedResponse;
     res[kPending] = p;
-    // `on`, not `once`: settle() removes both, and `once` would allocate a wrapper per listener per request.
+    // `on`, not `once`: finishRequest() removes both, and `once` would allocate a wrapper per listener per request.
     res.on('finish', onFinish);
     res.on('close', onClose);
     try {
@@ -224,7 +224,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     } catch (err) {
       p.error = errorInfo(err, core.limits.maxString);
       // Koa answers nothing at all to `throw null`/`throw undefined`: no finish will come, so record now.
-      if (err === null || err === undefined) settle(res, false);
+      if (err === null || err === undefined) finishRequest(res, false);
       throw keepRequestId(err, requestId);
     }
   };

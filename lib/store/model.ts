@@ -2,7 +2,7 @@
  * The mongoose model of the audit collection. Writes go through the driver with already-safe values (the
  * writer); the model serves reads, index creation and users who want mongoose queries of their own.
  */
-import { Schema, type Connection, type Model } from 'mongoose';
+import { Schema, type Connection, type Model, type SchemaOptions } from 'mongoose';
 import type { AuditEvent } from '../core/types.js';
 
 const { Mixed } = Schema.Types;
@@ -13,8 +13,15 @@ const { Mixed } = Schema.Types;
  */
 export const OWN_FILTER = { strictQuery: false } as const;
 
-/** The audit collection's own schemas: the change plugin, even when registered globally, leaves them alone. */
-export const auditSchemas = new WeakSet<Schema>();
+/**
+ * Marks the audit collection's own schemas: the change plugin, even when registered globally, leaves them
+ * alone. A schema option, not a set of schemas: mongoose hands global plugins a clone, which keeps its options.
+ */
+export const AUDIT_SCHEMA_OPTION = 'koaAuditEvents';
+
+export function isAuditSchema(schema: Schema): boolean {
+  return schema.get(AUDIT_SCHEMA_OPTION as keyof SchemaOptions) === true;
+}
 
 function eventSchema(collection: string): Schema {
   // Untyped on purpose: mongoose's inferred types for a schema this wide exceed the compiler's depth limit.
@@ -40,7 +47,7 @@ function eventSchema(collection: string): Schema {
       reason: { type: String },
       meta: { type: Mixed },
     },
-    { collection, versionKey: false, autoIndex: false, autoCreate: false, strict: false, minimize: false },
+    { collection, versionKey: false, autoIndex: false, autoCreate: false, strict: false, minimize: false, [AUDIT_SCHEMA_OPTION]: true },
   );
   // Newest-first keyset pagination sorts on (ts, _id): every index ends with both.
   schema.index({ ts: -1, _id: -1 });
@@ -54,7 +61,6 @@ function eventSchema(collection: string): Schema {
   schema.index({ kind: 1, ts: -1, _id: -1 });
   schema.index({ outcome: 1, ts: -1, _id: -1 });
   schema.index({ ip: 1, ts: -1, _id: -1 });
-  auditSchemas.add(schema);
   return schema;
 }
 

@@ -1,0 +1,185 @@
+/**
+ * Query writes: updateOne, updateMany, findOneAndUpdate, replaceOne, findOneAndReplace, deleteOne, deleteMany,
+ * findOneAndDelete. Before the write, the documents it can touch are read (projection limited to what the
+ * update names); after it, their state is read again and the difference recorded. Above `maxDocuments`,
+ * one summary event stands for the call.
+ */
+import { mongo, type ClientSession } from 'mongoose';
+import { diffDocuments, listFields } from './diff.js';
+import {
+  documentIdString, emit, emitTransition, narrowProjection, plainIdFilter, readByIds, sameFields,
+  type AuditedModel, type Doc, type SchemaAudit, type Target,
+} from './recorder.js';
+import { touchedPaths, topLevelProjection } from './update-paths.js';
+
+/** A mongoose Query as the query hooks see it. */
+export interface AuditedQuery {
+  op?: string;
+  model: AuditedModel;
+  getFilter(): Doc;
+  getUpdate(): unknown;
+  setUpdate(update: object): unknown;
+  getOptions(): QueryOptions;
+}
+
+interface QueryOptions {
+  session?: ClientSession | null;
+  upsert?: boolean;
+  sort?: unknown;
+  collation?: unknown;
+}
+
+const SINGLE = new Set(['updateOne', 'findOneAndUpdate', 'replaceOne', 'findOneAndReplace', 'deleteOne', 'findOneAndDelete']);
+const DELETES = new Set(['deleteOne', 'deleteMany', 'findOneAndDelete']);
+const REPLACES = new Set(['replaceOne', 'findOneAndReplace']);
+export const UPDATE_QUERIES = ['updateOne', 'updateMany', 'findOneAndUpdate', 'replaceOne', 'findOneAndReplace'] as const;
+export const DELETE_QUERIES = ['deleteOne', 'deleteMany', 'findOneAndDelete'] as const;
+
+interface QueryState {
+  op: string;
+  /** Pre-images (or just `_id`s with `fetchBefore: false`) by id string. */
+  before: Map<string, Doc>;
+  ids: unknown[];
+  /** Fields the update names (null: any field); what is read, and listed without a pre-image. */
+  paths: string[] | null;
+  projection: object | null;
+  session: ClientSession | null;
+  /** More documents matched than `maxDocuments`: one summary event instead. */
+  over: boolean;
+  upsert: boolean;
+  /** `_id` given to a findOneAndUpdate upsert so that the inserted document can be found. */
+  upsertId: unknown;
+}
+
+const queryStates = new WeakMap<object, QueryState>();
+
+export async function preQuery(s: SchemaAudit, q: AuditedQuery): Promise<void> {
+  const op = q.op ?? '';
+  const model = q.model;
+  if (!s.auditsModel(model.modelName)) return;
+  if (s.core.blocking) await s.core.waitForRoom();
+  const opts = q.getOptions();
+  const session = opts.session ?? null;
+  const single = SINGLE.has(op);
+  const isDelete = DELETES.has(op);
+  const update = isDelete ? null : q.getUpdate();
+  const paths = isDelete ? null : touchedPaths(update, REPLACES.has(op));
+  const projection = isDelete ? s.projection : narrowProjection(s, topLevelProjection(paths));
+  const filter = q.getFilter();
+  const st: QueryState = { op, before: new Map(), ids: [], paths, projection, session, over: false, upsert: opts.upsert === true, upsertId: undefined };
+
+  if (!s.fetchBefore && single && plainIdFilter(filter)) {
+    // The hot path reads nothing before the write: the filter names the document.
+    const id = model.castObject({ _id: filter._id })._id;
+    st.ids.push(id);
+    st.before.set(documentIdString(id), { _id: id });
+  } else {
+    const readOpts: Record<string, unknown> = { lean: true, session, limit: single ? 1 : s.maxDocuments + 1 };
+    if (single && opts.sort !== undefined) readOpts.sort = opts.sort;
+    if (opts.collation !== undefined) readOpts.collation = opts.collation;
+    const readProjection = s.fetchBefore ? projection : { _id: 1 as const };
+    const found = sameFields(await model.find(filter, readProjection === s.projection ? s.findProjection() : readProjection ?? {}, readOpts), readProjection);
+    if (found.length > s.maxDocuments) st.over = true;
+    else {
+      for (const d of found) {
+        st.ids.push(d._id);
+        st.before.set(documentIdString(d._id), d);
+      }
+    }
+  }
+
+  // A findOneAnd* upsert does not report the id it inserted unless asked to: give it one, as the server would.
+  if (!isDelete && opts.upsert === true && st.ids.length === 0 && op.startsWith('findOneAnd') && update !== null && typeof update === 'object' && !Array.isArray(update)) {
+    const u = update as Doc;
+    const soi = (u.$setOnInsert ?? {}) as Doc;
+    const replacement = REPLACES.has(op);
+    const hasId = filter._id !== undefined || u._id !== undefined || soi._id !== undefined || (u.$set as Doc | undefined)?._id !== undefined;
+    if (!hasId && !replacement) {
+      st.upsertId = new mongo.ObjectId();
+      q.setUpdate({ ...u, $setOnInsert: { ...soi, _id: st.upsertId } }); // a new object: the caller's is untouched
+    }
+  }
+  queryStates.set(q, st);
+}
+
+interface WriteResult {
+  matchedCount?: number;
+  modifiedCount?: number;
+  deletedCount?: number;
+  upsertedId?: unknown;
+  _id?: unknown;
+  value?: { _id?: unknown } | null;
+  lastErrorObject?: { upserted?: unknown };
+}
+
+export async function postQuery(s: SchemaAudit, q: AuditedQuery, res: unknown): Promise<void> {
+  const st = queryStates.get(q);
+  if (st === undefined) return;
+  queryStates.delete(q);
+  const model = q.model;
+  const t: Target = { modelName: model.modelName, collectionName: model.collection.collectionName, operation: st.op };
+  const r = (res ?? {}) as WriteResult;
+  const isDelete = DELETES.has(st.op);
+
+  if (st.over) {
+    const matched = isDelete ? r.deletedCount ?? 0 : r.matchedCount ?? 0;
+    const summary = { filter: q.getFilter(), update: isDelete ? null : q.getUpdate(), matched };
+    await emit(s, t, isDelete ? 'delete' : 'update', undefined, [], summary);
+    return;
+  }
+
+  if (isDelete) {
+    if (st.ids.length === 0 || res === null || r.deletedCount === 0) return;
+    // Which of the documents read are gone now (the filter may have matched another one meanwhile). A
+    // single delete by a plain `{ _id }` that deleted one document deleted that one: nothing to ask.
+    const known = r.deletedCount === 1 && st.ids.length === 1 && SINGLE.has(st.op) && plainIdFilter(q.getFilter());
+    const left = known ? new Map<string, Doc>() : await readByIds(model, st.ids, { _id: 1 }, st.session);
+    for (const [id, before] of st.before) {
+      if (left.has(id)) continue;
+      await emit(s, t, 'delete', id, s.fetchBefore ? diffDocuments(before, null, s.change) : []);
+    }
+    return;
+  }
+
+  // The server says nothing changed: no post-image to read (findOneAnd* results carry no such count).
+  if (r.modifiedCount === 0 && (r.upsertedId === undefined || r.upsertedId === null) && !s.recordNoop) return;
+  const created = upsertedIds(st, r, res);
+  if (created.length === 0 && st.ids.length === 0 && st.upsertId === undefined && st.upsert && st.op.startsWith('findOneAnd')) {
+    // A replacement upsert that returned no document: the one inserted matches the filter.
+    for (const d of await model.find(q.getFilter(), { _id: 1 }, { lean: true, session: st.session, limit: 1 })) created.push(d._id);
+  }
+  const createdIds = new Set(created.map(documentIdString));
+  // A created document is read once, whole; the others with the update's narrower projection.
+  const separate = created.length > 0 && st.projection !== s.projection;
+  const after = await readByIds(model, separate ? st.ids : [...st.ids, ...created], st.projection, st.session);
+  const full = separate ? await readByIds(model, created, s.projection, st.session) : after;
+
+  for (const id of createdIds) {
+    // Inserted by this write, so it did not exist before (with `fetchBefore: false` the id may be a guess).
+    st.before.delete(id);
+    const doc = full.get(id);
+    if (doc !== undefined) await emitTransition(s, t, id, null, doc);
+  }
+  for (const [id, before] of st.before) {
+    const doc = after.get(id) ?? null;
+    if (doc === null) continue; // gone meanwhile: its delete is someone else's event
+    if (s.fetchBefore) {
+      await emitTransition(s, t, id, before, doc);
+    } else if (r.modifiedCount !== 0 || s.recordNoop) {
+      // Not always true here: an upsert reports modifiedCount 0 with its upsertedId, and a document read
+      // before it (that stopped matching meanwhile) was then not changed by this write.
+      const changes = listFields(doc, st.paths, s.change);
+      if (changes.length > 0 || s.recordNoop) await emit(s, t, 'update', id, changes);
+    }
+  }
+}
+
+function upsertedIds(st: QueryState, r: WriteResult, res: unknown): unknown[] {
+  if (r.upsertedId !== undefined && r.upsertedId !== null) return [r.upsertedId];
+  if (!st.upsert || !st.op.startsWith('findOneAnd') || st.ids.length > 0) return [];
+  if (st.upsertId !== undefined) return [st.upsertId];
+  const upserted = r.lastErrorObject?.upserted;
+  if (upserted !== undefined && upserted !== null) return [upserted];
+  const returned = res !== null && typeof res === 'object' && 'value' in (res as object) ? r.value?._id : r._id;
+  return returned !== undefined && returned !== null ? [returned] : [];
+}
