@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import type { Connection } from 'mongoose';
 import defaultAudit, { audit, createAudit } from '../lib/index.js';
 import { actorNow } from '../lib/core/context.js';
-import { connectTestDb, sleep } from './support/helpers.js';
+import jwt from 'jsonwebtoken';
+import Koa from 'koa';
+import { connectTestDb, listen, sleep } from './support/helpers.js';
 
 describe('createAudit', () => {
   let conn: Connection;
@@ -39,14 +41,50 @@ describe('createAudit', () => {
     });
   }
 
-  it('accepts a complete valid configuration', () => {
+  it('suggests the nearest option name for a typo, and lists the known ones otherwise', () => {
+    expect(() => createAudit({ connection: conn, colection: 'x' } as never)).to.throw(TypeError, 'unknown createAudit option "colection"; did you mean "collection"?');
+    expect(() => createAudit({ connection: conn, MaxQueue: 1 } as never)).to.throw(TypeError, 'did you mean "maxQueue"?');
+    expect(() => createAudit({ connection: conn, zzzzzz: 1 } as never)).to.throw(TypeError, /unknown createAudit option "zzzzzz" \(known: connection, collection/);
+  });
+
+  it('takes every option of a complete configuration into effect', async () => {
+    const secret = 'all-options-secret';
     const a = createAudit({
-      connection: conn, collection: 'valid', jwt: { secret: 'k', algorithms: ['HS256'], cookie: 'tok' }, resolveActor: () => null,
-      mode: 'sync', maxQueue: 10, maxQueueBytes: 1024, onFull: 'drop', blockTimeoutMs: 100, retention: { days: 30 },
-      writeConcern: { w: 1 }, redact: ['pin'], batchSize: 5, flushIntervalMs: 10, models: ['Post'],
+      connection: conn, collection: 'valid', jwt: { secret, algorithms: ['HS256'], cookie: 'tok' }, resolveActor: (ctx) => (ctx.get('x-resolve') === '' ? null : { id: 'resolved' }),
+      mode: 'sync', maxQueue: 10, maxQueueBytes: 1024 * 1024, onFull: 'drop', blockTimeoutMs: 2000, retention: { days: 30 },
+      writeConcern: { w: 1 }, redact: ['pin'], batchSize: 5, flushIntervalMs: 10, models: ['Post'], maxStringLength: 64,
+      spoolDir: mkdtempSync(join(tmpdir(), 'ka-all-')),
     });
-    expect(a.model.collection.collectionName).to.equal('valid');
-    expect(a.stats()).to.deep.include({ accepted: 0, stored: 0, queued: 0 });
+    const app = new Koa();
+    app.use(a());
+    app.use((ctx) => void (ctx.body = 'ok'));
+    const server = await listen(app);
+    try {
+      expect(a.model.collection.collectionName).to.equal('valid');
+      const token = jwt.sign({ sub: 'u-cookie' }, secret, { algorithm: 'HS256' });
+      // mode: 'sync': each event is stored before its response arrives, so no flush() is needed below.
+      await fetch(`${server.url}/jwt?pin=1234&note=${'x'.repeat(100)}`, { headers: { cookie: `tok=${token}` } });
+      await fetch(`${server.url}/resolver`, { headers: { 'x-resolve': '1' } });
+      const events = await a.model.find().sort({ ts: 1, _id: 1 }).lean();
+      expect(events.map((e) => e.http?.path)).to.deep.equal(['/jwt', '/resolver']);
+      expect(events[0].actor).to.deep.equal({ id: 'u-cookie', via: 'jwt' }); // jwt.cookie
+      expect(events[1].actor).to.deep.equal({ id: 'resolved', via: 'resolver' });
+      expect(events[0].http?.query).to.match(/^pin=\[REDACTED\]&note=x+…\[truncated/); // redact, maxStringLength
+      expect((events[0].http?.query ?? '').length).to.be.at.most(64);
+      // models: ['Post']: a Post is audited, an Other is not.
+      const schema = new conn.base.Schema({ n: Number });
+      schema.plugin(a.plugin);
+      const Post = conn.model('Post', schema, 'all_posts');
+      const Other = conn.model('Other', schema.clone(), 'all_others');
+      await Post.create({ n: 1 });
+      await Other.create({ n: 2 });
+      await a.flush();
+      expect(await a.model.countDocuments({ kind: 'create' })).to.equal(1);
+      expect(await a.model.countDocuments({ kind: 'create', model: 'Post' })).to.equal(1);
+    } finally {
+      await server.close();
+      await a.close();
+    }
   });
 
   it('has a default instance on the default connection, exported both as default and as `audit`', () => {

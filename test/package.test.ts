@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const root = join(__dirname, '..');
@@ -32,6 +33,39 @@ describe('the built package', function () {
     `]);
     expect(out).to.equal('function,function,true,true');
   });
+
+  // What importing the package does: nothing. Run in a child with an empty TMPDIR, so that a directory made
+  // anywhere under the OS temp dir (the default spool) is seen.
+  const probe = (load: string): Record<string, unknown> => {
+    const tmp = mkdtempSync(join(tmpdir(), 'ka-import-'));
+    const script = `(async () => {
+      ${load}
+      const { readdirSync, existsSync } = require('node:fs');
+      const mongoose = require('mongoose');
+      const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+      const seen = { type: typeof k.audit, models: mongoose.modelNames().length + mongoose.connection.modelNames().length,
+        files: readdirSync(process.env.TMPDIR).length, timers: timers() };
+      const own = k.createAudit({ connection: mongoose.createConnection(), spoolDir: process.env.TMPDIR + '/own' });
+      seen.afterCreate = { defaultModels: mongoose.connection.modelNames().length, defaultSpool: existsSync(process.env.TMPDIR + '/koa-audit-spool') };
+      void k.audit.plugin; // the first use of the default instance brings it to life
+      seen.afterUse = { defaultSpool: existsSync(process.env.TMPDIR + '/koa-audit-spool') };
+      console.log(JSON.stringify(seen));
+      process.exit(0);
+    })();`;
+    const out = execFileSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', env: { ...process.env, TMPDIR: tmp } });
+    return JSON.parse(out.trim()) as Record<string, unknown>;
+  };
+
+  for (const [how, load] of [['require', "const k = require('koa-audit');"], ['import', "const k = await import('koa-audit');"]] as const) {
+    it(`does nothing at ${how}: no model, no directory, no timer; createAudit() leaves the default instance alone`, () => {
+      const seen = probe(load);
+      expect(seen).to.deep.equal({
+        type: 'function', models: 0, files: 0, timers: 0,
+        afterCreate: { defaultModels: 0, defaultSpool: false },
+        afterUse: { defaultSpool: true },
+      });
+    });
+  }
 
   it('exports types for import and for require', () => {
     const tsc = join(root, 'node_modules/typescript/bin/tsc');

@@ -15,7 +15,7 @@ import { DELETE_QUERIES, UPDATE_QUERIES, postQuery, preQuery, type AuditedQuery 
 import { postSave, preSave, type AuditedDocument } from './save.js';
 import { guard, type AuditedModel, type SchemaAudit } from './recorder.js';
 import { pathFilter } from './diff.js';
-import { bool, checkKnown, fail, objectOption, positiveInt, stringList } from '../core/options.js';
+import { bool, checkKnown, objectOption, pathList, positiveInt } from '../core/options.js';
 import { createRedactor } from '../core/redact.js';
 import { isAuditSchema } from '../store/model.js';
 
@@ -40,14 +40,6 @@ export interface PluginOptions {
 }
 
 const KNOWN = ['include', 'exclude', 'redact', 'fetchBefore', 'recordNoop', 'maxDocuments'] as const;
-
-/** A list of field paths: non-empty strings that neither start nor end with a dot. Absent: null. */
-function pathList(name: string, v: unknown): string[] | null {
-  if (v === undefined) return null;
-  const list = stringList(name, v);
-  if (list.some((p) => p.startsWith('.') || p.endsWith('.'))) fail(name, 'an array of field paths (non-empty strings)', v);
-  return list;
-}
 
 /** Hook registration typed loosely: mongoose's overloads cannot express one handler for many hook names. */
 interface Hooks {

@@ -1,7 +1,9 @@
 /**
- * Options of `createAudit` and of the middleware: validated and resolved once, at construction.
- * A wrong option throws a TypeError that names it; an unknown option is an error too (a typo would
- * otherwise silently turn a safety feature off).
+ * The option kit, and the options of `createAudit`. Every factory (createAudit, the middleware, the plugin,
+ * auditRouter, jwtLogin, feishuRouter) validates and resolves its options once, at construction, with the
+ * rules below: one rule per kind of value. A wrong option throws a TypeError that names it; an unknown option
+ * is an error too, with the nearest known name suggested (a typo would otherwise silently turn a safety
+ * feature off). Resolved options are final: nothing rewrites them later.
  */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -87,8 +89,39 @@ export function fail(name: string, expected: string, got: unknown): never {
 
 export function checkKnown(given: object, known: readonly string[], where: string): void {
   for (const key of Object.keys(given)) {
-    if (!known.includes(key)) throw new TypeError(`koa-audit: unknown ${where} option "${key}"`);
+    if (known.includes(key)) continue;
+    const near = nearest(key, known);
+    throw new TypeError(`koa-audit: unknown ${where} option "${key}"${near === null ? ` (known: ${known.join(', ')})` : `; did you mean "${near}"?`}`);
   }
+}
+
+/** The known name closest to a mistyped one (edit distance at most a third of its length, min. 2), or null. */
+export function nearest(name: string, known: readonly string[]): string | null {
+  const lower = name.toLowerCase();
+  let best: string | null = null;
+  let bestDistance = Math.max(2, Math.floor(name.length / 3)) + 1;
+  for (const k of known) {
+    const d = k.toLowerCase() === lower ? 0 : editDistance(lower, k.toLowerCase());
+    if (d < bestDistance) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions and adjacent transpositions. */
+function editDistance(a: string, b: string): number {
+  const rows: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) rows[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      rows[i][j] = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) rows[i][j] = Math.min(rows[i][j], rows[i - 2][j - 2] + 1);
+    }
+  }
+  return rows[a.length][b.length];
 }
 
 export function positiveInt(name: string, v: unknown, dflt: number): number {
@@ -116,7 +149,7 @@ export function nonEmptyString(name: string, v: unknown, dflt: string): string {
   return v;
 }
 
-function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[], dflt: T): T {
+export function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[], dflt: T): T {
   if (v === undefined) return dflt;
   if (!allowed.includes(v as T)) fail(name, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, v);
   return v as T;
@@ -128,14 +161,47 @@ export function stringList(name: string, v: unknown): string[] {
   return [...v];
 }
 
+/** A function option; `what` describes its signature for the message. Absent: undefined, or a TypeError when required. */
+export function fnOption<F extends (...args: never[]) => unknown>(name: string, v: unknown, what: string, required: boolean): F | undefined {
+  if (v === undefined && !required) return undefined;
+  if (typeof v !== 'function') fail(name, `a function ${what}${required ? ' (it is required)' : ''}`, v);
+  return v as F;
+}
+
+/**
+ * A route prefix: a path starting with '/', without query, fragment or white space, or '' (the root) where
+ * `root` allows it. Trailing slashes are dropped, so `${prefix}/x` is always one slash.
+ */
+export function routePrefix(name: string, v: unknown, dflt: string, root: boolean): string {
+  const prefix = v === undefined ? dflt : v;
+  const ok = typeof prefix === 'string' && (prefix === '' ? root : prefix.startsWith('/') && prefix.replace(/\/+$/, '') !== '') && !/[?#\s]/.test(prefix);
+  if (!ok) fail(name, `a path starting with '/'${root ? " (or '' for the root)" : ''}`, prefix);
+  return prefix.replace(/\/+$/, '');
+}
+
+/** A signing or verifying key: a non-empty string, a Buffer, or a KeyObject. */
+export function signingKey(name: string, v: unknown): string | Buffer | object {
+  if (!(typeof v === 'string' && v !== '') && !Buffer.isBuffer(v) && (v === null || typeof v !== 'object')) {
+    fail(name, 'a non-empty string, Buffer or KeyObject', v);
+  }
+  return v as string | Buffer | object;
+}
+
+/** A list of document field paths: non-empty strings that neither start nor end with a dot. Absent: null. */
+export function pathList(name: string, v: unknown): string[] | null {
+  if (v === undefined) return null;
+  const list = stringList(name, v);
+  if (list.some((p) => p.startsWith('.') || p.endsWith('.'))) fail(name, 'an array of field paths (non-empty strings)', v);
+  return list;
+}
+
 function jwtOptions(v: unknown): JwtOptions | undefined {
   if (v === undefined) return undefined;
   if (v === null || typeof v !== 'object') fail('jwt', 'an object { secret | publicKey, algorithms }', v);
   const j = v as Record<string, unknown>;
   checkKnown(j, ['secret', 'publicKey', 'algorithms', 'cookie', 'issuer', 'audience'], 'jwt');
   if ((j.secret === undefined) === (j.publicKey === undefined)) fail('jwt', 'an object with exactly one of secret or publicKey', 'neither or both');
-  const key = j.secret ?? j.publicKey;
-  if (!(typeof key === 'string' && key !== '') && !Buffer.isBuffer(key) && typeof key !== 'object') fail('jwt.secret', 'a non-empty string, Buffer or KeyObject', key);
+  signingKey(j.secret === undefined ? 'jwt.publicKey' : 'jwt.secret', j.secret ?? j.publicKey);
   const algs = j.algorithms;
   if (!Array.isArray(algs) || algs.length === 0 || algs.some((a) => !JWT_ALGORITHMS.has(a as string))) {
     fail('jwt.algorithms', `a non-empty array of ${[...JWT_ALGORITHMS].join(', ')} (pinning them is required; 'none' is never accepted)`, algs);
@@ -164,7 +230,6 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   const connection = o.connection ?? mongoose.connection;
   if (!(connection instanceof mongoose.Connection)) fail('connection', 'a mongoose Connection', connection);
   const collection = nonEmptyString('collection', o.collection, 'auditevents');
-  if (o.resolveActor !== undefined && typeof o.resolveActor !== 'function') fail('resolveActor', 'a function', o.resolveActor);
 
   let retention: { days: number } | undefined;
   if (o.retention !== undefined) {
@@ -188,7 +253,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     connection: connection as Connection,
     collection,
     jwt: jwtOptions(o.jwt),
-    resolveActor: o.resolveActor as ActorResolver | undefined,
+    resolveActor: fnOption<ActorResolver>('resolveActor', o.resolveActor, '(ctx) => user | null', false),
     mode: oneOf('mode', o.mode, ['async', 'sync'] as const, 'async'),
     maxQueue: positiveInt('maxQueue', o.maxQueue, 10_000),
     maxQueueBytes: positiveInt('maxQueueBytes', o.maxQueueBytes, 64 * 1024 * 1024),

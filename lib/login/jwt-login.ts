@@ -7,7 +7,7 @@ import jwt from 'jsonwebtoken';
 import type { Context } from 'koa';
 import { toActor } from '../core/actor.js';
 import { signalsOf, type SignalTarget } from './login.js';
-import { checkKnown, fail, JWT_ALGORITHMS, nonEmptyString, objectOption } from '../core/options.js';
+import { checkKnown, fail, fnOption, JWT_ALGORITHMS, nonEmptyString, objectOption, signingKey } from '../core/options.js';
 import type { Actor } from '../core/types.js';
 
 export interface JwtLoginOptions<U> {
@@ -81,14 +81,11 @@ export function jwtLogin<U>(options: JwtLoginOptions<U>): JwtLogin<U> {
   objectOption('jwtLogin options', options ?? null);
   checkKnown(options, ['signals', 'secret', 'algorithm', 'expiresIn', 'issuer', 'audience', 'verify', 'claims', 'provider'], 'jwtLogin');
   const signals = signalsOf(options.signals, 'signals');
-  const secret = options.secret;
-  if (!(typeof secret === 'string' && secret !== '') && !Buffer.isBuffer(secret) && (secret === null || typeof secret !== 'object')) {
-    fail('secret', 'a non-empty string, Buffer or KeyObject', secret);
-  }
+  const secret = signingKey('secret', options.secret) as jwt.Secret;
   const algorithm = options.algorithm ?? 'HS256';
   if (!JWT_ALGORITHMS.has(algorithm)) fail('algorithm', `one of ${[...JWT_ALGORITHMS].join(', ')}`, algorithm);
-  if (typeof options.verify !== 'function') fail('verify', 'a function (identifier, password, ctx) => user | null', options.verify);
-  if (options.claims !== undefined && typeof options.claims !== 'function') fail('claims', 'a function (user) => object', options.claims);
+  fnOption('verify', options.verify, '(identifier, password, ctx) => user | null', true);
+  fnOption('claims', options.claims, '(user) => object', false);
   const provider = nonEmptyString('provider', options.provider, 'jwt');
   const signOptions: jwt.SignOptions = { algorithm, expiresIn: options.expiresIn ?? '1h' };
   if (options.issuer !== undefined) signOptions.issuer = nonEmptyString('issuer', options.issuer, '');

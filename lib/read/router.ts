@@ -11,7 +11,7 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { Model } from 'mongoose';
-import { checkKnown, fail } from '../core/options.js';
+import { checkKnown, fail, fnOption, routePrefix } from '../core/options.js';
 import { ISO_DATE_HINT, parseIsoDate, QueryFilterError, type QueryFilter, type QueryPage } from './query.js';
 import { eventToJson } from '../core/json.js';
 import type { AuditEvent } from '../core/types.js';
@@ -98,14 +98,8 @@ function validate(options: unknown): { auditor: AuditReader; prefix: string; aut
   if (typeof auditor !== 'function' || typeof reader.query !== 'function' || typeof reader.history !== 'function') {
     fail('auditor', 'an auditor (audit, or one made by createAudit)', auditor);
   }
-  if (typeof o.authorize !== 'function') {
-    fail('authorize', 'a function (ctx) => boolean deciding who may read the audit trail (it is required)', o.authorize);
-  }
-  const prefix = o.prefix ?? '/audit';
-  if (typeof prefix !== 'string' || (prefix !== '' && !prefix.startsWith('/')) || /[?#\s]/.test(prefix)) {
-    fail('prefix', "a path starting with '/' (or '')", prefix);
-  }
-  return { auditor: reader as AuditReader, prefix: prefix.replace(/\/+$/, ''), authorize: o.authorize as AuditRouterOptions['authorize'] };
+  const authorize = fnOption<AuditRouterOptions['authorize']>('authorize', o.authorize, '(ctx) => boolean deciding who may read the audit trail', true);
+  return { auditor: reader as AuditReader, prefix: routePrefix('prefix', o.prefix, '/audit', true), authorize: authorize as AuditRouterOptions['authorize'] };
 }
 
 function send(ctx: Context, status: number, body: unknown): void {

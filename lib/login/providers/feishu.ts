@@ -17,7 +17,7 @@ import type { Context } from 'koa';
 import { toActor } from '../../core/actor.js';
 import { frameFor, storage } from '../../core/context.js';
 import { signalsOf, type LoginSignals, type SignalTarget } from '../login.js';
-import { checkKnown, fail, nonEmptyString, objectOption, positiveInt } from '../../core/options.js';
+import { checkKnown, fail, fnOption, nonEmptyString, objectOption, positiveInt, routePrefix } from '../../core/options.js';
 import { capString } from '../../core/safe.js';
 
 export interface FeishuUser {
@@ -159,11 +159,9 @@ export function feishuRouter(options: FeishuRouterOptions): Router {
   const signals: LoginSignals = signalsOf(options.signals, 'signals');
   const appId = required('appId', options.appId);
   const appSecret = required('appSecret', options.appSecret);
-  if (typeof options.onLogin !== 'function') fail('onLogin', 'a function (ctx, user, tokens) => ...', options.onLogin);
-  const onLogin = options.onLogin;
+  const onLogin = fnOption<FeishuRouterOptions['onLogin']>('onLogin', options.onLogin, '(ctx, user, tokens) => ...', true) as FeishuRouterOptions['onLogin'];
   const baseUrl = absoluteUrl('baseUrl', options.baseUrl ?? 'https://open.feishu.cn').replace(/\/+$/, '');
-  const prefix = nonEmptyString('prefix', options.prefix, '/auth/feishu').replace(/\/+$/, '');
-  if (prefix !== '' && !prefix.startsWith('/')) fail('prefix', 'a path starting with "/"', prefix);
+  const prefix = routePrefix('prefix', options.prefix, '/auth/feishu', false);
   const redirectUri = options.redirectUri === undefined ? undefined : absoluteUrl('redirectUri', options.redirectUri);
   const scope = options.scope === undefined ? undefined : nonEmptyString('scope', options.scope, '');
   const successRedirect = nonEmptyString('successRedirect', options.successRedirect, '/');
