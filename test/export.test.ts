@@ -211,6 +211,23 @@ describe('koa-audit export (command line)', function () {
     const got = run.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { _id: string; kind: string; ts: string });
     expect(got.map((e) => e._id)).to.deep.equal(want.map((d) => d._id.toHexString()));
     expect(run.stdout.endsWith('\n')).to.equal(true);
+    // --from/--to are the names (one vocabulary with the query API): the same events as --since/--until.
+    const named = await inProcess(['export', '--uri', uri, '--collection', 'y_events', '--kind', 'login', '--kind', 'logout', '--from', since.toISOString(), '--to', until.toISOString()]);
+    expect(named.code, named.stderr).to.equal(0);
+    expect(named.stdout).to.equal(run.stdout);
+    // Every filter of the query API: --actorId (alias --actor), --model, --outcome..., by the same rules.
+    for (const [args, want] of [
+      [['--actorId', 'u7', '--model', 'Post'], { 'actor.id': 'u7', model: 'Post' }],
+      [['--actor', 'u7', '--outcome', 'failure'], { 'actor.id': 'u7', outcome: 'failure' }],
+      [['--documentId', 'd3', '--ip', '10.1.3.3'], { documentId: 'd3', ip: '10.1.3.3' }],
+    ] as const) {
+      const r = await inProcess(['export', '--uri', uri, '--collection', 'y_events', ...args]);
+      expect(r.code, r.stderr).to.equal(0);
+      const ids = r.stdout === '' ? [] : r.stdout.trimEnd().split('\n').map((l) => (JSON.parse(l) as { _id: string })._id);
+      const expected = await conn.collection('y_events').find(want, { sort: { ts: 1, _id: 1 } }).toArray();
+      expect(ids, args.join(' ')).to.deep.equal(expected.map((d) => d._id.toHexString()));
+      expect(ids.length, `${args.join(' ')} matches something`).to.be.greaterThan(0);
+    }
     const empty = await cli(['export', '--uri', uri, '--collection', 'y_events', '--since', '2030-01-01']);
     expect(empty.code).to.equal(0);
     expect(empty.stdout).to.equal('');
@@ -243,11 +260,11 @@ describe('koa-audit export (command line)', function () {
     const coll = conn.collection('y_events') as unknown as mongo.Collection;
     const sink = new Writable({ write: (_c, _e, cb) => cb() });
     const refused = async (options: Parameters<typeof exportEvents>[2]): Promise<unknown> => exportEvents(coll, sink, options).then(() => undefined, (err: unknown) => err);
-    const badKind = await refused({ format: 'ndjson', kinds: ['upsert' as never] });
+    const badKind = await refused({ format: 'ndjson', filter: { kind: ['upsert' as never] } });
     expect(badKind).to.be.instanceOf(TypeError);
     expect((badKind as Error).message).to.match(/"kind"/);
-    expect(await refused({ format: 'ndjson', since: new Date('nope') })).to.be.instanceOf(TypeError);
-    const matched = await exportEvents(coll, sink, { format: 'ndjson', kinds: ['login', 'login'], since: new Date(start + 200), until: new Date(start + 700) });
+    expect(await refused({ format: 'ndjson', filter: { from: new Date('nope') } })).to.be.instanceOf(TypeError);
+    const matched = await exportEvents(coll, sink, { format: 'ndjson', filter: { kind: ['login', 'login'], from: new Date(start + 200), to: new Date(start + 700) } });
     expect(matched).to.equal(await conn.collection('y_events').countDocuments({ kind: 'login', ts: { $gte: new Date(start + 200), $lt: new Date(start + 700) } }));
     expect(matched).to.be.greaterThan(0);
   });
@@ -289,6 +306,9 @@ describe('koa-audit export (command line)', function () {
       [['export', '--uri', uri, '--since', '2026-02-30'], /--since must be an ISO 8601/],
       [['export', '--uri', uri, '--until', '2026-04-31T00:00:00Z'], /--until must be an ISO 8601/],
       [['export', '--uri', uri, '--format', 'xml'], /--format must be ndjson or csv/],
+      [['export', '--uri', uri, '--from', '2026-01-01', '--since', '2026-01-02'], /--since and --from say the same thing/],
+      [['export', '--uri', uri, '--outcome', 'maybe'], /--outcome must be 'success' or 'failure'/],
+      [['export', '--uri', uri, '--actorId', ''], /--actorId must be a non-empty string/],
       [['export', '--uri', uri, '--colection', 'x'], /Unknown option '--colection'/],
       [['export', '--uri', uri, 'extra'], /positional/i],
       [['export', '--uri', uri, '--out', join(dir, 'no/such/dir/file.ndjson')], /cannot write --out/],

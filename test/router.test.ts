@@ -103,6 +103,7 @@ describe('HTTP API (auditRouter)', () => {
       ['kind=update', { kind: 'update' }],
       ['kind=login&kind=logout', { kind: ['login', 'logout'] }],
       ['actor=u2', { actorId: 'u2' }],
+      ['actorId=u2', { actorId: 'u2' }],
       ['model=Post', { model: 'Post' }],
       ['model=Post&documentId=d3', { model: 'Post', documentId: 'd3' }],
       ['documentId=d3', { documentId: 'd3' }],

@@ -1,7 +1,7 @@
 /**
  * The `koa-audit` command line.
  *
- *   koa-audit export --uri <mongodb-uri> [--collection auditevents] [--kind K]... [--since ISO] [--until ISO]
+ *   koa-audit export --uri <mongodb-uri> [--collection auditevents] [--kind K]... [--from ISO] [--to ISO] [--actorId A] ...
  *                    [--format ndjson|csv] [--out FILE] [--timeout-ms 5000]
  *
  * Exit status: 0 success; 2 bad arguments (with a message and the usage); 1 the database cannot be reached or
@@ -11,9 +11,11 @@ import { createWriteStream, renameSync, rmSync, type WriteStream } from 'node:fs
 import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { mongo } from 'mongoose';
-import { exportEvents, type ExportFormat } from './export.js';
-import { AUDIT_KINDS, ISO_DATE_HINT, parseIsoDate } from './query.js';
-import type { AuditKind } from '../core/types.js';
+import { exportEvents, type ExportFilter, type ExportFormat } from './export.js';
+import { AUDIT_KINDS, FILTER_ALIASES, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, planQuery, QueryFilterError } from './query.js';
+
+/** The filter flags of `export`: the query API's keys (one vocabulary for JS, HTTP and CLI), without paging. */
+const FILTER_FLAGS = FILTER_KEYS.filter((k) => k !== 'limit' && k !== 'after');
 
 export const USAGE = `Usage: koa-audit export --uri <mongodb-uri> [options]
 
@@ -23,13 +25,20 @@ Options:
   --uri <uri>           MongoDB connection string, with the database name (required)
   --collection <name>   audit collection (default: auditevents)
   --kind <kind>         only this kind; repeat for several (${AUDIT_KINDS.join(', ')})
-  --since <ISO date>    events at or after this instant (e.g. 2026-01-01 or 2026-01-01T00:00:00Z)
-  --until <ISO date>    events strictly before this instant
+  --from <ISO date>     events at or after this instant (e.g. 2026-01-01 or 2026-01-01T00:00:00Z); alias --since
+  --to <ISO date>       events strictly before this instant; alias --until
+  --actorId <id>        events of this actor (actor.id); alias --actor
+  --model <name>        change events of this mongoose model
+  --documentId <id>     change events of this document
+  --requestId <id>      events of this request
+  --outcome <outcome>   success or failure
+  --ip <address>        events from this client address
   --format <format>     ndjson (default) or csv
   --out <file>          write to this file (progress on stderr) instead of stdout
   --timeout-ms <ms>     how long to wait for the database (default: 5000)
   -h, --help            this help
 
+The filters are those of the query API and the HTTP API, with the same names and rules.
 Exit status: 0 done, 2 bad arguments, 1 database unreachable or export failed.
 `;
 
@@ -40,25 +49,19 @@ export interface CliIO {
 
 class UsageError extends Error {}
 
-function isoDate(name: string, v: string | undefined): Date | undefined {
-  if (v === undefined) return undefined;
-  const d = parseIsoDate(v);
-  if (d === undefined) throw new UsageError(`--${name} must be ${ISO_DATE_HINT}, got ${JSON.stringify(v)}`);
-  return d;
-}
-
 interface ExportArgs {
   uri: string;
   collection: string;
-  kinds: AuditKind[];
-  since?: Date;
-  until?: Date;
+  filter: ExportFilter;
   format: ExportFormat;
   out?: string;
   timeoutMs: number;
 }
 
 function parseExport(args: string[]): ExportArgs | 'help' {
+  const filterOptions: Record<string, { type: 'string'; multiple?: boolean }> = {};
+  for (const key of FILTER_FLAGS) filterOptions[key] = key === 'kind' ? { type: 'string', multiple: true } : { type: 'string' };
+  for (const alias of Object.keys(FILTER_ALIASES)) filterOptions[alias] = { type: 'string' };
   let parsed;
   try {
     parsed = parseArgs({
@@ -66,11 +69,9 @@ function parseExport(args: string[]): ExportArgs | 'help' {
       strict: true,
       allowPositionals: false,
       options: {
+        ...filterOptions,
         uri: { type: 'string' },
         collection: { type: 'string', default: 'auditevents' },
-        kind: { type: 'string', multiple: true },
-        since: { type: 'string' },
-        until: { type: 'string' },
         format: { type: 'string', default: 'ndjson' },
         out: { type: 'string' },
         'timeout-ms': { type: 'string', default: '5000' },
@@ -80,27 +81,45 @@ function parseExport(args: string[]): ExportArgs | 'help' {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  const v = parsed.values;
+  const v = parsed.values as Record<string, string | string[] | boolean | undefined>;
   if (v.help === true) return 'help';
-  if (v.uri === undefined || v.uri === '') throw new UsageError('--uri is required');
-  if (!/^mongodb(\+srv)?:\/\//.test(v.uri)) throw new UsageError('--uri must be a mongodb:// or mongodb+srv:// connection string');
-  if (v.collection === '') throw new UsageError('--collection must not be empty');
-  const kinds = v.kind ?? [];
-  for (const k of kinds) if (!AUDIT_KINDS.includes(k as AuditKind)) throw new UsageError(`--kind must be one of ${AUDIT_KINDS.join(', ')}, got ${JSON.stringify(k)}`);
-  if (v.format !== 'ndjson' && v.format !== 'csv') throw new UsageError(`--format must be ndjson or csv, got ${JSON.stringify(v.format)}`);
-  const timeoutMs = /^\d{1,7}$/.test(v['timeout-ms']) ? Number(v['timeout-ms']) : NaN;
-  if (!(timeoutMs >= 1)) throw new UsageError(`--timeout-ms must be a positive integer, got ${JSON.stringify(v['timeout-ms'])}`);
-  if (v.out === '') throw new UsageError('--out must not be empty');
-  return {
-    uri: v.uri,
-    collection: v.collection,
-    kinds: kinds as AuditKind[],
-    since: isoDate('since', v.since),
-    until: isoDate('until', v.until),
-    format: v.format,
-    out: v.out,
-    timeoutMs,
+  const uri = v.uri as string | undefined;
+  if (uri === undefined || uri === '') throw new UsageError('--uri is required');
+  if (!/^mongodb(\+srv)?:\/\//.test(uri)) throw new UsageError('--uri must be a mongodb:// or mongodb+srv:// connection string');
+  const collection = v.collection as string;
+  if (collection === '') throw new UsageError('--collection must not be empty');
+  const format = v.format as string;
+  if (format !== 'ndjson' && format !== 'csv') throw new UsageError(`--format must be ndjson or csv, got ${JSON.stringify(format)}`);
+  const timeoutText = v['timeout-ms'] as string;
+  const timeoutMs = /^\d{1,7}$/.test(timeoutText) ? Number(timeoutText) : NaN;
+  if (!(timeoutMs >= 1)) throw new UsageError(`--timeout-ms must be a positive integer, got ${JSON.stringify(timeoutText)}`);
+  const out = v.out as string | undefined;
+  if (out === '') throw new UsageError('--out must not be empty');
+  return { uri, collection, filter: exportFilter(v), format, out, timeoutMs };
+}
+
+/** The filter flags as a query filter, each value checked by the query API's own rules (planQuery). */
+function exportFilter(v: Record<string, unknown>): ExportFilter {
+  const filter: Record<string, unknown> = {};
+  const flagOf: Record<string, string> = {};
+  const set = (flag: string, key: string, value: unknown): void => {
+    if (filter[key] !== undefined) throw new UsageError(`--${flag} and --${flagOf[key]} say the same thing; give one`);
+    flagOf[key] = flag;
+    if (key === 'from' || key === 'to') {
+      const d = parseIsoDate(value as string);
+      if (d === undefined) throw new UsageError(`--${flag} must be ${ISO_DATE_HINT}, got ${JSON.stringify(value)}`);
+      filter[key] = d;
+    } else filter[key] = value;
   };
+  for (const key of FILTER_FLAGS) if (v[key] !== undefined) set(key, key, v[key]);
+  for (const [alias, key] of Object.entries(FILTER_ALIASES)) if (v[alias] !== undefined) set(alias, key, v[alias]);
+  try {
+    planQuery(filter);
+  } catch (err) {
+    if (err instanceof QueryFilterError) throw new UsageError(`--${flagOf[err.key] ?? err.key} ${err.problem}`);
+    throw err;
+  }
+  return filter as ExportFilter;
 }
 
 function openFile(path: string): Promise<WriteStream> {
@@ -164,7 +183,7 @@ async function runExport(a: ExportArgs, io: CliIO): Promise<number> {
     };
     let count: number;
     try {
-      count = await exportEvents(db.collection(a.collection), out, { format: a.format, kinds: a.kinds, since: a.since, until: a.until, onProgress: progress });
+      count = await exportEvents(db.collection(a.collection), out, { format: a.format, filter: a.filter, onProgress: progress });
       if (file !== undefined) await closeFile(file);
     } catch (err) {
       // A reader that went away (`| head`) is not a failure of the export.

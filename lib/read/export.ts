@@ -1,7 +1,7 @@
 /**
  * Streaming export of the audit collection, oldest first, as NDJSON or CSV (used by `koa-audit export`).
  *
- * NDJSON: one event per line, `JSON.stringify` of the event's JSON form (lib/serialize.ts: `_id` as 24 hex
+ * NDJSON: one event per line, `JSON.stringify` of the event's JSON form (lib/core/json.ts: `_id` as 24 hex
  * characters, `ts` as ISO 8601 UTC with milliseconds, every other field as stored), lines ended by `\n`.
  *
  * CSV (RFC 4180, UTF-8, no BOM, `\r\n` line ends): a header row, then one row per event with the fixed columns
@@ -15,9 +15,8 @@
  */
 import type { Writable } from 'node:stream';
 import type { mongo } from 'mongoose';
-import { planQuery } from './query.js';
+import { planQuery, type QueryFilter } from './query.js';
 import { eventToJson } from '../core/json.js';
-import type { AuditKind } from '../core/types.js';
 
 export type ExportFormat = 'ndjson' | 'csv';
 
@@ -26,13 +25,12 @@ export const CSV_COLUMNS = [
   'documentId', 'operation', 'changes', 'summary', 'provider', 'identifier', 'reason', 'meta',
 ] as const;
 
+/** What an export selects: the query API's filter, without paging. */
+export type ExportFilter = Omit<QueryFilter, 'limit' | 'after'>;
+
 export interface ExportOptions {
   format: ExportFormat;
-  kinds?: AuditKind[];
-  /** Events at or after this instant. */
-  since?: Date;
-  /** Events strictly before this instant. */
-  until?: Date;
+  filter?: ExportFilter;
   /** Called now and then with the number of events written so far. */
   onProgress?: (written: number) => void;
   /** Events per cursor batch. Default 1000. */
@@ -67,16 +65,14 @@ export function ndjsonLine(doc: Record<string, unknown>): string {
 }
 
 /**
- * The query of an export: the query API's own filter (planQuery: `since`/`until` mean exactly what `from`/`to` do),
- * read oldest first, served by the `{ kind, ts, _id }` or `{ ts, _id }` index walked backwards.
+ * The query of an export: the query API's own filter and rules (planQuery), read oldest first, served by the
+ * index of the filter walked backwards.
  */
-export function exportQuery(options: Pick<ExportOptions, 'kinds' | 'since' | 'until'>): { filter: Record<string, unknown>; sort: { ts: 1; _id: 1 } } {
-  const { filter } = planQuery({
-    ...(options.kinds !== undefined && options.kinds.length > 0 ? { kind: options.kinds } : {}),
-    ...(options.since !== undefined ? { from: options.since } : {}),
-    ...(options.until !== undefined ? { to: options.until } : {}),
-  });
-  return { filter, sort: { ts: 1, _id: 1 } };
+export function exportQuery(filter: ExportFilter = {}): { filter: Record<string, unknown>; sort: { ts: 1; _id: 1 } } {
+  for (const key of ['limit', 'after']) {
+    if (Object.hasOwn(filter, key)) throw new TypeError(`koa-audit: an export reads every matching event; "${key}" does not apply`);
+  }
+  return { filter: planQuery(filter).filter, sort: { ts: 1, _id: 1 } };
 }
 
 function drained(out: Writable): Promise<void> {
@@ -101,7 +97,7 @@ async function write(out: Writable, chunk: string): Promise<void> {
 
 /** Streams the matching events to `out` (which it does not end). Resolves with the number written. */
 export async function exportEvents(collection: mongo.Collection, out: Writable, options: ExportOptions): Promise<number> {
-  const { filter, sort } = exportQuery(options);
+  const { filter, sort } = exportQuery(options.filter);
   const format = options.format === 'csv' ? csvRow : ndjsonLine;
   const cursor = collection.find(filter, { sort, batchSize: options.batchSize ?? 1000 });
   let written = 0;

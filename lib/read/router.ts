@@ -12,7 +12,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { Model } from 'mongoose';
 import { checkKnown, fail, fnOption, routePrefix } from '../core/options.js';
-import { ISO_DATE_HINT, parseIsoDate, QueryFilterError, type QueryFilter, type QueryPage } from './query.js';
+import { FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, QueryFilterError, type QueryFilter, type QueryPage } from './query.js';
 import { eventToJson } from '../core/json.js';
 import type { AuditEvent } from '../core/types.js';
 import { VIEWER_CSP, VIEWER_HTML } from './viewer.js';
@@ -33,22 +33,14 @@ export interface AuditRouterOptions {
   authorize: (ctx: Context) => boolean | Promise<boolean>;
 }
 
-/** Query parameters of `/api/events`, and the filter key each one sets. */
+/**
+ * Query parameters of `/api/events`, and the filter key each one sets: the filter keys themselves, and `actor`
+ * (the first name of `actorId`), kept as an alias.
+ */
 const PARAMS: Record<string, keyof QueryFilter> = {
-  kind: 'kind',
+  ...Object.fromEntries(FILTER_KEYS.map((k) => [k, k])),
   actor: 'actorId',
-  model: 'model',
-  documentId: 'documentId',
-  requestId: 'requestId',
-  outcome: 'outcome',
-  ip: 'ip',
-  from: 'from',
-  to: 'to',
-  limit: 'limit',
-  after: 'after',
 };
-/** The parameter of each filter key: planQuery's messages name filter keys, a client knows parameters. */
-const PARAM_OF: Record<string, string> = Object.fromEntries(Object.entries(PARAMS).map(([param, key]) => [key, param]));
 const MAX_VALUE = 4096;
 const DIGITS = /^[0-9]+$/;
 const OBJECT_ID = /^[0-9a-fA-F]{24}$/;
@@ -66,12 +58,14 @@ function badParam(name: string, expected: string, got: string): never {
  * Turns the query string into a filter: text into values only. Whether the values are acceptable is planQuery's
  * to say (one set of rules for the API and HTTP); its QueryFilterError is answered as 400 naming the parameter.
  */
-export function filterFromQuery(querystring: string): QueryFilter {
+export function filterFromQuery(querystring: string): { filter: QueryFilter; paramOf: Record<string, string> } {
   const params = new URLSearchParams(querystring);
   const f: Record<string, unknown> = {};
+  const names: Record<string, string> = {};
   for (const [name, value] of params) {
     const key = Object.hasOwn(PARAMS, name) ? PARAMS[name] : undefined;
     if (key === undefined) throw new BadRequest(`unknown parameter "${name}" (known: ${Object.keys(PARAMS).join(', ')})`);
+    names[key] = name;
     if (name === 'kind') {
       ((f.kind ??= []) as string[]).push(value);
       continue;
@@ -86,7 +80,8 @@ export function filterFromQuery(querystring: string): QueryFilter {
       f[key] = value;
     }
   }
-  return f as QueryFilter;
+  // The parameter each key was given as (an alias, say): planQuery's messages name keys, a client knows parameters.
+  return { filter: f as QueryFilter, paramOf: names };
 }
 
 function validate(options: unknown): { auditor: AuditReader; prefix: string; authorize: AuditRouterOptions['authorize'] } {
@@ -125,14 +120,16 @@ export function auditRouter(options: AuditRouterOptions): Router {
     } catch (err) {
       // Our own validation errors only (a TypeError from a bug stays a 500, its message unexposed).
       if (err instanceof BadRequest) send(ctx, 400, { error: err.message });
-      else if (err instanceof QueryFilterError) send(ctx, 400, { error: `parameter "${PARAM_OF[err.key] ?? err.key}" ${err.problem}` });
       else if (err instanceof TypeError && err.message.startsWith(OWN_ERROR)) send(ctx, 400, { error: err.message.slice(OWN_ERROR.length) });
       else throw err;
     }
   };
 
   router.get(`${prefix}/api/events`, guarded(async (ctx) => {
-    const page = await auditor.query(filterFromQuery(ctx.querystring));
+    const { filter, paramOf } = filterFromQuery(ctx.querystring);
+    const page = await auditor.query(filter).catch((err: unknown) => {
+      throw err instanceof QueryFilterError ? new BadRequest(`parameter "${paramOf[err.key] ?? err.key}" ${err.problem}`) : err;
+    });
     send(ctx, 200, { items: page.items.map(eventToJson), next: page.next });
   }));
 
