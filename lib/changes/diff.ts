@@ -7,6 +7,7 @@
  * another key order are the same value. A missing field and a null one are the same too: the stored form
  * cannot tell them apart.
  */
+import { binaryBytes, bsonScalar, bsonType, documentData, isMongooseDocument } from '../core/bson.js';
 import { REDACTED, type Redactor } from '../core/redact.js';
 import { toStored, type SafeLimits } from '../core/safe.js';
 import type { Change, StoredValue } from '../core/types.js';
@@ -88,14 +89,12 @@ function canonical(v: unknown, depth: number): string {
   if (v === null) return 'null';
   if (depth > MAX_CANONICAL_DEPTH) return '[deep]';
   if (v instanceof Date) return `D:${v.getTime()}`;
-  const bsontype = (v as { _bsontype?: unknown })._bsontype;
-  if (typeof bsontype === 'string') return bsonCanonical(v, bsontype);
+  const bsontype = bsonType(v);
+  if (bsontype !== undefined) return bsonCanonical(v, bsontype);
   if (ArrayBuffer.isView(v)) return `B:${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64')}`;
   if (Array.isArray(v)) return `[${v.map((x) => canonical(x, depth + 1)).join(',')}]`;
   if (v instanceof Map) return objectCanonical([...v.entries()].map(([k, x]) => [String(k), x]), depth);
-  if (typeof (v as { toObject?: unknown }).toObject === 'function' && '$__' in v) {
-    return canonical((v as unknown as { toObject(o: object): unknown }).toObject({ depopulate: true, virtuals: false, getters: false }), depth);
-  }
+  if (isMongooseDocument(v)) return canonical(documentData(v), depth);
   return objectCanonical(Object.entries(v), depth);
 }
 
@@ -108,20 +107,17 @@ function bsonCanonical(v: object, type: string): string {
   switch (type) {
     case 'ObjectId':
     case 'ObjectID':
-      return `O:${(v as { toHexString(): string }).toHexString()}`;
+      return `O:${bsonScalar(v, type)}`;
     case 'Decimal128':
       return `n:${normalizeDecimal(String(v))}`;
     case 'Int32':
     case 'Double':
-      return `n:${(v as { valueOf(): number }).valueOf()}`;
     case 'Long':
-      return `n:${String(v)}`;
-    case 'Binary': {
-      const b = v as { buffer: Uint8Array; position?: number };
-      return `B:${Buffer.from(b.buffer.subarray(0, b.position ?? b.buffer.length)).toString('base64')}`;
-    }
+      return `n:${bsonScalar(v, type)}`;
+    case 'Binary':
+      return `B:${Buffer.from(binaryBytes(v)).toString('base64')}`;
     default:
-      return `${type}:${String(v)}`;
+      return `${type}:${bsonScalar(v, type)}`;
   }
 }
 

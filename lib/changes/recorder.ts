@@ -8,9 +8,10 @@
  * redactor would not know).
  */
 import type { ClientSession } from 'mongoose';
+import { bsonType, documentData, isMongooseDocument } from '../core/bson.js';
 import type { AuditCore } from '../core/core.js';
 import { AuditUnavailableError } from '../core/errors.js';
-import { diffDocuments, isPlainObject, type ChangeContext, type PathFilter } from './diff.js';
+import { diffDocuments, type ChangeContext, type PathFilter } from './diff.js';
 import type { Redactor } from '../core/redact.js';
 import { toStored } from '../core/safe.js';
 import type { Change, StoredValue } from '../core/types.js';
@@ -98,11 +99,7 @@ export async function readByIds(model: AuditedModel, ids: readonly unknown[], pr
 /** Plain data of a document: a hydrated mongoose document's stored fields, or the object itself. */
 export function plainOf(doc: unknown): Doc | null {
   if (doc === null || doc === undefined || typeof doc !== 'object') return null;
-  const d = doc as { toObject?: (o: object) => unknown; $__?: unknown };
-  if (typeof d.toObject === 'function' && d.$__ !== undefined) {
-    return d.toObject({ depopulate: true, flattenMaps: true, virtuals: false, getters: false, transform: false, versionKey: true }) as Doc;
-  }
-  return isPlainObject(doc) ? doc : (doc as Doc);
+  return isMongooseDocument(doc) ? documentData(doc) : (doc as Doc);
 }
 
 export interface Target {
@@ -178,5 +175,5 @@ export function plainIdFilter(filter: Doc): boolean {
   const v = filter._id;
   if (v === null || v === undefined) return false;
   if (typeof v !== 'object') return true;
-  return typeof (v as { _bsontype?: unknown })._bsontype === 'string';
+  return bsonType(v) !== undefined;
 }

@@ -4,6 +4,7 @@
  */
 import jwt from 'jsonwebtoken';
 import type { Context } from 'koa';
+import { objectIdHex } from './bson.js';
 import type { AuditContext } from './context.js';
 import { capString } from './safe.js';
 import type { Actor, ActorVia } from './types.js';
@@ -14,8 +15,8 @@ function idString(v: unknown): string | null {
   if (typeof v === 'string') return v === '' ? null : capString(v, MAX_ID);
   if (typeof v === 'number' || typeof v === 'bigint') return String(v);
   if (v !== null && typeof v === 'object') {
-    const hex = (v as { toHexString?: () => string }).toHexString;
-    if (typeof hex === 'function') return hex.call(v);
+    const hex = objectIdHex(v);
+    if (hex !== null) return hex;
     const s = String(v);
     if (s !== '[object Object]') return capString(s, MAX_ID);
   }

@@ -5,13 +5,13 @@
  *   - every other field exactly as stored (stored values are already JSON: lib/safe.ts), in stored order.
  * Keys stored escaped (`a%2Eb`, see `escapeKey`) stay escaped, so the output is the collection's content.
  */
+import { objectIdHex } from './bson.js';
 import type { AuditEvent } from './types.js';
 
 export type JsonEvent = Omit<AuditEvent, '_id' | 'ts'> & { _id: string; ts: string };
 
 function hexOf(id: unknown): string {
-  const h = (id as { toHexString?: unknown } | null)?.toHexString;
-  return typeof h === 'function' ? String(h.call(id)) : String(id);
+  return objectIdHex(id) ?? String(id);
 }
 
 function isoOf(ts: unknown): string {

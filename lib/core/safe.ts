@@ -22,6 +22,7 @@
  * | object that throws on read | `'[Unreadable: message]'`                         |
  * | secret key (lib/redact.ts) | `'[REDACTED]'`                                    |
  */
+import { binaryBytes, bsonScalar, bsonType, documentData, isMongooseDocument } from './bson.js';
 import { REDACTED, type Redactor } from './redact.js';
 import type { StoredValue } from './types.js';
 
@@ -126,8 +127,8 @@ function convert(value: unknown, w: Walk, depth: number): StoredValue {
 
 function convertObject(obj: object, w: Walk, depth: number): StoredValue {
   if (obj instanceof Date) return Number.isNaN(obj.getTime()) ? 'Invalid Date' : obj.toISOString();
-  const bsontype = (obj as { _bsontype?: unknown })._bsontype;
-  if (typeof bsontype === 'string') return fromBson(obj, bsontype, w);
+  const bsontype = bsonType(obj);
+  if (bsontype !== undefined) return fromBson(obj, bsontype, w);
   if (ArrayBuffer.isView(obj)) return bytesToBase64(obj, w.limits.maxString);
   if (obj instanceof ArrayBuffer) return bytesToBase64(new Uint8Array(obj), w.limits.maxString);
   if (obj instanceof RegExp) return capString(obj.toString(), w.limits.maxString);
@@ -137,9 +138,7 @@ function convertObject(obj: object, w: Walk, depth: number): StoredValue {
   if (depth >= w.limits.maxDepth) return TRUNCATED;
 
   // A mongoose document or subdocument: store its data, not its internals.
-  const plain = typeof (obj as { toObject?: unknown }).toObject === 'function' && '$__' in obj
-    ? (obj as unknown as { toObject(o: object): object }).toObject({ depopulate: true, virtuals: false, getters: false })
-    : obj;
+  const plain = isMongooseDocument(obj) ? documentData(obj) : obj;
 
   w.path.push(obj);
   try {
@@ -180,21 +179,9 @@ function convertEntries(entries: [unknown, unknown][], w: Walk, depth: number): 
 }
 
 function fromBson(obj: object, type: string, w: Walk): StoredValue {
-  switch (type) {
-    case 'ObjectId':
-    case 'ObjectID':
-      return (obj as { toHexString(): string }).toHexString();
-    case 'Binary': {
-      const b = obj as { buffer: Uint8Array; position?: number };
-      return bytesToBase64(b.buffer.subarray(0, b.position ?? b.buffer.length), w.limits.maxString);
-    }
-    case 'Int32':
-    case 'Double':
-      return convert((obj as { valueOf(): number }).valueOf(), w, 0);
-    default:
-      // Decimal128, Long, Timestamp, UUID...: their string form is their exact meaning.
-      return capString(String(obj), w.limits.maxString);
-  }
+  if (type === 'Binary') return bytesToBase64(binaryBytes(obj), w.limits.maxString);
+  const v = bsonScalar(obj, type);
+  return typeof v === 'number' ? convert(v, w, 0) : capString(v, w.limits.maxString);
 }
 
 function bytesToBase64(view: ArrayBufferView, maxString: number): string {

@@ -11,6 +11,7 @@
 import { EventEmitter } from 'node:events';
 import type { Collection, WriteConcern } from 'mongoose';
 import { mongo } from 'mongoose';
+import { bsonType } from '../core/bson.js';
 import { AuditUnavailableError, reportError } from '../core/errors.js';
 import type { AuditStats, OnFull, StoredDoc } from '../core/types.js';
 import type { Spool } from './spool.js';
@@ -485,7 +486,7 @@ function approximateSize(v: unknown): number {
         for (const x of v) n += approximateSize(x);
         return n;
       }
-      if ((v as { _bsontype?: unknown })._bsontype !== undefined) return 16;
+      if (bsonType(v) !== undefined) return 16;
       let n = 8;
       for (const k in v as object) n += k.length + 4 + approximateSize((v as Record<string, unknown>)[k]);
       return n;
