@@ -1,10 +1,11 @@
 import { expect } from 'chai';
-import type { Connection } from 'mongoose';
+import mongoose, { type Connection } from 'mongoose';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAudit } from '../lib/index.js';
 import { weakWriteConcern } from '../lib/store/write-concern.js';
+import { replicaSetProxy } from './support/replica-set-proxy.js';
 import { connectTestDb } from './support/helpers.js';
 
 describe('write concern warning', () => {
@@ -48,6 +49,35 @@ describe('write concern warning', () => {
       await a.close({ timeoutMs: 1000 });
     } finally {
       process.off('warning', onWarning);
+    }
+  });
+
+  it('a real auditor on a replica set warns once about w: 1, and not about majority', async function () {
+    // The server this run uses, made to answer hello as a 3-member replica set (test/support/replica-set-proxy.ts).
+    const proxy = await replicaSetProxy(process.env.KOA_AUDIT_TEST_URI as string);
+    const rsConn = await mongoose.createConnection(proxy.uri('t_wc_rs'), { serverSelectionTimeoutMS: 5000 }).asPromise();
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => {
+      if ((w as { code?: string }).code === 'KOA_AUDIT_WEAK_WRITE_CONCERN') warnings.push(w);
+    };
+    process.on('warning', onWarning);
+    try {
+      const hello = await rsConn.db!.admin().command({ hello: 1 });
+      expect(hello.setName).to.equal('rs-test');
+      const weak = createAudit({ connection: rsConn, collection: 'wc_weak', writeConcern: { w: 1 }, spoolDir: mkdtempSync(join(tmpdir(), 'ka-wc-')) });
+      const strong = createAudit({ connection: rsConn, collection: 'wc_strong', writeConcern: { w: 'majority' }, spoolDir: mkdtempSync(join(tmpdir(), 'ka-wc-')) });
+      await strong.ready();
+      await weak.ready();
+      await weak.ready();
+      await new Promise((r) => setImmediate(r));
+      expect(warnings).to.have.length(1);
+      expect(warnings[0].message).to.match(/w: 1 is weaker than majority on replica set "rs-test".*writeConcern: \{ w: 'majority' \}/);
+      await weak.close({ timeoutMs: 1000 });
+      await strong.close({ timeoutMs: 1000 });
+    } finally {
+      process.off('warning', onWarning);
+      await rsConn.close();
+      await proxy.close();
     }
   });
 });

@@ -108,6 +108,28 @@ describe('writer: queue policies, duplicates, sync mode', () => {
     await w.close(1000);
   });
 
+  it('a document the server refuses is stored as a stub under its own _id, not dropped, and the batch around it is stored', async () => {
+    const coll = fx.conn.collection('refused_stub');
+    const base = (n: number): Record<string, unknown> => ({ _id: new mongo.ObjectId(), ts: new Date(), kind: 'request', outcome: 'success', actor: null, requestId: `r${n}`, n });
+    // A key the server will not take (the core escapes such keys; a hand-made or foreign event may not).
+    const refused: Record<string, unknown> = { ...base(1), $bad: 'x' };
+    const events = new EventEmitter();
+    const errors: unknown[] = [];
+    events.on('error', (e) => errors.push(e));
+    const w = new Writer(() => coll, writerOptions(), events);
+    for (const d of [base(0), refused, base(2)]) w.accept(d);
+    await w.flush();
+    const stored = await coll.find().sort({ n: 1 }).toArray();
+    expect(stored).to.have.length(3);
+    expect(stored.map((d) => d.n ?? null)).to.have.members([0, 2, null]);
+    const stub = stored.find((d) => String(d._id) === String(refused._id)) as Record<string, unknown>;
+    expect(stub).to.deep.include({ kind: 'request', outcome: 'success', requestId: 'r1' });
+    expect(stub).to.not.have.property('$bad');
+    expect((stub.meta as { storeError?: string }).storeError).to.match(/\$bad|\$/);
+    expect(w.stats()).to.include({ accepted: 3, stored: 3, dropped: 0, queued: 0 });
+    await w.close(1000);
+  });
+
   it("'block': an event that still finds no room after blockTimeoutMs is counted dropped, and the loss recorded", async () => {
     const coll = fx.conn.collection('block_loss');
     const w = new Writer(() => coll, writerOptions({ onFull: 'block', maxQueue: 1, blockTimeoutMs: 100, batchSize: 1000, flushIntervalMs: 600_000 }), new EventEmitter());
