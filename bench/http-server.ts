@@ -1,9 +1,14 @@
 /**
- * The HTTP benchmark's server, run in a child process of its own (see http.ts for why). One variant per
- * process: `bare`, `audited` (koa-audit, default async mode), `naive` (awaits one insertOne per request),
- * `sync` (koa-audit, mode 'sync'), `nostore` (diagnostic: koa-audit building every event, then dropping it
- * from a queue of one: the middleware's own cost, without the writer's and the database's). Talks to the parent over IPC: sends { port } once listening, answers
- * 'stats' with the auditor's counters and the CPU time used since 'mark', and on 'close' closes the auditor and reports what it stored.
+ * The HTTP benchmark's server, run in a child process of its own (see http.ts for why). One variant per process:
+ *   - `bare`: Koa alone;
+ *   - `floor`: Koa + an AsyncLocalStorage context per request that keeps one small event in memory: what any
+ *     request-scoped audit pays on Node 20, the floor koa-audit is measured against;
+ *   - `audited`: koa-audit, default options, real store;
+ *   - `discard`: koa-audit's middleware and core (every event built, redacted, made safe), with a store that
+ *     accepts and discards: the request path's own cost, without the writer's and the database's;
+ *   - `naive`: awaits one insertOne per request; `sync`: koa-audit, mode 'sync'.
+ * Talks to the parent over IPC: sends { port } once listening, answers 'stats' with the auditor's counters and
+ * the CPU time used since 'mark', and on 'close' closes the auditor and reports what it stored.
  */
 import Koa from 'koa';
 import mongoose, { mongo } from 'mongoose';
@@ -11,9 +16,15 @@ import { mkdtempSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { EventEmitter } from 'node:events';
+import { createCore, type EventSink } from '../lib/core/core.js';
+import { resolveOptions } from '../lib/core/options.js';
 import { createAudit, type Auditor } from '../lib/index.js';
+import { createMiddleware } from '../lib/request/middleware.js';
+import { eventModel } from '../lib/store/model.js';
 
-type Variant = 'bare' | 'audited' | 'naive' | 'sync' | 'nostore';
+type Variant = 'bare' | 'floor' | 'audited' | 'discard' | 'naive' | 'sync';
 
 async function main(): Promise<void> {
   const [variant, uri, collection] = process.argv.slice(2) as [Variant, string, string];
@@ -21,16 +32,35 @@ async function main(): Promise<void> {
   app.silent = true; // requests cut off at the end of a sample fail their writes: Koa need not print each one
   let auditor: Auditor | null = null;
   let conn: mongoose.Connection | null = null;
-  if (variant !== 'bare') conn = await mongoose.createConnection(uri).asPromise();
+  if (variant !== 'bare' && variant !== 'floor') conn = await mongoose.createConnection(uri).asPromise();
 
-  if (variant === 'audited' || variant === 'sync' || variant === 'nostore') {
-    const nostore = variant === 'nostore' ? { batchSize: 10, flushIntervalMs: 600_000, maxQueue: 1, onFull: 'drop' as const } : {};
+  if (variant === 'floor') {
+    const storage = new AsyncLocalStorage<{ start: number; event: Record<string, unknown> | null }>();
+    let kept: Record<string, unknown> | null = null;
+    app.use(async (ctx, next) => {
+      const frame = { start: performance.now(), event: null as Record<string, unknown> | null };
+      await storage.run(frame, next);
+      frame.event = { ts: new Date(), method: ctx.method, path: ctx.path, status: ctx.status, durationMs: performance.now() - frame.start };
+      kept = frame.event; // one small event in memory, as a queue would hold it
+    });
+    void kept;
+  } else if (variant === 'discard') {
+    const options = resolveOptions({ connection: conn as mongoose.Connection, collection });
+    let discarded = 0;
+    const sink: EventSink = {
+      onFull: 'drop',
+      accept: () => void discarded++,
+      writeNow: async () => void discarded++,
+      waitForRoom: async () => {},
+    };
+    const core = createCore({ options, events: new EventEmitter(), model: eventModel(options.connection, collection), sink: () => sink, prepare: async () => {} });
+    app.use(createMiddleware(core));
+  } else if (variant === 'audited' || variant === 'sync') {
     auditor = createAudit({
       connection: conn as mongoose.Connection,
       collection,
       mode: variant === 'sync' ? 'sync' : 'async',
       spoolDir: mkdtempSync(join(tmpdir(), 'koa-audit-bench-spool-')),
-      ...nostore,
     });
     // Requests cut off by the shutdown at the end of a sample may fail their sync write: not a benchmark error.
     auditor.on('error', () => {});
