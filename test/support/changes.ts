@@ -2,9 +2,11 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Schema, type Connection, type Model, type SchemaDefinition } from 'mongoose';
+import mongoose, { Schema, type Connection, type Model, type SchemaDefinition } from 'mongoose';
+import type { CommandStartedEvent } from 'mongodb';
 import { createAudit, type Auditor, type AuditOptions, type PluginOptions } from '../../lib/index.js';
 import type { AuditEvent, Change } from '../../lib/core/types.js';
+import { databaseUri, startDatabase } from './database.js';
 
 export interface ChangeFixture {
   auditor: Auditor;
@@ -36,4 +38,60 @@ export function changeFixture(conn: Connection, auditOptions: AuditOptions = {})
 /** Changes sorted by path: servers may order fields differently, the tests compare sets of changes. */
 export function byPath(changes: Change[] | undefined): Change[] {
   return [...(changes ?? [])].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+export interface ChangesFixture extends ChangeFixture {
+  /** This file's connection (its own database), with command monitoring. */
+  readonly conn: Connection;
+  /** The `find` commands sent to `model`'s collection since the last `resetCommands()`. */
+  finds(model: { collection: { collectionName: string } }): CommandStartedEvent[];
+  resetCommands(): void;
+  /** Another auditor with its plugin on the same connection, with other options; closed with the file. */
+  withOptions(options: AuditOptions): ChangeFixture;
+}
+
+/**
+ * The fixture of every change-auditing test file: registers the file's `before`/`after` hooks and returns the
+ * fixture. Its connection opens a fresh database named after the file, with command monitoring, so that a test
+ * can see what the plugin reads (projections, limits, sessions).
+ */
+export function useChanges(name: string, auditOptions: AuditOptions = {}): ChangesFixture {
+  let conn: Connection | undefined;
+  let main: ChangeFixture | undefined;
+  const others: ChangeFixture[] = [];
+  const commands: CommandStartedEvent[] = [];
+  before(async () => {
+    const base = process.env.KOA_AUDIT_TEST_URI ?? (await startDatabase()).uri;
+    conn = await mongoose.createConnection(databaseUri(base, `t_${name}`), { serverSelectionTimeoutMS: 10_000, monitorCommands: true }).asPromise();
+    await conn.dropDatabase();
+    conn.getClient().on('commandStarted', (e: CommandStartedEvent) => commands.push(e));
+    main = changeFixture(conn, auditOptions);
+  });
+  after(async () => {
+    for (const f of [main, ...others]) await f?.auditor.close({ timeoutMs: 2000 });
+    await conn?.close();
+  });
+  const ready = (): { conn: Connection; main: ChangeFixture } => {
+    if (conn === undefined || main === undefined) throw new Error('the change fixture connects in before()');
+    return { conn, main };
+  };
+  return {
+    get conn() {
+      return ready().conn;
+    },
+    get auditor() {
+      return ready().main.auditor;
+    },
+    model: (definition, options, schemaOptions) => ready().main.model(definition, options, schemaOptions),
+    events: (filter) => ready().main.events(filter),
+    finds: (model) => commands.filter((c) => c.commandName === 'find' && c.command.find === model.collection.collectionName),
+    resetCommands: () => {
+      commands.length = 0;
+    },
+    withOptions(options) {
+      const f = changeFixture(ready().conn, options);
+      others.push(f);
+      return f;
+    },
+  };
 }

@@ -1,13 +1,13 @@
 import { expect } from 'chai';
 import Koa from 'koa';
-import mongoose, { mongo, Schema, type Connection, type Model } from 'mongoose';
+import mongoose, { mongo, Schema, type Model } from 'mongoose';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createAudit } from '../lib/index.js';
-import { byPath, changeFixture, type ChangeFixture } from './support/changes.js';
-import { databaseUri, startDatabase } from './support/database.js';
-import { connectTestDb, listen, type Running } from './support/helpers.js';
+import { createAudit } from '../../lib/index.js';
+import { byPath, useChanges } from '../support/changes.js';
+import { databaseUri, startDatabase } from '../support/database.js';
+import { listen, type Running } from '../support/helpers.js';
 
 interface Account {
   _id: mongo.ObjectId;
@@ -28,19 +28,12 @@ const ACCOUNT = {
   n: Number,
 };
 
-describe('change plugin: attribution and options', () => {
-  let conn: Connection;
-  let fx: ChangeFixture;
+describe('changes: attribution and plugin options', () => {
+  const fx = useChanges('changes_options');
   const servers: Running[] = [];
 
-  before(async () => {
-    conn = await connectTestDb('plugin_options');
-    fx = changeFixture(conn);
-  });
   after(async () => {
     for (const s of servers) await s.close();
-    await fx.auditor.close({ timeoutMs: 2000 });
-    await conn.close();
   });
 
   describe('attribution', () => {
@@ -210,14 +203,14 @@ describe('change plugin: attribution and options', () => {
 
   describe('which models', () => {
     it('the global models option limits auditing to the named models', async () => {
-      const only = createAudit({ connection: conn, spoolDir: mkdtempSync(join(tmpdir(), 'ka-plugin-')), collection: 'only_events', models: ['Kept'] });
+      const only = createAudit({ connection: fx.conn, spoolDir: mkdtempSync(join(tmpdir(), 'ka-plugin-')), collection: 'only_events', models: ['Kept'] });
       try {
         const kept = new Schema({ v: Number });
         kept.plugin(only.plugin);
         const skipped = new Schema({ v: Number });
         skipped.plugin(only.plugin);
-        const Kept = conn.model('Kept', kept);
-        const Skipped = conn.model('Skipped', skipped);
+        const Kept = fx.conn.model('Kept', kept);
+        const Skipped = fx.conn.model('Skipped', skipped);
         await Kept.create({ v: 1 });
         await Skipped.create({ v: 1 });
         await Skipped.updateMany({}, { $set: { v: 2 } });

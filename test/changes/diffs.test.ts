@@ -1,10 +1,10 @@
 import { expect } from 'chai';
-import { mongo, Schema, type Connection, type Model } from 'mongoose';
-import { diffDocuments, pathFilter, sameValue } from '../lib/changes/diff.js';
-import { createRedactor } from '../lib/core/redact.js';
-import { DEFAULT_LIMITS } from '../lib/core/safe.js';
-import { byPath, changeFixture, type ChangeFixture } from './support/changes.js';
-import { connectTestDb, serverKind } from './support/helpers.js';
+import { mongo, Schema, type Model } from 'mongoose';
+import { diffDocuments, pathFilter, sameValue } from '../../lib/changes/diff.js';
+import { createRedactor } from '../../lib/core/redact.js';
+import { DEFAULT_LIMITS } from '../../lib/core/safe.js';
+import { byPath, useChanges } from '../support/changes.js';
+import { serverKind } from '../support/helpers.js';
 
 interface Item {
   name: string;
@@ -24,15 +24,10 @@ interface Doc {
   items?: Item[];
 }
 
-describe('change plugin: diffs from real states', () => {
-  let conn: Connection;
-  let fx: ChangeFixture;
+describe('changes: diffs from real states', () => {
+  const fx = useChanges('changes_diffs');
   let M: Model<Doc>;
 
-  before(async () => {
-    conn = await connectTestDb('plugin_diff');
-    fx = changeFixture(conn);
-  });
   beforeEach(() => {
     M = fx.model<Doc>({
       title: String,
@@ -45,10 +40,6 @@ describe('change plugin: diffs from real states', () => {
       blob: Buffer,
       items: [new Schema<Item>({ name: String, qty: Number })],
     });
-  });
-  after(async () => {
-    await fx.auditor.close({ timeoutMs: 2000 });
-    await conn.close();
   });
 
   /** The changes of the one update event of `id`. */
@@ -143,7 +134,7 @@ describe('change plugin: diffs from real states', () => {
   });
 
   it('pipeline updates (updatePipeline: true) yield the true values where the server supports them', async function () {
-    const probe = conn.db!.collection('pipeline_probe');
+    const probe = fx.conn.db!.collection('pipeline_probe');
     await probe.insertOne({ x: 1 });
     try {
       await probe.updateOne({}, [{ $set: { x: { $add: ['$x', 1] } } }]);
