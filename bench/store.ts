@@ -43,7 +43,7 @@ export async function runStoreBench(uri: string, events: number, rounds: number,
         await model.createIndexes();
         const coll = model.collection;
         const w = new Writer(() => coll, {
-          batchSize, flushIntervalMs: 250, maxQueue: events, maxQueueBytes: 1 << 30, onFull: 'drop', spool: null,
+          batchSize, flushIntervalMs: 250, maxQueue: events, maxQueueBytes: 1 << 30, onFull: 'drop', spool: null, wal: null,
           blockTimeoutMs: 5000, writeConcern: undefined, degradedAfterMs: 5000, retryMinMs: 50, retryMaxMs: 5000,
           lossEvent: () => { throw new Error('store bench: nothing is dropped under drop with room for every event'); },
         }, new EventEmitter());

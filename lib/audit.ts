@@ -9,8 +9,9 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Middleware } from 'koa';
-import type { Model, Schema } from 'mongoose';
+import mongoose, { type Connection, type Model, type Schema } from 'mongoose';
 import { history, versionAt } from './changes/history.js';
+import { watchLatePlugin } from './changes/late-plugin.js';
 import { createPlugin, type PluginOptions } from './changes/plugin.js';
 import { storage, type AuditContext } from './core/context.js';
 import { createCore, type EventSink } from './core/core.js';
@@ -22,7 +23,9 @@ import { query, type QueryFilter, type QueryPage } from './read/query.js';
 import { createMiddleware, type MiddlewareOptions } from './request/middleware.js';
 import { eventModel } from './store/model.js';
 import { prune, setUpRetention } from './store/retention.js';
-import { ensureWritableDir, Spool } from './store/spool.js';
+import { defaultSpoolBase, defaultSpoolDir, SpoolTrustError, trustedDir, type Destination } from './store/spool-files.js';
+import { Spool } from './store/spool.js';
+import { WriteAheadLog } from './store/wal.js';
 import { checkWriteConcern } from './store/write-concern.js';
 import { Writer } from './store/writer.js';
 
@@ -75,6 +78,9 @@ export function createAudit(options?: AuditOptions): Auditor {
   let model: Model<AuditEvent> | null = null;
   const modelNow = (): Model<AuditEvent> => (model ??= eventModel(o.connection, o.collection));
 
+  // A spool belongs to one destination: the database and collection, recorded in each of its files.
+  const destination = (): Destination => ({ db: databaseName(o.connection), collection: o.collection });
+  let spool: Spool | null = null;
   let writer: Writer | null = null; // made at the end of construction: it builds its loss events with the core
   function sink(): EventSink & Writer {
     writer ??= startWriter();
@@ -82,13 +88,19 @@ export function createAudit(options?: AuditOptions): Auditor {
   }
   function startWriter(): Writer {
     let onFull: OnFull = o.onFull;
-    let spool: Spool | null = null;
-    if (onFull === 'spool') {
+    const disk = o.durability === 'disk';
+    if (onFull === 'spool' || disk) {
       try {
-        ensureWritableDir(o.spoolDir);
-        spool = new Spool(o.spoolDir);
+        // The default directory is per destination, made once the connection names its database, under a
+        // base directory of this user's own (checked now, so that an untrusted one is known at start).
+        trustedDir(o.spoolDir ?? defaultSpoolBase());
+        spool = new Spool(o.spoolDir ?? (() => defaultSpoolDir(destination())), destination);
+        spool.onRefused = (message) => process.emitWarning(message, { type: 'KoaAuditWarning', code: 'KOA_AUDIT_SPOOL_REFUSED' });
       } catch (err) {
-        core.warnOnce('KOA_AUDIT_SPOOL', `spool directory ${o.spoolDir} is not writable (${(err as Error).message}); using onFull: 'block'`);
+        const why = err instanceof SpoolTrustError ? err.message.replace(/^koa-audit: /, '') : (err as Error).message;
+        const dir = o.spoolDir ?? defaultSpoolBase();
+        if (disk) throw new Error(`koa-audit: durability 'disk' needs a spool directory it can trust (${dir}): ${why}`);
+        core.warnOnce('KOA_AUDIT_SPOOL', `spool directory ${dir} cannot be used (${why}); using onFull: 'block'`);
         onFull = 'block';
       }
     }
@@ -99,6 +111,7 @@ export function createAudit(options?: AuditOptions): Auditor {
       maxQueueBytes: o.maxQueueBytes,
       onFull,
       spool,
+      wal: disk && spool !== null ? new WriteAheadLog(spool) : null,
       blockTimeoutMs: o.blockTimeoutMs,
       writeConcern: o.writeConcern,
       degradedAfterMs: o.degradedAfterMs,
@@ -117,6 +130,7 @@ export function createAudit(options?: AuditOptions): Auditor {
     },
     sink,
     prepare: async (c) => {
+      if (!opened(o.connection)) c.report(new Error(notOpenMessage(o.connection)));
       await modelNow().createIndexes();
       await setUpRetention(c);
       await checkWriteConcern(o.connection, o.writeConcern, c.warnOnce);
@@ -124,12 +138,18 @@ export function createAudit(options?: AuditOptions): Auditor {
   });
 
   const login = createLogin(core);
+  const plugin = createPlugin(core);
+  const watchPlugin = watchLatePlugin(core, plugin);
   let closing: Promise<CloseResult> | null = null;
   const api: AuditorApi = {
     get model() {
       return modelNow();
     },
-    plugin: createPlugin(core),
+    // Read by `mongoose.plugin(audit.plugin)`: models compiled before that call are not audited; say so.
+    get plugin() {
+      watchPlugin();
+      return plugin;
+    },
     signals: login.signals,
     context: () => storage.getStore(),
     withActor<T>(actor: ActorInput, fn: () => T): T {
@@ -154,11 +174,17 @@ export function createAudit(options?: AuditOptions): Auditor {
       await login.flush();
       await writer?.flush();
     },
+    // Bounded in every state (a store never reached, a connection never opened): what could not be written
+    // by the deadline is spooled and counted in `unwritten`.
     close: (opts) => (closing ??= (async () => {
-      await login.close();
-      const result = writer === null ? { unwritten: 0 } : await writer.close(opts?.timeoutMs ?? o.closeTimeoutMs);
+      const timeoutMs = opts?.timeoutMs ?? o.closeTimeoutMs;
+      if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) throw new TypeError(`koa-audit: close({ timeoutMs }) must be a number >= 0, got ${String(timeoutMs)}`);
+      const deadline = Date.now() + timeoutMs;
+      await within(login.close(), deadline);
+      const result = writer === null ? { unwritten: 0 } : await writer.close(Math.max(0, deadline - Date.now()));
       // An index creation still under way would fail once the app closes its connection: let it end first.
-      await core.settled();
+      await within(core.settled(), deadline);
+      spool?.close();
       return result;
     })()),
     stats: () => writer?.stats() ?? { accepted: 0, stored: 0, retried: 0, dropped: 0, spooled: 0, queued: 0, degraded: false },
@@ -175,9 +201,47 @@ export function createAudit(options?: AuditOptions): Auditor {
       return auditor;
     },
   };
-  sink(); // an earlier process's spool is replayed as soon as the store answers, not at the first event
+  const w = sink();
+  // What an earlier process left in the spool is replayed as soon as the store answers, not at the first
+  // event; looked for once the connection is open (the default directory depends on its database).
+  if (o.connection.readyState === 1) w.checkSpool();
+  else o.connection.once('open', () => w.checkSpool());
   const auditor: Auditor = withProperties((mwOptions?: MiddlewareOptions) => createMiddleware(core, mwOptions), api);
   return auditor;
+}
+
+/** Resolves when `p` settles or at `deadline`, whichever comes first. */
+async function within(p: Promise<unknown>, deadline: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    p.then(() => {}, () => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+    }),
+  ]);
+  clearTimeout(timer);
+}
+
+/** The database a connection writes to: known once it has a URI (before it is open). */
+function databaseName(conn: Connection): string | null {
+  if (typeof conn.name === 'string' && conn.name !== '') return conn.name;
+  const dbName = (conn as { client?: { options?: { dbName?: unknown } } }).client?.options?.dbName;
+  return typeof dbName === 'string' && dbName !== '' ? dbName : null;
+}
+
+/** Open now, or opening (connect() called, not failed yet). */
+function opened(conn: Connection): boolean {
+  return conn.readyState === 1 || conn.readyState === 2 || (conn as { _hasOpened?: boolean })._hasOpened === true;
+}
+
+function notOpenMessage(conn: Connection): string {
+  const isDefault = conn === mongoose.connection;
+  const name = isDefault ? 'mongoose.connection (the default connection)' : `the connection given as createAudit({ connection }) (database ${JSON.stringify(databaseName(conn))})`;
+  const others = mongoose.connections.filter((c) => c !== conn && c.readyState === 1).map((c) => JSON.stringify(c.name));
+  const hint = isDefault && others.length > 0
+    ? ` Your app opened its own connection (database ${others.join(', ')}): pass it as createAudit({ connection }) and use that auditor.`
+    : isDefault ? ' Call mongoose.connect(uri) first, or pass an open connection as createAudit({ connection }).' : ' Call connection.openUri(uri) (or create it with a URI) first.';
+  return `koa-audit: the audit connection, ${name}, is not open (never connected, or its connection failed): events wait in memory and are not stored.${hint}`;
 }
 
 /** `fn` carrying the properties of `props`, accessors kept as accessors (Object.assign would read them now). */

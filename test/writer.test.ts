@@ -233,7 +233,7 @@ describe('writer: queue policies, duplicates, sync mode', () => {
 
 function writerOptions(over: Partial<WriterOptions> = {}): WriterOptions {
   return {
-    batchSize: 500, flushIntervalMs: 50, maxQueue: 1000, maxQueueBytes: 1 << 24, onFull: 'drop', spool: null,
+    batchSize: 500, flushIntervalMs: 50, maxQueue: 1000, maxQueueBytes: 1 << 24, onFull: 'drop', spool: null, wal: null,
     blockTimeoutMs: 1000, writeConcern: undefined, degradedAfterMs: 1000, retryMinMs: 20, retryMaxMs: 200, lossEvent, ...over,
   };
 }

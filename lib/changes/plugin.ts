@@ -96,6 +96,12 @@ function findProjectionOf(schema: Schema, audited: (path: string) => boolean, pr
 /** Marks the statics this plugin installs, with the auditor they belong to. */
 const kAuditor = Symbol('koa-audit.auditor');
 
+/** True when `core`'s plugin has hooked this schema (its own, or the base's of a discriminator). */
+export function hookedBy(schema: Schema, core: AuditCore): boolean {
+  const statics = (schema as unknown as { statics?: Record<string, unknown> }).statics;
+  return (statics?.bulkWrite as { [kAuditor]?: AuditCore } | undefined)?.[kAuditor] === core;
+}
+
 export function createPlugin(core: AuditCore): (schema: Schema, options?: PluginOptions) => void {
   const applied = new WeakSet<Schema>();
   const verdicts = new Map<string, boolean>();

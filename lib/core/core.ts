@@ -8,6 +8,7 @@ import type { EventEmitter } from 'node:events';
 import type { Context } from 'koa';
 import { mongo, type Model } from 'mongoose';
 import { createRequestResolver } from './actor.js';
+import { boundEvent } from './bound.js';
 import { actorNow, frameFor, ipOf, SYSTEM_ACTOR, type AuditContext } from './context.js';
 import { reportError } from './errors.js';
 import type { ResolvedOptions } from './options.js';
@@ -135,9 +136,12 @@ export function createCore(parts: CoreParts): AuditCore {
     });
   }
 
+  // Every event is bounded before the store sees it (bound.ts): no single event can stop delivery.
+  const bounded = (doc: StoredDoc): StoredDoc => boundEvent(doc, o.maxEventBytes, o.maxStringLength);
+
   async function accept(doc: StoredDoc): Promise<void> {
     requestIndexes();
-    await sink().accept(doc);
+    await sink().accept(bounded(doc));
   }
 
   const core: AuditCore = {
@@ -160,7 +164,7 @@ export function createCore(parts: CoreParts): AuditCore {
     accept,
     writeNow: (doc, instead) => {
       requestIndexes();
-      return sink().writeNow(doc, instead);
+      return sink().writeNow(bounded(doc), instead);
     },
     waitForRoom: () => sink().waitForRoom(),
     ready,

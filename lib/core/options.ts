@@ -5,10 +5,9 @@
  * is an error too, with the nearest known name suggested (a typo would otherwise silently turn a safety
  * feature off). Resolved options are final: nothing rewrites them later.
  */
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import mongoose, { type Connection, type WriteConcern } from 'mongoose';
 import type { ActorResolver, JwtOptions } from './actor.js';
+import { DEFAULT_MAX_EVENT_BYTES } from './bound.js';
 import type { OnFull } from './types.js';
 
 export interface AuditOptions {
@@ -28,8 +27,19 @@ export interface AuditOptions {
   maxQueueBytes?: number;
   /** What happens when the queue is full. Default `'spool'`. */
   onFull?: OnFull;
-  /** Where spooled events are kept. Default: `<os tmpdir>/koa-audit-spool/<collection>`. */
+  /**
+   * Where spooled events (and the write-ahead file) are kept. Default: a directory of this destination
+   * (database and collection) under `<os tmpdir>/koa-audit-spool-<uid>/`.
+   */
   spoolDir?: string;
+  /**
+   * `'memory'` (default): accepted events wait in memory until stored (a `kill -9` loses those not yet
+   * stored or spooled); `'disk'`: every accepted event is first appended to a write-ahead file in `spoolDir`,
+   * which a restarted process replays.
+   */
+  durability?: Durability;
+  /** Largest stored event (BSON bytes); bigger ones are cut (`truncated`). Default 2 MiB, at most 15 MiB. */
+  maxEventBytes?: number;
   /** How long a request waits for room under `onFull: 'block'` before failing with 503. Default 5,000 ms. */
   blockTimeoutMs?: number;
   /** `{ days }`: keep events this long (TTL index where supported, else `prune()`). */
@@ -63,7 +73,10 @@ export interface ResolvedOptions {
   maxQueue: number;
   maxQueueBytes: number;
   onFull: OnFull;
-  spoolDir: string;
+  /** Null: the default directory of the destination, decided once the connection names its database. */
+  spoolDir: string | null;
+  durability: Durability;
+  maxEventBytes: number;
   blockTimeoutMs: number;
   retention: { days: number } | undefined;
   writeConcern: WriteConcern | undefined;
@@ -76,6 +89,8 @@ export interface ResolvedOptions {
   auditsModel: (modelName: string) => boolean;
   loginFailures: { max: number; windowMs: number };
 }
+
+export type Durability = 'memory' | 'disk';
 
 /** What jsonwebtoken 9 signs and verifies (it knows no EdDSA: a token of that kind could never be accepted). */
 export const JWT_ALGORITHMS: ReadonlySet<string> = new Set([
@@ -220,8 +235,14 @@ function modelsOption(v: unknown): (name: string) => boolean {
 const KNOWN = [
   'connection', 'collection', 'jwt', 'resolveActor', 'mode', 'maxQueue', 'maxQueueBytes', 'onFull', 'spoolDir',
   'blockTimeoutMs', 'retention', 'writeConcern', 'redact', 'batchSize', 'flushIntervalMs', 'degradedAfterMs',
-  'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures',
+  'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures', 'durability', 'maxEventBytes',
 ] as const;
+
+function maxEventBytes(v: unknown): number {
+  const n = positiveInt('maxEventBytes', v, DEFAULT_MAX_EVENT_BYTES);
+  if (n < 64 * 1024 || n > 15 * 1024 * 1024) fail('maxEventBytes', 'an integer from 65536 (64 KiB) to 15728640 (15 MiB)', v);
+  return n;
+}
 
 export function resolveOptions(options: unknown): ResolvedOptions {
   const o = objectOption('options', options);
@@ -258,7 +279,9 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     maxQueue: positiveInt('maxQueue', o.maxQueue, 10_000),
     maxQueueBytes: positiveInt('maxQueueBytes', o.maxQueueBytes, 64 * 1024 * 1024),
     onFull: oneOf('onFull', o.onFull, ['spool', 'block', 'drop'] as const, 'spool'),
-    spoolDir: (o.spoolDir as string | undefined) ?? join(tmpdir(), 'koa-audit-spool', collection),
+    spoolDir: (o.spoolDir as string | undefined) ?? null,
+    durability: oneOf('durability', o.durability, ['memory', 'disk'] as const, 'memory'),
+    maxEventBytes: maxEventBytes(o.maxEventBytes),
     blockTimeoutMs: positiveInt('blockTimeoutMs', o.blockTimeoutMs, 5_000),
     retention,
     writeConcern: o.writeConcern as WriteConcern | undefined,

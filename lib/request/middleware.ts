@@ -182,7 +182,10 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
   }
   const s: RequestAuditing = { core, captureBody: bool('captureBody', options.captureBody, false), maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024) };
   const sync = core.options.mode === 'sync';
+  // `durability: 'disk'`: the event is on disk before the response leaves, so an answered request always has one.
+  const early = sync || core.options.durability === 'disk';
   const blocking = core.blocking;
+  const order = { stackChecked: false, warned: false };
 
   function audited(ctx: Context): boolean {
     if (methods !== null && !methods.has(ctx.method)) return false;
@@ -192,6 +195,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
 
   return async function koaAudit(ctx: Context, next: Next): Promise<void> {
     const start = performance.now();
+    if (!order.warned) checkOrder(ctx, koaAudit, core, order);
     const incoming = ctx.get('x-request-id');
     const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
     ctx.set('X-Request-Id', requestId);
@@ -212,7 +216,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     if (blocking) await core.waitForRoom().catch((err: unknown) => Promise.reject(keepRequestId(err, requestId)));
 
     const p: Pending = { s, ctx, frame, start, error: undefined };
-    if (sync) return runSync(p, next);
+    if (early) return runSync(p, next);
 
     const res = ctx.res as TrackedResponse;
     res[kPending] = p;
@@ -228,6 +232,30 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
       throw keepRequestId(err, requestId);
     }
   };
+}
+
+/**
+ * `audit()` must come first: after a router, the requests it answers never reach the auditor (no event, and
+ * their changes blamed on `system`); after a middleware that set `ctx.body`, the trail misses what it did.
+ * One warning naming the fix.
+ */
+function checkOrder(ctx: Context, self: Middleware, core: AuditCore, order: { stackChecked: boolean; warned: boolean }): void {
+  let routerBefore = (ctx as { _matchedRoute?: unknown })._matchedRoute !== undefined;
+  if (!order.stackChecked) {
+    // The app's middleware list, looked at once: a @koa/router dispatcher carries its router.
+    order.stackChecked = true;
+    const stack = (ctx.app as { middleware?: unknown[] }).middleware ?? [];
+    const at = stack.indexOf(self);
+    routerBefore ||= at > 0 && stack.slice(0, at).some((fn) => typeof fn === 'function' && 'router' in fn);
+  }
+  const bodyBefore = ctx.body !== undefined && ctx.body !== null;
+  if (!routerBefore && !bodyBefore) return; // a later request may still show a body set before us
+  order.warned = true;
+  core.warnOnce(
+    'KOA_AUDIT_ORDER',
+    `audit() is registered after ${routerBefore ? 'a router' : 'a middleware that set ctx.body'}: requests answered before it get no event, ` +
+      "and their changes are attributed to 'system'. Register it first: app.use(audit()) before app.use(router.routes()) and every other middleware.",
+  );
 }
 
 /**
@@ -257,10 +285,15 @@ async function runSync(p: Pending, next: Next): Promise<void> {
   const status = p.error !== undefined ? p.error.status ?? 500 : p.ctx.status;
   const doc = await p.s.core.build(requestFields(p, status, false), { ctx: p.ctx });
   const requestId = p.frame.requestId as string;
-  try {
-    await p.s.core.writeNow(doc, failedClosed);
-  } catch (err) {
-    throw keepRequestId(err, requestId);
+  if (p.s.core.options.mode !== 'sync') {
+    // durability 'disk': accepted (on disk) now; stored off the request path.
+    await p.s.core.accept(doc).catch(p.s.core.report);
+  } else {
+    try {
+      await p.s.core.writeNow(doc, failedClosed);
+    } catch (err) {
+      throw keepRequestId(err, requestId);
+    }
   }
   if (thrown !== null) throw keepRequestId(thrown.err, requestId);
 }

@@ -1,62 +1,63 @@
 /**
  * The spool: events that did not fit in memory, kept as Extended JSON lines in local files until the store
- * takes them. Files are named by time (and the writing process's pid), so replay keeps their order; a new
- * process on the same directory replays what a crashed one left, never a file that a live process still
- * writes. Every event keeps the `_id` it got when accepted, so replaying a file twice (two processes, or a
- * crash mid-replay) stores nothing twice.
+ * takes them. Files are named by time, so replay keeps their order; a new process on the same directory
+ * replays what a crashed one left (its write-ahead files too, see wal.ts), never a file that a live auditor
+ * still writes. Every event keeps the `_id` it got when accepted and every other field (a hash chain's
+ * included), so replaying a file twice (two processes, or a crash mid-replay) stores nothing twice.
+ *
+ * The directory and its files are guarded as data (spool-files.ts): a file of another destination, or one
+ * that another user could have written, is left alone and reported once.
  */
-import {
-  accessSync, closeSync, constants, createReadStream, mkdirSync, openSync, readdirSync, readSync, renameSync,
-  unlinkSync, writeSync,
-} from 'node:fs';
+import { closeSync, createReadStream, readdirSync, readSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { mongo } from 'mongoose';
 import type { StoredDoc } from '../core/types.js';
+import {
+  CLAIMED, createOwnFile, distrustFile, instanceToken, isHeader, newFileName, parseName, readDestination, registerInstance,
+  replayable, sameDestination, trustedDir, unregisterInstance, type Destination, type FileName,
+} from './spool-files.js';
 
 const { EJSON } = mongo.BSON;
 // Written canonical (every BSON type kept), read relaxed (plain numbers again, as the events were built).
-const PREFIX = 'spool-';
-const SUFFIX = '.ndjson';
-/** A file being replayed is renamed first, so that a process still appending to its old name starts a new file. */
-const CLAIMED = '.replaying';
 
-/** Creates the directory if needed; throws when it cannot be written. */
+/** Checks that a directory can be used as a spool (created 0700 if missing); throws a SpoolTrustError if not. */
 export function ensureWritableDir(dir: string): void {
-  mkdirSync(dir, { recursive: true });
-  accessSync(dir, constants.W_OK);
-}
-
-const OWNER = /-(\d+)\.ndjson(?:\.replaying)?$/;
-
-/** True when the file's writer (the pid in its name) is another process, still running. */
-function ownedByAnother(name: string): boolean {
-  const m = OWNER.exec(name);
-  if (m === null) return false;
-  const pid = Number(m[1]);
-  if (pid === process.pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as { code?: string }).code === 'EPERM'; // exists, but is not ours to signal
-  }
-}
-
-/** Sort key: the name without the claim suffix, so a claimed file keeps its place in time. */
-function baseName(name: string): string {
-  return name.endsWith(CLAIMED) ? name.slice(0, -CLAIMED.length) : name;
+  trustedDir(dir);
 }
 
 export class Spool {
-  readonly dir: string;
+  /** This auditor's files carry this token (see spool-files.ts). */
+  readonly instance: string;
+  private readonly dirOf: () => string;
+  private resolved: string | null = null;
+  private readonly destinationOf: () => Destination;
   private file: string | null = null;
   /** Kept open between appends: one write(2) per append instead of open, write and close. */
   private fd: number | null = null;
-  private seq = 0;
+  /** Files already reported as not ours to replay: each is reported once. */
+  private readonly reported = new Set<string>();
+  /** Where a file that is left alone is reported. */
+  onRefused: (message: string) => void = () => {};
 
-  constructor(dir: string) {
-    this.dir = dir;
+  /**
+   * `dir` may be given lazily: the default directory depends on the database name, which a connection knows
+   * only once it has been given a URI. `destination` is where this spool's events belong.
+   */
+  constructor(dir: string | (() => string), destination: () => Destination = () => ({ db: null, collection: '' })) {
+    this.dirOf = typeof dir === 'string' ? () => dir : dir;
+    this.destinationOf = destination;
+    this.instance = instanceToken();
+    registerInstance(this.instance);
+  }
+
+  get dir(): string {
+    this.resolved ??= this.dirOf();
+    return this.resolved;
+  }
+
+  get destination(): Destination {
+    return this.destinationOf();
   }
 
   /**
@@ -68,11 +69,9 @@ export class Spool {
     let text = '';
     for (const d of docs) text += `${EJSON.stringify(d, { relaxed: false })}\n`;
     if (this.fd === null) {
-      ensureWritableDir(this.dir);
-      const stamp = Date.now().toString().padStart(15, '0');
-      const seq = (this.seq++).toString().padStart(6, '0');
-      this.file = join(this.dir, `${PREFIX}${stamp}-${seq}-${process.pid}${SUFFIX}`);
-      this.fd = openSync(this.file, 'a');
+      trustedDir(this.dir);
+      this.file = join(this.dir, newFileName('spool', this.instance));
+      this.fd = createOwnFile(this.file, 'spool', this.destination);
     }
     writeSync(this.fd, text);
   }
@@ -90,10 +89,22 @@ export class Spool {
     this.file = null;
   }
 
+  /** This spool is done: its files become anyone's to replay (a later auditor on the directory). */
+  close(): void {
+    this.release();
+    unregisterInstance(this.instance);
+  }
+
+  private refuse(name: string, why: string): void {
+    if (this.reported.has(name)) return;
+    this.reported.add(name);
+    this.onRefused(`koa-audit: spool file ${join(this.dir, name)} left alone, not replayed: ${why}`);
+  }
+
   /**
-   * Spool files this process may replay, oldest first: its own, and those of processes that are gone (a
-   * crashed replay's claimed files included). A live process's files are its own business: it may still be
-   * appending to them.
+   * Files this auditor may replay, oldest first: its own spool files, and the spool and write-ahead files of
+   * auditors that are gone (a crashed replay's claimed files included), for its destination, written by
+   * this user and nobody else. Anything else found is reported once and left alone.
    */
   files(): string[] {
     let names: string[];
@@ -102,10 +113,34 @@ export class Spool {
     } catch {
       return [];
     }
-    return names
-      .filter((n) => n.startsWith(PREFIX) && (n.endsWith(SUFFIX) || n.endsWith(SUFFIX + CLAIMED)) && !ownedByAnother(n))
-      .sort((a, b) => (baseName(a) < baseName(b) ? -1 : baseName(a) > baseName(b) ? 1 : 0))
-      .map((n) => join(this.dir, n));
+    const mine = this.destination;
+    const ok: { name: string; f: FileName }[] = [];
+    for (const name of names) {
+      const f = parseName(name);
+      if (f === null) {
+        if (name.endsWith('.ndjson') || name.endsWith(CLAIMED)) this.refuse(name, 'not a file this version of koa-audit wrote (no destination recorded)');
+        continue;
+      }
+      if (!replayable(f, this.instance)) continue;
+      const path = join(this.dir, name);
+      const why = distrustFile(path);
+      if (why !== null) {
+        this.refuse(name, why);
+        continue;
+      }
+      const d = readDestination(path);
+      if (d === null) {
+        // An own file whose header is being written, or a file torn before its header: only a foreign one is reported.
+        if (f.instance !== this.instance) this.refuse(name, 'it records no destination');
+        continue;
+      }
+      if (!sameDestination(d, mine)) {
+        this.refuse(name, `it belongs to database ${JSON.stringify(d.db)}, collection ${JSON.stringify(d.collection)}, not to ${JSON.stringify(mine.db)}, ${JSON.stringify(mine.collection)}`);
+        continue;
+      }
+      ok.push({ name, f });
+    }
+    return ok.sort((a, b) => (a.f.order < b.f.order ? -1 : a.f.order > b.f.order ? 1 : 0)).map((x) => join(this.dir, x.name));
   }
 
   /** Events waiting in the spool (lines of its files). Reads the files: for close() and tests, not the hot path. */
@@ -126,6 +161,7 @@ export class Spool {
       } finally {
         closeSync(fd);
       }
+      n--; // the header line
     }
     return n;
   }
@@ -154,7 +190,7 @@ export class Spool {
       const lines = createInterface({ input, crlfDelay: Infinity });
       try {
         for await (const line of lines) {
-          if (line.trim() === '') continue;
+          if (line.trim() === '' || isHeader(line)) continue;
           try {
             batch.push(EJSON.parse(line, { relaxed: true }) as StoredDoc);
           } catch {

@@ -6,6 +6,11 @@
  *   batch whose first attempt did reach the server stores nothing twice (duplicate keys count as stored).
  * - Failures are retried with capped exponential backoff; the queue is bounded by count and by bytes, and
  *   what does not fit goes to the spool, waits (`block`), or is dropped and counted (`drop`).
+ * - A batch the server refuses for a reason that is not an outage (refusal.ts) is written again one event at a
+ *   time; an event refused on its own is stored in a reduced form, and if even that is refused, counted as a
+ *   loss: never retried forever, never holding up the events behind it. The spool replay does the same.
+ * - With a write-ahead log (`durability: 'disk'`), every event is on disk before `accept()` returns, and its
+ *   line is let go once the event is stored or spooled.
  * - Errors never reach the caller that recorded the event: they are emitted as `'error'` on the auditor.
  */
 import { EventEmitter } from 'node:events';
@@ -14,7 +19,9 @@ import { mongo } from 'mongoose';
 import { bsonType } from '../core/bson.js';
 import { AuditUnavailableError, reportError } from '../core/errors.js';
 import type { AuditStats, OnFull, StoredDoc } from '../core/types.js';
+import { isRefusal, reducedForm } from './refusal.js';
 import type { Spool } from './spool.js';
+import type { Segment, WriteAheadLog } from './wal.js';
 
 export interface WriterOptions {
   batchSize: number;
@@ -23,6 +30,8 @@ export interface WriterOptions {
   maxQueueBytes: number;
   onFull: OnFull;
   spool: Spool | null;
+  /** `durability: 'disk'`: the write-ahead log every accepted event is appended to first. */
+  wal: WriteAheadLog | null;
   blockTimeoutMs: number;
   writeConcern: WriteConcern | undefined;
   degradedAfterMs: number;
@@ -37,6 +46,8 @@ interface Queued {
   bytes: number;
   /** Set when the server refused this document itself (not the batch): its second form is a stub. */
   stubbed?: boolean;
+  /** Its line in the write-ahead log, let go once it is stored. */
+  wal: Segment | null;
 }
 
 const DUPLICATE_KEY = 11000;
@@ -79,7 +90,11 @@ export class Writer {
   private wake: (() => void) | null = null;
   /** When the first of the current run of failed attempts started. */
   private failingSince: number | null = null;
-  private spoolPending: boolean;
+  /** When the last write succeeded: an attempt that started before it says nothing about the store now. */
+  private lastSuccess = 0;
+  /** After a refused batch: this many events at the head of the queue are written one at a time. */
+  private singles = 0;
+  private spoolPending = false;
   private closed = false;
   private closing: Promise<{ unwritten: number }> | null = null;
   private lost: { count: number; from: Date; to: Date } | null = null;
@@ -90,8 +105,15 @@ export class Writer {
     this.o = options;
     this.events = events;
     this.insertOptions = options.writeConcern === undefined ? { ordered: false } : { ordered: false, writeConcern: options.writeConcern };
-    // What an earlier process left in the spool is replayed as soon as the store answers.
-    this.spoolPending = options.spool !== null && options.spool.files().length > 0;
+  }
+
+  /**
+   * Looks for what an earlier process (or auditor) left in the spool directory, and replays it as soon as
+   * the store answers. Called once the connection is open: the spool's destination is known then.
+   */
+  checkSpool(): void {
+    if (this.o.spool === null || this.closed) return;
+    this.spoolPending = this.o.spool.files().length > 0;
     if (this.spoolPending) this.schedule(0);
   }
 
@@ -115,15 +137,21 @@ export class Writer {
   accept(doc: StoredDoc): void | Promise<void> {
     this.s.accepted++;
     if (this.closed) return this.afterClose(doc);
-    if (!this.isFull()) return this.enqueue(doc);
+    const wal = this.o.wal === null ? null : this.o.wal.append(doc);
+    if (!this.isFull()) return this.enqueue(doc, wal);
     switch (this.o.onFull) {
       case 'spool':
-        return this.toSpool([doc]);
+        return this.toSpool([{ doc, bytes: 0, wal }]);
       case 'drop':
+        this.release(wal);
         return this.drop(1, doc.ts);
       case 'block':
-        return this.acceptBlocking(doc);
+        return this.acceptBlocking(doc, wal);
     }
+  }
+
+  private release(seg: Segment | null): void {
+    if (seg !== null) this.o.wal?.done(seg);
   }
 
   /** Resolves when there is room in the queue; rejects with AuditUnavailableError after `timeoutMs`. */
@@ -167,6 +195,14 @@ export class Writer {
       if (storedBefore((err as { code?: unknown }).code, String((err as { message?: unknown }).message))) {
         this.s.stored++;
         this.succeeded();
+        return;
+      }
+      if (isRefusal(err)) {
+        // Not the store's fault: the reduced form goes through the queue, the request is not failed for it.
+        this.report(new Error(`audit event ${String(doc._id)} refused by the server (${errorText(err)}); stored in a reduced form`));
+        this.s.accepted--;
+        const queued = this.accept(reducedForm(doc, errorText(err)));
+        if (queued instanceof Promise) queued.catch((e: unknown) => this.report(e));
         return;
       }
       this.failed(err, started);
@@ -226,53 +262,62 @@ export class Writer {
     this.bytes = 0;
     if (this.o.spool === null) {
       this.s.dropped += left.length;
+      for (const q of left) this.release(q.wal);
+      this.o.wal?.close();
       return { unwritten: left.length };
     }
     try {
       this.o.spool.append(left.map((q) => q.doc));
       this.s.spooled += left.length;
+      for (const q of left) this.release(q.wal);
     } catch (err) {
+      // Still in the write-ahead log, if there is one: the next process replays them from there.
       this.s.dropped += left.length;
       this.report(err);
     }
+    this.o.wal?.close();
     const unwritten = this.o.spool.count();
     if (unwritten === 0) this.o.spool.release();
     return { unwritten };
   }
 
   private afterClose(doc: StoredDoc): void {
-    if (this.o.spool !== null) this.toSpool([doc]);
+    if (this.o.spool !== null) this.toSpool([{ doc, bytes: 0, wal: null }]);
     else this.s.dropped++;
   }
 
-  private async acceptBlocking(doc: StoredDoc): Promise<void> {
+  private async acceptBlocking(doc: StoredDoc, wal: Segment | null): Promise<void> {
     const deadline = Date.now() + this.o.blockTimeoutMs;
     try {
       // Woken waiters race for the room a write freed: whoever finds the queue full again waits again.
       while (this.isFull()) await this.waitForRoom(deadline - Date.now());
     } catch (err) {
+      this.release(wal);
       this.drop(1, doc.ts);
       throw err;
     }
-    if (this.closed) this.afterClose(doc);
-    else this.enqueue(doc);
+    if (this.closed) {
+      this.release(wal);
+      this.afterClose(doc);
+    } else this.enqueue(doc, wal);
   }
 
-  private enqueue(doc: StoredDoc): void {
+  private enqueue(doc: StoredDoc, wal: Segment | null): void {
     const bytes = approximateSize(doc);
-    this.queue.push({ doc, bytes });
+    this.queue.push({ doc, bytes, wal });
     this.bytes += bytes;
     this.schedule(this.queue.length >= this.o.batchSize ? 0 : this.o.flushIntervalMs);
   }
 
-  private toSpool(docs: StoredDoc[]): void {
+  private toSpool(items: Queued[]): void {
     try {
-      (this.o.spool as Spool).append(docs);
-      this.s.spooled += docs.length;
+      (this.o.spool as Spool).append(items.map((q) => q.doc));
+      this.s.spooled += items.length;
       this.spoolPending = true;
+      for (const q of items) this.release(q.wal);
     } catch (err) {
       this.report(err);
-      this.drop(docs.length, docs[0].ts);
+      this.drop(items.length, items[0].doc.ts);
     }
   }
 
@@ -327,7 +372,7 @@ export class Writer {
         // A loss is recorded with the next write; when nothing else is left to write, on its own.
         if (this.lost !== null && this.force && this.queue.length === 0 && !this.spoolPending) this.recordLoss();
         let ok: boolean;
-        if (this.queue.length >= this.o.batchSize || (this.force && this.queue.length > 0)) ok = await this.writeHead();
+        if (this.queue.length >= this.o.batchSize || ((this.force || this.singles > 0) && this.queue.length > 0)) ok = await this.writeHead();
         else if (this.spoolPending && (this.force || this.queue.length === 0)) ok = await this.replaySpool();
         else break;
         if (ok) {
@@ -353,7 +398,7 @@ export class Writer {
 
   /** Writes the head of the queue; true when the store answered (even if some documents were refused). */
   private async writeHead(): Promise<boolean> {
-    const batch = this.queue.slice(0, this.o.batchSize);
+    const batch = this.queue.slice(0, this.singles > 0 ? 1 : this.o.batchSize);
     const started = Date.now();
     try {
       await this.coll().insertMany(batch.map((q) => q.doc), this.insertOptions);
@@ -361,6 +406,16 @@ export class Writer {
       return true;
     } catch (err) {
       const errors = documentErrors(err);
+      if (errors === null && isRefusal(err)) {
+        if (batch.length > 1) {
+          this.singles = batch.length; // which one is it? each on its own
+          return true;
+        }
+        const q = batch[0];
+        this.refused(q, errorText(err));
+        this.countWritten(1, 0);
+        return true;
+      }
       if (errors === null) {
         this.failed(err, started);
         return false;
@@ -371,13 +426,7 @@ export class Writer {
       for (const e of errors) {
         if (storedBefore(e.code, e.message)) continue;
         stored--;
-        const q = batch[e.index];
-        if (q.stubbed) {
-          this.drop(1, q.doc.ts);
-          this.report(new Error(`audit event ${String(q.doc._id)} refused by the server: ${e.message}`));
-        } else {
-          keep.push({ doc: stub(q.doc, e.message), bytes: 256, stubbed: true });
-        }
+        this.refused(batch[e.index], e.message, keep);
       }
       this.countWritten(batch.length, stored);
       this.queue.unshift(...keep);
@@ -386,9 +435,36 @@ export class Writer {
     }
   }
 
+  /**
+   * An event the server will not take: its reduced form goes to the head of the queue (`keep`, or at once),
+   * holding its write-ahead line; a reduced form refused too is a loss.
+   */
+  private refused(q: Queued, reason: string, keep?: Queued[]): void {
+    if (q.stubbed) {
+      this.drop(1, q.doc.ts);
+      this.report(new Error(`audit event ${String(q.doc._id)} refused by the server even in its reduced form: ${reason}; recorded as a loss`));
+      return;
+    }
+    this.report(new Error(`audit event ${String(q.doc._id)} refused by the server (${reason}); storing it in a reduced form`));
+    // The write-ahead line moves to the reduced form: the original is let go only once that one is stored.
+    const reduced: Queued = { doc: reducedForm(q.doc, reason), bytes: 512, stubbed: true, wal: q.wal };
+    q.wal = null;
+    if (keep !== undefined) keep.push(reduced);
+    else {
+      // countWritten(1) will take the head (q) off: the reduced form goes right behind it.
+      this.queue.splice(1, 0, reduced);
+      this.bytes += reduced.bytes;
+      this.singles++;
+    }
+  }
+
   private countWritten(removed: number, stored: number): void {
     const out = this.queue.splice(0, removed);
-    for (const q of out) this.bytes -= q.bytes;
+    this.singles = Math.max(0, this.singles - removed);
+    for (const q of out) {
+      this.bytes -= q.bytes;
+      this.release(q.wal);
+    }
     this.s.stored += stored;
     this.succeeded();
     // Wake only as many waiters as there is room for: the queue's bound holds under `block` too.
@@ -406,13 +482,18 @@ export class Writer {
           this.s.stored += docs.length;
         } catch (err) {
           const errors = documentErrors(err);
+          if (errors === null && isRefusal(err)) {
+            for (const d of docs) await this.replayOne(d);
+            this.succeeded();
+            return;
+          }
           if (errors === null) throw err;
           // Duplicates were stored (and counted) by an earlier replay of this file, or by another process.
           this.s.stored += docs.length - errors.length; // duplicates included: counted when first stored
           for (const e of errors) {
             if (storedBefore(e.code, e.message)) continue;
-            this.drop(1, docs[e.index].ts);
-            this.report(new Error(`spooled audit event refused by the server: ${e.message}`));
+            this.s.stored--; // counted above; stored now only if its reduced form is
+            await this.replayReduced(docs[e.index], e.message);
           }
         }
         this.succeeded();
@@ -426,18 +507,44 @@ export class Writer {
     }
   }
 
+  /** One spooled event on its own (its batch was refused): stored, or stored reduced, or a loss. Throws on an outage. */
+  private async replayOne(doc: StoredDoc): Promise<void> {
+    try {
+      await this.coll().insertOne(doc, this.insertOptions);
+      this.s.stored++;
+    } catch (err) {
+      if (storedBefore((err as { code?: unknown }).code, String((err as { message?: unknown }).message))) return;
+      if (!isRefusal(err)) throw err;
+      await this.replayReduced(doc, errorText(err));
+    }
+  }
+
+  private async replayReduced(doc: StoredDoc, reason: string): Promise<void> {
+    this.report(new Error(`spooled audit event ${String(doc._id)} refused by the server (${reason}); storing it in a reduced form`));
+    try {
+      await this.coll().insertOne(reducedForm(doc, reason), this.insertOptions);
+      this.s.stored++;
+    } catch (err) {
+      if (storedBefore((err as { code?: unknown }).code, String((err as { message?: unknown }).message))) return;
+      if (!isRefusal(err)) throw err;
+      this.drop(1, doc.ts);
+      this.report(new Error(`spooled audit event ${String(doc._id)} refused even in its reduced form (${errorText(err)}); recorded as a loss`));
+    }
+  }
+
   /** After a loss, the gap itself becomes an event as soon as the store takes writes again. */
   private recordLoss(): void {
     if (this.lost === null || this.closed) return;
     const { count, from, to } = this.lost;
     this.lost = null;
     const doc = this.o.lossEvent({ lost: count, from, to, policy: this.o.onFull });
-    this.queue.push({ doc, bytes: 256 });
+    this.queue.push({ doc, bytes: 256, wal: null });
     this.bytes += 256;
   }
 
   private succeeded(): void {
     this.failingSince = null;
+    this.lastSuccess = Date.now();
     if (this.s.degraded) {
       this.s.degraded = false;
       this.events.emit('recovered');
@@ -445,6 +552,12 @@ export class Writer {
   }
 
   private failed(err: unknown, started: number): void {
+    // An attempt that began before the last success (a sync write that waited through the outage and timed
+    // out after it) is stale: counting it would start a new outage, and a storm of degraded/recovered pairs.
+    if (started < this.lastSuccess) {
+      this.report(err);
+      return;
+    }
     if (this.failingSince === null) this.failingSince = started;
     if (!this.s.degraded && Date.now() - this.failingSince >= this.o.degradedAfterMs) {
       this.s.degraded = true;
@@ -458,19 +571,9 @@ export class Writer {
   }
 }
 
-/** A refused document's replacement: what happened, without the data the server would not take. */
-function stub(doc: StoredDoc, reason: string): StoredDoc {
-  return {
-    _id: doc._id,
-    ts: doc.ts,
-    kind: doc.kind,
-    outcome: doc.outcome,
-    actor: doc.actor ?? null,
-    requestId: doc.requestId ?? null,
-    ip: null,
-    userAgent: null,
-    meta: { storeError: reason.slice(0, 1024) },
-  };
+function errorText(err: unknown): string {
+  const m = (err as { message?: unknown } | null)?.message;
+  return (typeof m === 'string' ? m : String(err)).slice(0, 1024);
 }
 
 /** A cheap upper-bound estimate of an event's size, for the queue's byte bound. */
