@@ -97,10 +97,10 @@ export function createAudit(options?: AuditOptions): Auditor {
         spool = new Spool(o.spoolDir ?? (() => defaultSpoolDir(destination())), destination);
         spool.onRefused = (message) => process.emitWarning(message, { type: 'KoaAuditWarning', code: 'KOA_AUDIT_SPOOL_REFUSED' });
       } catch (err) {
-        const why = err instanceof SpoolTrustError ? err.message.replace(/^koa-audit: /, '') : (err as Error).message;
         const dir = o.spoolDir ?? defaultSpoolBase();
-        if (disk) throw new Error(`koa-audit: durability 'disk' needs a spool directory it can trust (${dir}): ${why}`);
-        core.warnOnce('KOA_AUDIT_SPOOL', `spool directory ${dir} cannot be used (${why}); using onFull: 'block'`);
+        const why = err instanceof SpoolTrustError ? err.message.replace(/^koa-audit: /, '') : `spool directory ${dir}: ${(err as Error).message}`;
+        if (disk) throw new Error(`koa-audit: durability 'disk' needs a spool directory it can trust: ${why}`);
+        core.warnOnce('KOA_AUDIT_SPOOL', `${why}; using onFull: 'block'`);
         onFull = 'block';
       }
     }

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { Auditor } from '../lib/index.js';
 import type { StoredDoc } from '../lib/core/types.js';
 import { Spool } from '../lib/store/spool.js';
+import { headerLine, type Destination } from '../lib/store/spool-files.js';
 import { useFixture } from './support/helpers.js';
 
 const doc = (n: number): StoredDoc => ({ _id: new mongo.ObjectId(), ts: new Date(1_700_000_000_000 + n), kind: 'request', outcome: 'success', n });
@@ -22,6 +23,8 @@ describe('spool', () => {
     const second = new Spool(dir); // a second writer (or process) on the same directory: a file of its own
     await new Promise((r) => setTimeout(r, 5)); // a later file name
     second.append([doc(3), doc(4)]);
+    expect(first.files()).to.have.length(1, "a live auditor's file is its own");
+    second.close(); // gone: its file is anyone's to replay
     expect(first.files()).to.have.length(2);
     expect(first.count()).to.equal(5);
     const seen: StoredDoc[] = [];
@@ -96,8 +99,8 @@ describe('spool', () => {
     const other = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
     const gone = new Promise((r) => other.once('exit', r));
     try {
-      const name = join(dir, `spool-${Date.now().toString().padStart(15, '0')}-000000-${other.pid}.ndjson`);
-      writeFileSync(name, `${JSON.stringify({ _id: { $oid: new mongo.ObjectId().toHexString() }, n: 1 })}\n`);
+      const name = join(dir, `spool-${Date.now().toString().padStart(15, '0')}-000000-0badc0de-${other.pid}.ndjson`);
+      writeFileSync(name, `${headerLine('spool', { db: null, collection: '' })}${JSON.stringify({ _id: { $oid: new mongo.ObjectId().toHexString() }, n: 1 })}\n`, { mode: 0o600 });
       const s = new Spool(dir);
       expect(s.files()).to.deep.equal([], 'it may still be appending');
       other.kill('SIGKILL');
@@ -111,12 +114,16 @@ describe('spool', () => {
 
   it('a new auditor replays what an earlier one left (a claimed file too), each event once', async () => {
     const dir = tmp();
-    const left = new Spool(dir);
+    const destination = (): Destination => ({ db: fx.conn.name, collection: 'spool_leftover' });
+    const left = new Spool(dir, destination);
     const docs = [doc(0), doc(1), doc(2)];
     left.append(docs.slice(0, 2));
     renameSync(left.files()[0], `${left.files()[0]}.replaying`); // a replay that crashed half-way
+    left.close();
     await new Promise((r) => setTimeout(r, 5));
-    new Spool(dir).append(docs.slice(2));
+    const later = new Spool(dir, destination);
+    later.append(docs.slice(2));
+    later.close();
     // The crashed replay had stored the first event already.
     await fx.conn.collection('spool_leftover').insertOne({ ...docs[0] });
     const a = fx.auditor({ collection: 'spool_leftover', spoolDir: dir });
@@ -144,6 +151,7 @@ describe('spool', () => {
     }
     const ours = warnings.filter((w) => (w as { code?: string }).code === 'KOA_AUDIT_SPOOL');
     expect(ours).to.have.length(1);
+    expect(ours[0].message).to.contain('not writable');
     expect(ours[0].message).to.contain("using onFull: 'block'");
     const r = await fx.serve(a);
     expect((await fetch(`${r.url}/one`)).status).to.equal(200);

@@ -176,7 +176,8 @@ describe('writer: queue policies, duplicates, sync mode', () => {
 
   it('sync mode: answers 503 when the event cannot be written, and the log learns of it once the store is back', async () => {
     // A connection to a port where nothing listens: the driver cannot reach any server.
-    const dead = mongoose.createConnection('mongodb://127.0.0.1:9/none', { serverSelectionTimeoutMS: 300, bufferCommands: false });
+    // Same database name as the fixture's: the spooled event belongs to the same destination, so `b` replays it.
+    const dead = mongoose.createConnection('mongodb://127.0.0.1:9/t_writer', { serverSelectionTimeoutMS: 300, bufferCommands: false });
     dead.on('error', () => {});
     const dir = tmp();
     const a = createAudit({ connection: dead, collection: 'sync_fail', mode: 'sync', blockTimeoutMs: 800, spoolDir: dir });

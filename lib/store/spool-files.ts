@@ -81,7 +81,7 @@ export function trustedDir(dir: string): void {
   try {
     created = mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (err) {
-    throw new SpoolTrustError(`spool directory ${dir} cannot be created (${(err as Error).message})`);
+    throw new SpoolTrustError(`spool directory ${dir} is not writable: it cannot be created (${(err as Error).message})`);
   }
   if (created !== undefined) chmodSync(dir, 0o700); // exactly 0700, whatever the umask
   const why = distrust(dir, 'directory');

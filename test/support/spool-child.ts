@@ -1,7 +1,7 @@
 /**
  * A process that dies with events in its spool (test/faults.test.ts): its store is unreachable, so after the
  * first few events fill its tiny queue, the rest go to the spool. It prints "spooled <n>" and waits for SIGKILL.
- * argv: <spoolDir> <collection> <events>
+ * argv: <spoolDir> <collection> <events> <database: the destination recorded in the spool>
  */
 import Koa from 'koa';
 import mongoose from 'mongoose';
@@ -9,9 +9,9 @@ import type { AddressInfo } from 'node:net';
 import { createAudit } from '../../lib/index.js';
 
 async function main(): Promise<void> {
-  const [spoolDir, collection, count] = process.argv.slice(2);
+  const [spoolDir, collection, count, db] = process.argv.slice(2);
   // Nothing listens on port 9: every write fails, as during an outage.
-  const conn = mongoose.createConnection('mongodb://127.0.0.1:9/none', { serverSelectionTimeoutMS: 60_000 });
+  const conn = mongoose.createConnection(`mongodb://127.0.0.1:9/${db}`, { serverSelectionTimeoutMS: 60_000 });
   conn.on('error', () => {});
   const audit = createAudit({ connection: conn, collection, spoolDir, maxQueue: 5, flushIntervalMs: 10 });
   audit.on('error', () => {});
