@@ -1,13 +1,13 @@
 import { expect } from 'chai';
 import { mongo } from 'mongoose';
 import { spawn } from 'node:child_process';
-import { appendFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Auditor } from '../lib/index.js';
+import { createAudit, type Auditor } from '../lib/index.js';
 import type { StoredDoc } from '../lib/core/types.js';
 import { Spool } from '../lib/store/spool.js';
-import { headerLine, type Destination } from '../lib/store/spool-files.js';
-import { useFixture } from './support/helpers.js';
+import { defaultSpoolBase, defaultSpoolDir, headerLine, type Destination } from '../lib/store/spool-files.js';
+import { connectTestDb, useFixture } from './support/helpers.js';
 
 const doc = (n: number): StoredDoc => ({ _id: new mongo.ObjectId(), ts: new Date(1_700_000_000_000 + n), kind: 'request', outcome: 'success', n });
 
@@ -158,5 +158,140 @@ describe('spool', () => {
     expect((await fetch(`${r.url}/two`)).status).to.equal(503, 'queue full, no spool: the request fails closed');
     await a.flush();
     expect((await fetch(`${r.url}/three`)).status).to.equal(200);
+  });
+});
+
+describe('spool isolation and trust', () => {
+  const fx = useFixture('spool_trust');
+  const tmp = fx.tmp;
+  const stalled = { batchSize: 10_000, flushIntervalMs: 600_000, maxQueue: 1 } as const;
+  const event = (n: number): StoredDoc => ({ _id: new mongo.ObjectId(), ts: new Date(0), kind: 'login', outcome: 'success', actor: { id: 'mallory', via: 'explicit' }, n });
+
+  /** Collects process warnings of one code while `fn` runs (and a turn after it). */
+  async function warningsOf(code: string, fn: () => Promise<void> | void): Promise<string[]> {
+    const seen: string[] = [];
+    const on = (w: Error): void => {
+      if ((w as { code?: string }).code === code) seen.push(w.message);
+    };
+    process.on('warning', on);
+    try {
+      await fn();
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off('warning', on);
+    }
+    return seen;
+  }
+
+  it('two apps, same collection name, two databases, default spool directories: each replays only its own events', async () => {
+    const other = await connectTestDb('spool_trust_b');
+    const collection = `iso_${new mongo.ObjectId().toHexString()}`; // unique: the default base directory is shared by every run on this host
+    try {
+      const a = fx.auditor({ connection: fx.conn, collection, spoolDir: undefined, ...stalled });
+      const b = fx.auditor({ connection: other, collection, spoolDir: undefined, ...stalled });
+      await a.loginFailed({ identifier: 'a-0', provider: 'local', reason: 'x' });
+      await a.loginFailed({ identifier: 'a-1', provider: 'local', reason: 'x' });
+      await b.loginFailed({ identifier: 'b-0', provider: 'local', reason: 'x' });
+      await b.loginFailed({ identifier: 'b-1', provider: 'local', reason: 'x' });
+      expect(a.stats().spooled).to.equal(1);
+      expect(b.stats().spooled).to.equal(1);
+      const dirA = defaultSpoolDir({ db: fx.conn.name, collection });
+      const dirB = defaultSpoolDir({ db: other.name, collection });
+      expect(dirA).to.not.equal(dirB);
+      expect(readdirSync(dirA)).to.have.length(1);
+      expect(statSync(dirA).mode & 0o777).to.equal(0o700, 'directories 0700');
+      expect(statSync(join(dirA, readdirSync(dirA)[0])).mode & 0o777).to.equal(0o600, 'files 0600');
+      expect(statSync(defaultSpoolBase()).mode & 0o777).to.equal(0o700);
+      await a.flush();
+      await b.flush();
+      expect((await a.model.find().lean()).map((e) => e.identifier).sort()).to.deep.equal(['a-0', 'a-1']);
+      expect((await b.model.find().lean()).map((e) => e.identifier).sort()).to.deep.equal(['b-0', 'b-1']);
+      await b.close();
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a spool file of another destination in the directory is left alone and reported once', async () => {
+    const dir = tmp();
+    const foreign = new Spool(dir, () => ({ db: 'someone_else', collection: 'auditevents' }));
+    foreign.append([event(1)]);
+    foreign.close();
+    const [file] = readdirSync(dir);
+    let a: Auditor | undefined;
+    const warned = await warningsOf('KOA_AUDIT_SPOOL_REFUSED', async () => {
+      a = fx.auditor({ collection: 'foreign_file', spoolDir: dir });
+      await a.flush();
+      await a.loginFailed({ identifier: 'own', provider: 'local', reason: 'x' });
+      await a.flush();
+    });
+    expect(warned).to.have.length(1, 'reported once');
+    expect(warned[0]).to.contain(file).and.contain('someone_else');
+    expect(readdirSync(dir)).to.deep.equal([file], 'left alone');
+    expect((await (a as Auditor).model.find().lean()).map((e) => e.identifier)).to.deep.equal(['own'], 'never replayed here');
+  });
+
+  it('a spool directory other users can write is refused with a clear warning; the file planted there is not replayed', async () => {
+    const dir = join(tmp(), 'shared');
+    mkdirSync(dir);
+    chmodSync(dir, 0o777);
+    const planted = join(dir, `spool-${'1'.padStart(15, '0')}-000000-0badc0de-999999.ndjson`);
+    writeFileSync(planted, `${headerLine('spool', { db: fx.conn.name, collection: 'planted' })}${JSON.stringify({ _id: { $oid: new mongo.ObjectId().toHexString() }, ts: { $date: '2020-01-01T00:00:00Z' }, kind: 'login', outcome: 'success', actor: { id: 'admin', via: 'explicit' } })}\n`);
+    let a: Auditor | undefined;
+    const warned = await warningsOf('KOA_AUDIT_SPOOL', () => {
+      a = fx.auditor({ collection: 'planted', spoolDir: dir });
+    });
+    expect(warned).to.have.length(1);
+    expect(warned[0]).to.contain(dir).and.contain('can be written by other users').and.contain('777');
+    await (a as Auditor).flush();
+    expect(await (a as Auditor).model.countDocuments()).to.equal(0, 'the planted login was not replayed');
+    expect(existsSync(planted)).to.equal(true);
+    expect(() => createAudit({ connection: fx.conn, collection: 'planted', spoolDir: dir, durability: 'disk' })).to.throw(/durability 'disk' needs a spool directory it can trust.*other users/);
+  });
+
+  it('a spool file other users can write, or that another user owns, is refused (reported, not replayed)', async function () {
+    const dir = tmp();
+    const own = (name: string): Spool => {
+      const s = new Spool(dir, () => ({ db: fx.conn.name, collection: 'bad_files' }));
+      s.append([{ ...event(0), name }]);
+      s.close();
+      return s;
+    };
+    own('writable');
+    const [writable] = readdirSync(dir);
+    chmodSync(join(dir, writable), 0o666);
+    let foreignOwned: string | null = null;
+    if (process.getuid?.() === 0) {
+      await new Promise((r) => setTimeout(r, 2));
+      own('chowned');
+      foreignOwned = readdirSync(dir).find((f) => f !== writable) as string;
+      chownSync(join(dir, foreignOwned), 65534, 65534);
+    } else {
+      console.log('      (not root: the file owned by another user is not tried; the mode check is)');
+    }
+    let a: Auditor | undefined;
+    const warned = await warningsOf('KOA_AUDIT_SPOOL_REFUSED', async () => {
+      a = fx.auditor({ collection: 'bad_files', spoolDir: dir });
+      await a.flush();
+    });
+    expect(await (a as Auditor).model.countDocuments()).to.equal(0);
+    expect(warned.some((w) => w.includes(writable) && w.includes('can be written by other users'))).to.equal(true);
+    if (foreignOwned !== null) expect(warned.some((w) => w.includes(foreignOwned as string) && w.includes('owned by uid 65534'))).to.equal(true);
+    expect(readdirSync(dir)).to.have.length(foreignOwned === null ? 1 : 2);
+  });
+
+  it('a spool directory owned by another user is refused', async function () {
+    if (process.getuid?.() !== 0) {
+      console.log('      (skipped: only root can give a directory to another user)');
+      this.skip();
+    }
+    const dir = join(tmp(), 'theirs');
+    mkdirSync(dir, { mode: 0o700 });
+    chownSync(dir, 65534, 65534);
+    const warned = await warningsOf('KOA_AUDIT_SPOOL', () => {
+      fx.auditor({ collection: 'theirs', spoolDir: dir });
+    });
+    expect(warned).to.have.length(1);
+    expect(warned[0]).to.contain('owned by uid 65534');
   });
 });

@@ -68,10 +68,10 @@ const uid = (): number | undefined => (typeof process.getuid === 'function' ? pr
 /** Why a file or directory cannot be trusted, or null. */
 function distrust(path: string, what: 'directory' | 'file'): string | null {
   const st = lstatSync(path);
-  if (what === 'directory' ? !st.isDirectory() : !st.isFile()) return `${what} ${path} is not a plain ${what} (a symbolic link or something else)`;
+  if (what === 'directory' ? !st.isDirectory() : !st.isFile()) return `spool ${what} ${path} is not a plain ${what} (a symbolic link or something else)`;
   const me = uid();
-  if (me !== undefined && st.uid !== me) return `${what} ${path} is owned by uid ${st.uid}, not by this process's user (uid ${me})`;
-  if (me !== undefined && (st.mode & 0o022) !== 0) return `${what} ${path} can be written by other users (mode ${(st.mode & 0o777).toString(8)}): refusing it`;
+  if (me !== undefined && st.uid !== me) return `spool ${what} ${path} is owned by uid ${st.uid}, not by this process's user (uid ${me})`;
+  if (me !== undefined && (st.mode & 0o022) !== 0) return `spool ${what} ${path} can be written by other users (mode ${(st.mode & 0o777).toString(8)}): refusing it`;
   return null;
 }
 

@@ -125,7 +125,7 @@ export class Spool {
       const path = join(this.dir, name);
       const why = distrustFile(path);
       if (why !== null) {
-        this.refuse(name, why);
+        this.refuse(name, why.replace(`spool file ${path} `, 'it '));
         continue;
       }
       const d = readDestination(path);
