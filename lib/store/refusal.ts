@@ -6,8 +6,7 @@
  * even that is refused, recorded as a loss.
  */
 import { mongo } from 'mongoose';
-import { identifying } from '../core/bound.js';
-import { bsonDocumentSize } from '../core/bound.js';
+import { bsonDocumentSize, identifying } from '../core/bound.js';
 import type { StoredDoc } from '../core/types.js';
 
 /**
@@ -34,7 +33,11 @@ export function isRefusal(err: unknown): boolean {
   return false;
 }
 
-/** A refused event's replacement: what identifies it, and why the rest is not stored. */
+/**
+ * A refused event's replacement under its own `_id`: what identifies it, why the rest is not stored
+ * (`meta.storeError`), and its original size (`truncated.bytes`).
+ */
 export function reducedForm(doc: StoredDoc, reason: string): StoredDoc {
-  return identifying(doc, { bytes: bsonDocumentSize(doc), reason: reason.slice(0, 1024) });
+  const why = reason.slice(0, 1024);
+  return { ...identifying(doc, { bytes: bsonDocumentSize(doc), reason: why }), meta: { storeError: why } };
 }
