@@ -4,6 +4,7 @@
  *   - `floor`: Koa + an AsyncLocalStorage context per request that keeps one small event in memory: what any
  *     request-scoped audit pays on Node 20, the floor koa-audit is measured against;
  *   - `audited`: koa-audit, default options, real store;
+ *   - `durable`: the same with `durability: 'disk'` (every event appended to the write-ahead file first);
  *   - `discard`: koa-audit's middleware and core (every event built, redacted, made safe), with a store that
  *     accepts and discards: the request path's own cost, without the writer's and the database's;
  *   - `naive`: awaits one insertOne per request; `sync`: koa-audit, mode 'sync'.
@@ -24,7 +25,7 @@ import { createAudit, type Auditor } from '../lib/index.js';
 import { createMiddleware } from '../lib/request/middleware.js';
 import { eventModel } from '../lib/store/model.js';
 
-type Variant = 'bare' | 'floor' | 'audited' | 'discard' | 'naive' | 'sync';
+type Variant = 'bare' | 'floor' | 'audited' | 'durable' | 'discard' | 'naive' | 'sync';
 
 async function main(): Promise<void> {
   const [variant, uri, collection] = process.argv.slice(2) as [Variant, string, string];
@@ -55,11 +56,12 @@ async function main(): Promise<void> {
     };
     const core = createCore({ options, events: new EventEmitter(), model: eventModel(options.connection, collection), sink: () => sink, prepare: async () => {} });
     app.use(createMiddleware(core));
-  } else if (variant === 'audited' || variant === 'sync') {
+  } else if (variant === 'audited' || variant === 'durable' || variant === 'sync') {
     auditor = createAudit({
       connection: conn as mongoose.Connection,
       collection,
       mode: variant === 'sync' ? 'sync' : 'async',
+      durability: variant === 'durable' ? 'disk' : 'memory',
       spoolDir: mkdtempSync(join(tmpdir(), 'koa-audit-bench-spool-')),
     });
     // Requests cut off by the shutdown at the end of a sample may fail their sync write: not a benchmark error.

@@ -15,12 +15,13 @@ import { join } from 'node:path';
 import type { AuditStats } from '../lib/index.js';
 import { dbCpuMeter, fmt, median, table } from './common.js';
 
-export type Variant = 'bare' | 'floor' | 'audited' | 'discard' | 'naive' | 'sync';
-const VARIANTS: Variant[] = ['bare', 'floor', 'audited', 'discard', 'naive', 'sync'];
+export type Variant = 'bare' | 'floor' | 'audited' | 'durable' | 'discard' | 'naive' | 'sync';
+const VARIANTS: Variant[] = ['bare', 'floor', 'audited', 'durable', 'discard', 'naive', 'sync'];
 const LABEL: Record<Variant, string> = {
   bare: 'bare Koa',
   floor: 'floor: Koa + AsyncLocalStorage keeping one event',
   audited: 'Koa + koa-audit (async, default)',
+  durable: "Koa + koa-audit (durability: 'disk')",
   discard: 'koa-audit, store accepts and discards',
   naive: 'Koa + naive audit (await insertOne)',
   sync: "Koa + koa-audit (mode: 'sync')",
@@ -132,7 +133,7 @@ export async function runHttpBench(uri: string, o: HttpOptions, log: (s: string)
       samples[v].push(s);
       log(`  round ${round + 1}/${o.rounds} ${v.padEnd(7)} ${fmt(s.rps)} req/s  p50 ${s.p50} ms  p99 ${s.p99} ms  server CPU ${fmt(s.cpuPerReq)} µs/req  db CPU ${s.dbCpuPerReq === null ? '?' : fmt(s.dbCpuPerReq)} µs/req` +
         (NO_STORE.has(v) ? '' : `  stored ${fmt(s.stored)}/${fmt(s.responses)}`) +
-        (v === 'audited' ? `  spooled ${fmt(s.spooled)}  backlog written in ${fmt(s.drainMs)} ms after the load` : ''));
+        (v === 'audited' || v === 'durable' ? `  spooled ${fmt(s.spooled)}  backlog written in ${fmt(s.drainMs)} ms after the load` : ''));
       // autocannon counts responses that completed within the window; requests in flight at its end are served too.
       if (!NO_STORE.has(v) && (s.stored < s.responses || s.stored > s.responses + 2 * o.connections)) notes.push(`${v} round ${round + 1}: ${s.stored} events stored for ${s.responses} responses`);
       if (s.errors > 0) notes.push(`${v} round ${round + 1}: ${s.errors} errors/timeouts/non-2xx`);

@@ -1,7 +1,7 @@
 /**
  * `npm run bench` (= `tsx bench/run.ts`): the benchmark suite, not part of `npm test`.
  *
- *   1. HTTP (http.ts): bare Koa, the async-context floor, koa-audit (default; and with a discarding store), a naive
+ *   1. HTTP (http.ts): bare Koa, the async-context floor, koa-audit (default; durability 'disk'; and with a discarding store), a naive
  *      awaited insertOne, koa-audit sync; at saturation and at a fixed offered load (BENCH_RATE, 4,000 req/s);
  *   2. Mongoose: plain vs audited writes (mongoose.ts);
  *   3. Store: events/s the writer sustains into the real server (store.ts).
@@ -55,6 +55,7 @@ async function mongooseBench(uri: string): Promise<{ rows: MongooseRow[] | null;
 function targets(http: HttpResult, fixed: HttpResult, mongooseRows: MongooseRow[] | null): string {
   const m = http.medians;
   const vsNaive = m.audited.rps / m.naive.rps;
+  const durable = m.durable.rps / m.audited.rps;
   const vsFloor = fixed.medians.audited.cpu / fixed.medians.floor.cpu;
   const update = mongooseRows?.find((r) => /^updateOne\b/i.test(r.name)) ?? null;
   const save = mongooseRows?.find((r) => /^save\b/i.test(r.name)) ?? null;
@@ -62,6 +63,7 @@ function targets(http: HttpResult, fixed: HttpResult, mongooseRows: MongooseRow[
   const rows = [
     line('koa-audit server CPU/req / floor, at the fixed rate', fmt(vsFloor, 2), '<= 1.3', vsFloor <= 1.3, `by ${fmt(vsFloor - 1.3, 2)}`),
     line('koa-audit req/s / naive audit req/s', fmt(vsNaive, 2), '>= 5', vsNaive >= 5, `by ${fmt(5 - vsNaive, 2)}`),
+    line("durability 'disk' req/s / default req/s", fmt(durable, 2), '>= 0.90', durable >= 0.9, `by ${fmt(0.9 - durable, 2)}`),
     save === null
       ? ['audited save / plain save', 'not measured', '<= 1.5', 'n/a']
       : line('audited save / plain save', fmt(save.ratio, 2), '<= 1.5', save.ratio <= 1.5, `by ${fmt(save.ratio - 1.5, 2)}`),

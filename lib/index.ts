@@ -23,7 +23,7 @@ export default audit;
 export { createAudit };
 export type { Auditor, AuditorApi } from './audit.js';
 export type { AuditContext } from './core/context.js';
-export type { AuditOptions } from './core/options.js';
+export type { AuditOptions, Durability } from './core/options.js';
 export type { MiddlewareOptions, PathPattern } from './request/middleware.js';
 export type { PluginOptions } from './changes/plugin.js';
 export type { LoginFailedInput, LoginSignalEvents, LoginSignals, LoginSucceededInput, LogoutInput, SignalTarget } from './login/login.js';
