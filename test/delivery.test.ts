@@ -48,6 +48,18 @@ describe('delivery: no event can halt it', function () {
     expect(a.stats()).to.include({ queued: 0, dropped: 0 });
   });
 
+  it('meta is bounded too: replaced by its size, the event says what was cut', async () => {
+    const a = fx.auditor({ collection: 'big_meta', maxEventBytes: 256 * 1024 });
+    const meta: Record<string, string> = {};
+    for (let i = 0; i < 900; i++) meta[`k${i}`] = 'm'.repeat(4000); // ~3.6 MB, each string within maxStringLength
+    await a.loginFailed({ identifier: 'big-meta', provider: 'local', reason: 'x', meta });
+    await a.flush();
+    const login = await a.model.collection.findOne({ kind: 'login_failed', identifier: 'big-meta' });
+    expect(login?.meta).to.deep.include({ truncated: true });
+    expect(login?.truncated.fields.meta).to.be.above(3_000_000);
+    expect(bsonSize(login as object)).to.be.at.most(256 * 1024);
+  });
+
   it('change paths are capped at maxStringLength', async () => {
     const a = fx.auditor({ collection: 'long_paths', maxStringLength: 1000 });
     const Long = fx.conn.model('LongPath', new Schema({}, { strict: false, collection: 'longpaths' }).plugin(a.plugin));
