@@ -138,6 +138,15 @@ export function createAudit(options?: AuditOptions): Auditor {
   });
 
   const login = createLogin(core);
+  async function shutDown(timeoutMs: number): Promise<CloseResult> {
+    const deadline = Date.now() + timeoutMs;
+    await within(login.close(), deadline);
+    const result = writer === null ? { unwritten: 0 } : await writer.close(Math.max(0, deadline - Date.now()));
+    // An index creation still under way would fail once the app closes its connection: let it end first.
+    await within(core.settled(), deadline);
+    spool?.close();
+    return result;
+  }
   const plugin = createPlugin(core);
   const watchPlugin = watchLatePlugin(core, plugin);
   let closing: Promise<CloseResult> | null = null;
@@ -176,17 +185,12 @@ export function createAudit(options?: AuditOptions): Auditor {
     },
     // Bounded in every state (a store never reached, a connection never opened): what could not be written
     // by the deadline is spooled and counted in `unwritten`.
-    close: (opts) => (closing ??= (async () => {
+    close: (opts) => {
       const timeoutMs = opts?.timeoutMs ?? o.closeTimeoutMs;
-      if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) throw new TypeError(`koa-audit: close({ timeoutMs }) must be a number >= 0, got ${String(timeoutMs)}`);
-      const deadline = Date.now() + timeoutMs;
-      await within(login.close(), deadline);
-      const result = writer === null ? { unwritten: 0 } : await writer.close(Math.max(0, deadline - Date.now()));
-      // An index creation still under way would fail once the app closes its connection: let it end first.
-      await within(core.settled(), deadline);
-      spool?.close();
-      return result;
-    })()),
+      if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) return Promise.reject(new TypeError(`koa-audit: close({ timeoutMs }) must be a number >= 0, got ${String(timeoutMs)}`));
+      return (closing ??= shutDown(timeoutMs));
+    },
+
     stats: () => writer?.stats() ?? { accepted: 0, stored: 0, retried: 0, dropped: 0, spooled: 0, queued: 0, degraded: false },
     on(event, listener) {
       events.on(event, listener as (...args: unknown[]) => void);

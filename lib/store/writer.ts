@@ -257,7 +257,10 @@ export class Writer {
     this.timer = null;
     this.wake?.(); // a drain loop asleep in a backoff ends now
     for (const w of this.idle.splice(0)) w();
-    if (!timedOut) return { unwritten: 0 };
+    if (!timedOut) {
+      this.o.wal?.close();
+      return { unwritten: 0 };
+    }
     const left = this.queue.splice(0);
     this.bytes = 0;
     if (this.o.spool === null) {
