@@ -104,6 +104,27 @@ describe('durability: kill -9 under load', function () {
     expect(await a.model.countDocuments({ kind: 'request' })).to.equal(0, 'all of them lost');
   });
 
+  it('what a dead auditor left in its write-ahead file is replayed by the next one with every field as accepted', async () => {
+    const dir = fx.tmp();
+    const destination = () => ({ db: fx.conn.name, collection: 'wal_replay' });
+    const dead = new Spool(dir, destination);
+    const wal = new WriteAheadLog(dead);
+    const doc: StoredDoc = {
+      _id: new mongo.ObjectId(), ts: new Date(), kind: 'update', outcome: 'success', actor: { id: 'u1', via: 'state' },
+      chain: { id: 'chain-9', seq: 3, prev: 'c'.repeat(64), hash: 'd'.repeat(64) }, changes: [{ path: 'a.b', from: 1, to: 2.5 }], meta: { big: 2 ** 40, n: null },
+    };
+    wal.append(doc);
+    const next = new Spool(dir, destination);
+    expect(next.files(), 'not while its auditor runs').to.deep.equal([]);
+    dead.close(); // the auditor is gone (as after a crash: its process is dead)
+    const replayed: StoredDoc[] = [];
+    await next.replay(10, async (batch) => {
+      replayed.push(...batch);
+    });
+    expect(replayed).to.deep.equal([doc]);
+    next.close();
+  });
+
   it('the write-ahead file holds an event from accept() until it is stored, every field kept (a hash chain too)', async () => {
     const dir = fx.tmp();
     const coll = fx.conn.collection('wal_unit');
