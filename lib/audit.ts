@@ -26,6 +26,7 @@ import { prune, setUpRetention } from './store/retention.js';
 import { defaultSpoolBase, defaultSpoolDir, SpoolTrustError, trustedDir, type Destination } from './store/spool-files.js';
 import { Spool } from './store/spool.js';
 import { WriteAheadLog } from './store/wal.js';
+import { SinkSet } from './sinks/fanout.js';
 import { checkWriteConcern } from './store/write-concern.js';
 import { Writer } from './store/writer.js';
 
@@ -81,6 +82,19 @@ export function createAudit(options?: AuditOptions): Auditor {
   // A spool belongs to one destination: the database and collection, recorded in each of its files.
   const destination = (): Destination => ({ db: databaseName(o.connection), collection: o.collection });
   let spool: Spool | null = null;
+  // Each sink is fed after the store took a batch, through its own relay (lib/sinks/): never in the store's way.
+  const sinks = o.sinks.length === 0 ? null : new SinkSet(o.sinks, {
+    trustedBase: o.spoolDir ?? defaultSpoolBase(),
+    spoolDir: () => o.spoolDir ?? defaultSpoolDir(destination()),
+    destination,
+    maxQueue: o.maxQueue,
+    onLoss: ({ sink, lost, from, to, reason }) => {
+      core.accept(core.buildSystem({ kind: 'loss', outcome: 'failure', meta: { sink, lost, from: from.toISOString(), to: to.toISOString(), reason } }))
+        .catch((err: unknown) => core.report(err));
+    },
+    report: (err) => core.report(err),
+    warnOnce: (code, message) => core.warnOnce(code, message),
+  });
   let writer: Writer | null = null; // made at the end of construction: it builds its loss events with the core
   function sink(): EventSink & Writer {
     writer ??= startWriter();
@@ -119,6 +133,7 @@ export function createAudit(options?: AuditOptions): Auditor {
       retryMaxMs: 5_000,
       lossEvent: ({ lost, from, to, policy }) =>
         core.buildSystem({ kind: 'loss', outcome: 'failure', meta: { lost, from: from.toISOString(), to: to.toISOString(), policy } }),
+      onStored: sinks === null ? undefined : (docs) => sinks.offer(docs),
     }, events);
   }
 
@@ -142,6 +157,8 @@ export function createAudit(options?: AuditOptions): Auditor {
     const deadline = Date.now() + timeoutMs;
     await within(login.close(), deadline);
     const result = writer === null ? { unwritten: 0 } : await writer.close(Math.max(0, deadline - Date.now()));
+    // Sinks get what is left of the time; what they cannot deliver waits in their spools for the next process.
+    await sinks?.close(Math.max(0, deadline - Date.now()));
     // An index creation still under way would fail once the app closes its connection: let it end first.
     await within(core.settled(), deadline);
     spool?.close();
@@ -191,7 +208,10 @@ export function createAudit(options?: AuditOptions): Auditor {
       return (closing ??= shutDown(timeoutMs));
     },
 
-    stats: () => writer?.stats() ?? { accepted: 0, stored: 0, retried: 0, dropped: 0, spooled: 0, queued: 0, degraded: false },
+    stats: () => {
+      const s = writer?.stats() ?? { accepted: 0, stored: 0, retried: 0, dropped: 0, spooled: 0, queued: 0, degraded: false };
+      return sinks === null ? s : { ...s, sinks: sinks.stats() };
+    },
     on(event, listener) {
       events.on(event, listener as (...args: unknown[]) => void);
       return auditor;
@@ -208,8 +228,12 @@ export function createAudit(options?: AuditOptions): Auditor {
   const w = sink();
   // What an earlier process left in the spool is replayed as soon as the store answers, not at the first
   // event; looked for once the connection is open (the default directory depends on its database).
-  if (o.connection.readyState === 1) w.checkSpool();
-  else o.connection.once('open', () => w.checkSpool());
+  const checkSpools = (): void => {
+    w.checkSpool();
+    sinks?.checkSpool();
+  };
+  if (o.connection.readyState === 1) checkSpools();
+  else o.connection.once('open', checkSpools);
   const auditor: Auditor = withProperties((mwOptions?: MiddlewareOptions) => createMiddleware(core, mwOptions), api);
   return auditor;
 }

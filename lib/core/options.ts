@@ -7,6 +7,7 @@
  */
 import mongoose, { type Connection, type WriteConcern } from 'mongoose';
 import type { ActorResolver, JwtOptions } from './actor.js';
+import type { AuditSink } from './sink.js';
 import { DEFAULT_MAX_EVENT_BYTES } from './bound.js';
 import type { OnFull } from './types.js';
 
@@ -60,8 +61,21 @@ export interface AuditOptions {
   maxStringLength?: number;
   /** Which models the change plugin audits: names, or a predicate. Default: every model it is applied to. */
   models?: string[] | ((modelName: string) => boolean);
-  /** Flood control of failed logins. Default `{ max: 10, windowMs: 60_000 }` per identifier and per IP. */
-  loginFailures?: { max: number; windowMs: number };
+  /** Flood control of failed logins. Default `{ max: 10, windowMs: 60_000 }` per identifier and per IP, in memory. */
+  loginFailures?: LoginFailuresOptions;
+  /** Copies of the trail elsewhere (`webhookSink`, `otlpSink`, `kafkaSink`, or your own): fed after the store. */
+  sinks?: AuditSink[];
+}
+
+export interface LoginFailuresOptions {
+  max: number;
+  windowMs: number;
+  /** `'memory'` (default): windows per process; `'mongo'`: windows in a small collection that every process shares. */
+  store?: 'memory' | 'mongo';
+  /** The shared windows' collection (store `'mongo'`). Default `<collection>_flood`. */
+  collection?: string;
+  /** Store `'mongo'`: longest wait for the collection per failure; past it the failure is recorded in detail. Default 2,000 ms. */
+  timeoutMs?: number;
 }
 
 export interface ResolvedOptions {
@@ -87,7 +101,8 @@ export interface ResolvedOptions {
   closeTimeoutMs: number;
   maxStringLength: number;
   auditsModel: (modelName: string) => boolean;
-  loginFailures: { max: number; windowMs: number };
+  loginFailures: { max: number; windowMs: number; store: 'memory' | 'mongo'; collection: string; timeoutMs: number };
+  sinks: AuditSink[];
 }
 
 export type Durability = 'memory' | 'disk';
@@ -235,8 +250,28 @@ function modelsOption(v: unknown): (name: string) => boolean {
 const KNOWN = [
   'connection', 'collection', 'jwt', 'resolveActor', 'mode', 'maxQueue', 'maxQueueBytes', 'onFull', 'spoolDir',
   'blockTimeoutMs', 'retention', 'writeConcern', 'redact', 'batchSize', 'flushIntervalMs', 'degradedAfterMs',
-  'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures', 'durability', 'maxEventBytes',
+  'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures', 'durability', 'maxEventBytes', 'sinks',
 ] as const;
+
+const SINK_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+
+function sinksOption(v: unknown): AuditSink[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) fail('sinks', 'an array of sinks (webhookSink(), otlpSink(), kafkaSink(), ...)', v);
+  const names = new Set<string>();
+  v.forEach((s: unknown, i) => {
+    const k = s as Partial<AuditSink> | null;
+    if (k === null || typeof k !== 'object' || typeof k.send !== 'function' || typeof k.close !== 'function') {
+      fail(`sinks[${i}]`, 'a sink: an object with name, batchSize, send() and close()', s);
+    }
+    if (typeof k.name !== 'string' || !SINK_NAME.test(k.name) || k.name.startsWith('.')) fail(`sinks[${i}].name`, 'a name of 1 to 64 letters, digits, ".", "_" or "-"', k.name);
+    positiveInt(`sinks[${i}].batchSize`, k.batchSize, 1);
+    if (k.retryMaxMs !== undefined) positiveInt(`sinks[${i}].retryMaxMs`, k.retryMaxMs, 1);
+    if (names.has(k.name)) fail(`sinks[${i}].name`, 'unique among the sinks (give one of them another name)', k.name);
+    names.add(k.name);
+  });
+  return [...v] as AuditSink[];
+}
 
 function maxEventBytes(v: unknown): number {
   const n = positiveInt('maxEventBytes', v, DEFAULT_MAX_EVENT_BYTES);
@@ -263,11 +298,18 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   }
   if (o.spoolDir !== undefined) nonEmptyString('spoolDir', o.spoolDir, '');
 
-  let loginFailures = { max: 10, windowMs: 60_000 };
+  let loginFailures = { max: 10, windowMs: 60_000, store: 'memory' as 'memory' | 'mongo', collection: `${collection}_flood`, timeoutMs: 2_000 };
   if (o.loginFailures !== undefined) {
     const l = o.loginFailures as Record<string, unknown> | null;
     if (l === null || typeof l !== 'object') fail('loginFailures', 'an object { max, windowMs }', l);
-    loginFailures = { max: positiveInt('loginFailures.max', l.max, 10), windowMs: positiveInt('loginFailures.windowMs', l.windowMs, 60_000) };
+    checkKnown(l, ['max', 'windowMs', 'store', 'collection', 'timeoutMs'], 'loginFailures');
+    loginFailures = {
+      max: positiveInt('loginFailures.max', l.max, 10),
+      windowMs: positiveInt('loginFailures.windowMs', l.windowMs, 60_000),
+      store: oneOf('loginFailures.store', l.store, ['memory', 'mongo'] as const, 'memory'),
+      collection: nonEmptyString('loginFailures.collection', l.collection, `${collection}_flood`),
+      timeoutMs: positiveInt('loginFailures.timeoutMs', l.timeoutMs, 2_000),
+    };
   }
 
   return {
@@ -293,5 +335,6 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     maxStringLength: positiveInt('maxStringLength', o.maxStringLength, 4_096),
     auditsModel: modelsOption(o.models),
     loginFailures,
+    sinks: sinksOption(o.sinks),
   };
 }

@@ -107,6 +107,26 @@ export interface AuditStats {
   queued: number;
   /** True while writes have been failing for longer than the degraded threshold. */
   degraded: boolean;
+  /** One entry per sink (option `sinks`), by name. */
+  sinks?: Record<string, SinkStats>;
+}
+
+/** How one sink is doing. Every count is of events. */
+export interface SinkStats {
+  /** Handed to the sink after the store took them. */
+  accepted: number;
+  /** Confirmed by the destination. */
+  delivered: number;
+  /** Failed attempts (each retried after a backoff). */
+  retried: number;
+  /** Lost to this sink (refused by the destination, or neither queue nor spool could hold them); each loss is recorded as a `loss` event. */
+  dropped: number;
+  /** Written to the sink's spool. */
+  spooled: number;
+  /** In memory now. */
+  queued: number;
+  /** True while the destination is failing. */
+  failing: boolean;
 }
 
 export interface CloseResult {

@@ -39,6 +39,8 @@ export interface WriterOptions {
   retryMaxMs: number;
   /** Builds the `loss` event (the core's builder: one shape for every event). */
   lossEvent: (fields: { lost: number; from: Date; to: Date; policy: OnFull }) => StoredDoc;
+  /** Receives every batch the store has taken (duplicates of an earlier attempt included); must not throw. */
+  onStored?: (docs: readonly StoredDoc[]) => void;
 }
 
 interface Queued {
@@ -191,10 +193,12 @@ export class Writer {
       ]);
       this.s.stored++;
       this.succeeded();
+      this.o.onStored?.([doc]);
     } catch (err) {
       if (storedBefore((err as { code?: unknown }).code, String((err as { message?: unknown }).message))) {
         this.s.stored++;
         this.succeeded();
+        this.o.onStored?.([doc]);
         return;
       }
       if (isRefusal(err)) {
@@ -406,6 +410,7 @@ export class Writer {
     try {
       await this.coll().insertMany(batch.map((q) => q.doc), this.insertOptions);
       this.countWritten(batch.length, batch.length);
+      this.o.onStored?.(batch.map((q) => q.doc));
       return true;
     } catch (err) {
       const errors = documentErrors(err);
@@ -426,12 +431,15 @@ export class Writer {
       // The server answered: every document not named in writeErrors is stored, duplicates were stored before.
       let stored = batch.length;
       const keep: Queued[] = [];
+      const refused = new Set<number>();
       for (const e of errors) {
         if (storedBefore(e.code, e.message)) continue;
         stored--;
+        refused.add(e.index);
         this.refused(batch[e.index], e.message, keep);
       }
       this.countWritten(batch.length, stored);
+      this.o.onStored?.(batch.filter((_, i) => !refused.has(i)).map((q) => q.doc));
       this.queue.unshift(...keep);
       for (const k of keep) this.bytes += k.bytes;
       return true;
@@ -483,6 +491,7 @@ export class Writer {
         try {
           await this.coll().insertMany(docs, this.insertOptions);
           this.s.stored += docs.length;
+          this.o.onStored?.(docs);
         } catch (err) {
           const errors = documentErrors(err);
           if (errors === null && isRefusal(err)) {
@@ -493,6 +502,9 @@ export class Writer {
           if (errors === null) throw err;
           // Duplicates were stored (and counted) by an earlier replay of this file, or by another process.
           this.s.stored += docs.length - errors.length; // duplicates included: counted when first stored
+          const refused = new Set<number>();
+          for (const e of errors) if (!storedBefore(e.code, e.message)) refused.add(e.index);
+          this.o.onStored?.(docs.filter((_, i) => !refused.has(i)));
           for (const e of errors) {
             if (storedBefore(e.code, e.message)) continue;
             this.s.stored--; // counted above; stored now only if its reduced form is
@@ -515,8 +527,12 @@ export class Writer {
     try {
       await this.coll().insertOne(doc, this.insertOptions);
       this.s.stored++;
+      this.o.onStored?.([doc]);
     } catch (err) {
-      if (storedBefore((err as { code?: unknown }).code, String((err as { message?: unknown }).message))) return;
+      if (storedBefore((err as { code?: unknown }).code, String((err as { message?: unknown }).message))) {
+        this.o.onStored?.([doc]);
+        return;
+      }
       if (!isRefusal(err)) throw err;
       await this.replayReduced(doc, errorText(err));
     }
@@ -525,8 +541,10 @@ export class Writer {
   private async replayReduced(doc: StoredDoc, reason: string): Promise<void> {
     this.report(new Error(`spooled audit event ${String(doc._id)} refused by the server (${reason}); storing it in a reduced form`));
     try {
-      await this.coll().insertOne(reducedForm(doc, reason), this.insertOptions);
+      const reduced = reducedForm(doc, reason);
+      await this.coll().insertOne(reduced, this.insertOptions);
       this.s.stored++;
+      this.o.onStored?.([reduced]);
     } catch (err) {
       if (storedBefore((err as { code?: unknown }).code, String((err as { message?: unknown }).message))) return;
       if (!isRefusal(err)) throw err;

@@ -1,0 +1,125 @@
+/**
+ * `webhookSink`: POSTs batches of events to an HTTPS endpoint, signed the way Stripe and GitHub sign theirs, so
+ * that the receiver knows the body came from this app and is not a replay (see `verifyWebhook`).
+ *
+ *   X-Koa-Audit-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the secret>
+ *   X-Koa-Audit-Delivery:  a UUID per attempt
+ *   Content-Type:          application/x-ndjson (one event per line) or application/json (an array)
+ *
+ * 2xx is delivered; 408, 425, 429 and 5xx (and network errors, timeouts) are retried, after `Retry-After` when
+ * the answer has one; 400, 413 and 422 refuse the events for good (they are recorded as lost); any other status
+ * is retried, since a 401 or 404 is more likely a receiver being deployed than a verdict on the events.
+ */
+import { createHmac, randomUUID } from 'node:crypto';
+import { isIP } from 'node:net';
+import type { JsonEvent } from '../core/json.js';
+import { bool, checkKnown, fail, nonEmptyString, objectOption, positiveInt } from '../core/options.js';
+import { SinkError, type AuditSink } from '../core/sink.js';
+
+export const SIGNATURE_HEADER = 'x-koa-audit-signature';
+export const DELIVERY_HEADER = 'x-koa-audit-delivery';
+
+export interface WebhookSinkOptions {
+  /** `https:`; `http:` only to a loopback address, or with `allowHttp: true`. */
+  url: string;
+  /** The shared HMAC secret (at least 16 characters). */
+  secret: string;
+  /** Extra request headers (an API key, say); they cannot replace the signature or content type. */
+  headers?: Record<string, string>;
+  /** Events per POST. Default 100. */
+  batchSize?: number;
+  /** Per request. Default 10,000 ms. */
+  timeoutMs?: number;
+  /** `'ndjson'` (default) or `'json'` (an array). */
+  format?: 'ndjson' | 'json';
+  /** Allow a plain-HTTP URL to a non-loopback host. Default false. */
+  allowHttp?: boolean;
+  /** The sink's name (stats, spool directory, loss events). Default `'webhook'`. */
+  name?: string;
+  /** Longest backoff between attempts. Default 30,000 ms. */
+  retryMaxMs?: number;
+}
+
+const PERMANENT = new Set([400, 413, 422]);
+const OWN_HEADERS = new Set(['content-type', SIGNATURE_HEADER, DELIVERY_HEADER, 'content-length']);
+
+function isLoopback(hostname: string): boolean {
+  const h = hostname.startsWith('[') ? hostname.slice(1, -1) : hostname;
+  if (h === 'localhost') return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  return h === '::1';
+}
+
+/** Seconds or an HTTP date, in ms from now; undefined when absent or unreadable. */
+export function retryAfterMs(value: string | null, now = Date.now()): number | undefined {
+  if (value === null || value.trim() === '') return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** The signature header's value for `body` at `timestamp` (unix seconds). */
+export function signWebhook(body: string, secret: string, timestamp: number): string {
+  const mac = createHmac('sha256', secret).update(`${timestamp}.`).update(body).digest('hex');
+  return `t=${timestamp},v1=${mac}`;
+}
+
+export function webhookSink(options: WebhookSinkOptions): AuditSink {
+  const o = objectOption('webhookSink', options);
+  checkKnown(o, ['url', 'secret', 'headers', 'batchSize', 'timeoutMs', 'format', 'allowHttp', 'name', 'retryMaxMs'], 'webhookSink');
+  const urlText = nonEmptyString('webhookSink.url', o.url, '');
+  let url: URL;
+  try {
+    url = new URL(urlText);
+  } catch {
+    fail('webhookSink.url', 'an absolute URL', urlText);
+  }
+  const allowHttp = bool('webhookSink.allowHttp', o.allowHttp, false);
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && (allowHttp || isLoopback(url.hostname)))) {
+    fail('webhookSink.url', 'an https: URL (http: only to a loopback address, or with allowHttp: true)', urlText);
+  }
+  if (url.username !== '' || url.password !== '') fail('webhookSink.url', 'a URL without credentials (use headers)', '[a URL with credentials]');
+  if (typeof o.secret !== 'string' || o.secret.length < 16) fail('webhookSink.secret', 'a string of at least 16 characters', typeof o.secret === 'string' ? '[too short]' : o.secret);
+  const secret = o.secret;
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(objectOption('webhookSink.headers', o.headers))) {
+    if (typeof v !== 'string') fail(`webhookSink.headers.${k}`, 'a string', v);
+    if (OWN_HEADERS.has(k.toLowerCase())) fail(`webhookSink.headers.${k}`, 'a header the sink does not set itself', k);
+    headers[k] = v;
+  }
+  const format = o.format ?? 'ndjson';
+  if (format !== 'ndjson' && format !== 'json') fail('webhookSink.format', "'ndjson' or 'json'", format);
+  const timeoutMs = positiveInt('webhookSink.timeoutMs', o.timeoutMs, 10_000);
+  const contentType = format === 'ndjson' ? 'application/x-ndjson' : 'application/json';
+  const target = url.toString();
+  const shown = `${url.origin}${url.pathname}`; // never the query string: it may carry a token
+
+  return {
+    name: nonEmptyString('webhookSink.name', o.name, 'webhook'),
+    batchSize: positiveInt('webhookSink.batchSize', o.batchSize, 100),
+    retryMaxMs: positiveInt('webhookSink.retryMaxMs', o.retryMaxMs, 30_000),
+    async send(events: readonly JsonEvent[]): Promise<void> {
+      const body = format === 'ndjson' ? events.map((e) => `${JSON.stringify(e)}\n`).join('') : JSON.stringify(events);
+      const signature = signWebhook(body, secret, Math.floor(Date.now() / 1000));
+      let res: Response;
+      try {
+        res = await fetch(target, {
+          method: 'POST',
+          headers: { ...headers, 'content-type': contentType, [SIGNATURE_HEADER]: signature, [DELIVERY_HEADER]: randomUUID() },
+          body,
+          redirect: 'error', // a redirect would carry the signed body somewhere nobody configured
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+      } catch (err) {
+        throw new SinkError(`webhook ${shown}: ${(err as Error).message}`, { cause: err });
+      }
+      await res.arrayBuffer().catch(() => undefined); // drain it, so the connection is reused
+      if (res.ok) return;
+      throw new SinkError(`webhook ${shown} answered ${res.status}`, {
+        permanent: PERMANENT.has(res.status),
+        retryAfterMs: retryAfterMs(res.headers.get('retry-after')),
+      });
+    },
+    async close(): Promise<void> {},
+  };
+}
