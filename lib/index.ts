@@ -46,3 +46,5 @@ export { webhookSink, signWebhook } from './sinks/webhook.js';
 export type { WebhookSinkOptions } from './sinks/webhook.js';
 export { verifyWebhook, WebhookVerificationError } from './sinks/verify.js';
 export type { VerifiedWebhook, VerifyWebhookOptions, WebhookFailure, WebhookInput } from './sinks/verify.js';
+export { kafkaSink, defaultKafkaKey } from './sinks/kafka.js';
+export type { KafkaSinkOptions } from './sinks/kafka.js';

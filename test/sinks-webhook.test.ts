@@ -200,8 +200,8 @@ describe('webhook sink', () => {
     await a.flush();
     const loss = await eventually(async () => {
       const found = (await a.model.find({ kind: 'loss' }).lean()) as AuditEvent[];
-      return found.length > 0 && found;
-    });
+      return found.length > 0 ? found : null;
+    }) as AuditEvent[];
     await a.flush();
     const all = (await a.model.find({ kind: 'loss' }).lean()) as AuditEvent[];
     expect(all).to.have.length(1, 'the loss of the loss event is not recorded again');
