@@ -48,3 +48,5 @@ export { verifyWebhook, WebhookVerificationError } from './sinks/verify.js';
 export type { VerifiedWebhook, VerifyWebhookOptions, WebhookFailure, WebhookInput } from './sinks/verify.js';
 export { kafkaSink, defaultKafkaKey } from './sinks/kafka.js';
 export type { KafkaSinkOptions } from './sinks/kafka.js';
+export { otlpSink, otlpAttributes } from './sinks/otlp.js';
+export type { OtlpSinkOptions } from './sinks/otlp.js';
