@@ -9,6 +9,7 @@ import { toActor } from '../core/actor.js';
 import type { AuditCore, EventFields } from '../core/core.js';
 import { frameFor, ipOf, storage, type AuditContext } from '../core/context.js';
 import { FloodControl, type FloodSummary } from './flood.js';
+import { SharedFloodControl } from './flood-store.js';
 import { capString } from '../core/safe.js';
 import type { Actor } from '../core/types.js';
 
@@ -106,13 +107,14 @@ export function createLogin(core: AuditCore) {
     return p;
   }
 
-  const flood = new FloodControl({
-    max: core.options.loginFailures.max,
-    windowMs: core.options.loginFailures.windowMs,
-    onSummary: (s) => {
-      track(recordSummary(s)).catch(core.report);
-    },
-  });
+  const onSummary = (s: FloodSummary): void => {
+    track(recordSummary(s)).catch(core.report);
+  };
+  const lf = core.options.loginFailures;
+  // 'mongo': the windows are shared by every process (lib/login/flood-store.ts); admitting a failure then waits for it.
+  const flood: FloodControl | SharedFloodControl = lf.store === 'mongo'
+    ? new SharedFloodControl({ collection: () => core.options.connection.collection(lf.collection), max: lf.max, windowMs: lf.windowMs, onSummary, report: core.report })
+    : new FloodControl({ max: lf.max, windowMs: lf.windowMs, onSummary });
 
   function recordSummary(s: FloodSummary): Promise<void> {
     // A summary belongs to no request: it is recorded in a frame of its own, which carries the IP it counts.
@@ -174,12 +176,14 @@ export function createLogin(core: AuditCore) {
       const provider = providerOf(i.provider);
       const frame = frameFor(i.ctx);
       const ip = frame?.ip ?? ipOf(i.ctx);
-      if (!flood.admit(identifier, ip, provider, reason)) return Promise.resolve();
       const fields: EventFields = { kind: 'login_failed', outcome: 'failure', provider, identifier, reason };
       const meta = metaOf(i.meta);
       if (meta !== undefined) fields.meta = meta as EventFields['meta'];
       // A failed login has no established identity: the event is anonymous, whatever the request's actor.
-      return track(core.record(fields, { ctx: i.ctx, actor: null }));
+      const admitted = flood.admit(identifier, ip, provider, reason);
+      if (admitted === false) return Promise.resolve();
+      if (admitted === true) return track(core.record(fields, { ctx: i.ctx, actor: null }));
+      return track(admitted.then((detailed) => (detailed ? core.record(fields, { ctx: i.ctx, actor: null }) : undefined)));
     } catch (err) {
       return Promise.reject(err);
     }
@@ -211,13 +215,15 @@ export function createLogin(core: AuditCore) {
 
   /** Reports held-back failures so far, then waits until every login event is accepted by the writer. */
   async function flush(): Promise<void> {
-    flood.flush();
+    while (inFlight.size > 0) await Promise.allSettled([...inFlight]); // failures still being counted
+    await flood.flush();
     while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
   }
 
   /** Like `flush`, and forgets the flood windows and stops their timer. */
   async function close(): Promise<void> {
-    flood.close();
+    while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    await flood.close();
     while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
   }
 
