@@ -21,14 +21,14 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import { createCore, type EventSink } from '../lib/core/core.js';
 import { resolveOptions } from '../lib/core/options.js';
-import { createAudit, type Auditor } from '../lib/index.js';
+import { createAudit, webhookSink, type Auditor } from '../lib/index.js';
 import { createMiddleware } from '../lib/request/middleware.js';
 import { eventModel } from '../lib/store/model.js';
 
-type Variant = 'bare' | 'floor' | 'audited' | 'durable' | 'discard' | 'naive' | 'sync';
+type Variant = 'bare' | 'floor' | 'audited' | 'durable' | 'discard' | 'naive' | 'sync' | 'webhook' | 'deadsink';
 
 async function main(): Promise<void> {
-  const [variant, uri, collection] = process.argv.slice(2) as [Variant, string, string];
+  const [variant, uri, collection, hook] = process.argv.slice(2) as [Variant, string, string, string];
   const app = new Koa();
   app.silent = true; // requests cut off at the end of a sample fail their writes: Koa need not print each one
   let auditor: Auditor | null = null;
@@ -56,13 +56,15 @@ async function main(): Promise<void> {
     };
     const core = createCore({ options, events: new EventEmitter(), model: eventModel(options.connection, collection), sink: () => sink, prepare: async () => {} });
     app.use(createMiddleware(core));
-  } else if (variant === 'audited' || variant === 'durable' || variant === 'sync') {
+  } else if (variant === 'audited' || variant === 'durable' || variant === 'sync' || variant === 'webhook' || variant === 'deadsink') {
     auditor = createAudit({
       connection: conn as mongoose.Connection,
       collection,
       mode: variant === 'sync' ? 'sync' : 'async',
       durability: variant === 'durable' ? 'disk' : 'memory',
       spoolDir: mkdtempSync(join(tmpdir(), 'koa-audit-bench-spool-')),
+      // 'webhook': a live receiver (in the parent process); 'deadsink': a closed port, the sink failing throughout.
+      ...(variant === 'webhook' || variant === 'deadsink' ? { sinks: [webhookSink({ url: hook, secret: 'bench-secret-0123456789', retryMaxMs: 1000 })] } : {}),
     });
     // Requests cut off by the shutdown at the end of a sample may fail their sync write: not a benchmark error.
     auditor.on('error', () => {});

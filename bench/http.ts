@@ -1,6 +1,6 @@
 /**
  * HTTP benchmark: bare Koa, Koa + koa-audit (default async mode, real store), Koa + a naive audit that awaits
- * one insertOne per request, Koa + koa-audit in sync mode. Requests/s and p50/p99 latency at a fixed
+ * one insertOne per request, Koa + koa-audit in sync mode, and with a webhook sink (live, and dead). Requests/s and p50/p99 latency at a fixed
  * concurrency, with autocannon.
  *
  * The server runs in a child process, one process per variant and round, and autocannon in this process:
@@ -15,8 +15,8 @@ import { join } from 'node:path';
 import type { AuditStats } from '../lib/index.js';
 import { dbCpuMeter, fmt, median, table } from './common.js';
 
-export type Variant = 'bare' | 'floor' | 'audited' | 'durable' | 'discard' | 'naive' | 'sync';
-const VARIANTS: Variant[] = ['bare', 'floor', 'audited', 'durable', 'discard', 'naive', 'sync'];
+export type Variant = 'bare' | 'floor' | 'audited' | 'durable' | 'discard' | 'naive' | 'sync' | 'webhook' | 'deadsink';
+const VARIANTS: Variant[] = ['bare', 'floor', 'audited', 'durable', 'discard', 'naive', 'sync', 'webhook', 'deadsink'];
 const LABEL: Record<Variant, string> = {
   bare: 'bare Koa',
   floor: 'floor: Koa + AsyncLocalStorage keeping one event',
@@ -25,7 +25,38 @@ const LABEL: Record<Variant, string> = {
   discard: 'koa-audit, store accepts and discards',
   naive: 'Koa + naive audit (await insertOne)',
   sync: "Koa + koa-audit (mode: 'sync')",
+  webhook: 'Koa + koa-audit + webhook sink',
+  deadsink: 'Koa + koa-audit + a dead webhook sink',
 };
+/**
+ * The webhook sink's destination, in this process (not the server's): answers every POST and counts the events
+ * (NDJSON lines); `deadUrl` is a closed port, the dead sink.
+ */
+async function webhookTarget(): Promise<{ url: string; deadUrl: string; events: () => number; close: () => Promise<void> }> {
+  const { createServer } = await import('node:http');
+  let events = 0;
+  const server = createServer((req, res) => {
+    req.on('data', (c: Buffer) => {
+      for (const b of c) if (b === 0x0a) events++;
+    });
+    req.on('end', () => res.end());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const dead = createServer();
+  await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
+  const deadPort = (dead.address() as { port: number }).port;
+  await new Promise<void>((r) => dead.close(() => r()));
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}/hook`,
+    deadUrl: `http://127.0.0.1:${deadPort}/hook`,
+    events: () => events,
+    close: () => new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    }),
+  };
+}
+
 /** Variants that store nothing: no stored-vs-answered check. */
 const NO_STORE: ReadonlySet<Variant> = new Set(['bare', 'floor', 'discard']);
 
@@ -61,8 +92,8 @@ interface ChildReply {
   cpuMicros?: number;
 }
 
-async function runOne(variant: Variant, uri: string, collection: string, o: HttpOptions, dbCpu: () => number | null): Promise<Sample> {
-  const child = fork(join(__dirname, 'http-server.ts'), [variant, uri, collection], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+async function runOne(variant: Variant, uri: string, collection: string, o: HttpOptions, dbCpu: () => number | null, hook: string): Promise<Sample> {
+  const child = fork(join(__dirname, 'http-server.ts'), [variant, uri, collection, hook], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const replies: ChildReply[] = [];
   let waiting: ((r: ChildReply) => void) | null = null;
   child.on('message', (m: ChildReply) => {
@@ -126,10 +157,14 @@ export async function runHttpBench(uri: string, o: HttpOptions, log: (s: string)
   const dbCpu = dbCpuMeter(uri);
   const samples = Object.fromEntries(VARIANTS.map((v) => [v, [] as Sample[]])) as Record<Variant, Sample[]>;
   const notes: string[] = [];
+  const target = await webhookTarget();
+  let delivered = 0;
   for (let round = 0; round < o.rounds; round++) {
     const order = VARIANTS.map((_, i) => VARIANTS[(i + round) % VARIANTS.length]);
     for (const v of order) {
-      const s = await runOne(v, uri, `http_${v}_${round}${o.rate === undefined ? '' : `_r${o.rate}`}`, o, dbCpu);
+      const before = target.events();
+      const s = await runOne(v, uri, `http_${v}_${round}${o.rate === undefined ? '' : `_r${o.rate}`}`, o, dbCpu, v === 'deadsink' ? target.deadUrl : target.url);
+      if (v === 'webhook') delivered += target.events() - before;
       samples[v].push(s);
       log(`  round ${round + 1}/${o.rounds} ${v.padEnd(7)} ${fmt(s.rps)} req/s  p50 ${s.p50} ms  p99 ${s.p99} ms  server CPU ${fmt(s.cpuPerReq)} µs/req  db CPU ${s.dbCpuPerReq === null ? '?' : fmt(s.dbCpuPerReq)} µs/req` +
         (NO_STORE.has(v) ? '' : `  stored ${fmt(s.stored)}/${fmt(s.responses)}`) +
@@ -146,7 +181,10 @@ export async function runHttpBench(uri: string, o: HttpOptions, log: (s: string)
     p50: median(samples[v].map((s) => s.p50)),
     p99: median(samples[v].map((s) => s.p99)),
   });
+  await target.close();
   const medians = Object.fromEntries(VARIANTS.map((v) => [v, med(v)])) as Record<Variant, Medians>;
+  const webhookStored = samples.webhook.reduce((t, s) => t + s.stored, 0);
+  notes.push(`webhook sink: ${fmt(delivered)} events delivered to the receiver for ${fmt(webhookStored)} stored (close() gives the sink what is left of its timeout; the rest waits in its spool).`);
   const base = medians.bare.rps;
   // Server CPU per request is the steady measure on a shared machine; req/s moves with whatever else runs.
   const text = table(

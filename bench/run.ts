@@ -64,6 +64,8 @@ function targets(http: HttpResult, fixed: HttpResult, mongooseRows: MongooseRow[
     line('koa-audit server CPU/req / floor, at the fixed rate', fmt(vsFloor, 2), '<= 1.3', vsFloor <= 1.3, `by ${fmt(vsFloor - 1.3, 2)}`),
     line('koa-audit req/s / naive audit req/s', fmt(vsNaive, 2), '>= 5', vsNaive >= 5, `by ${fmt(5 - vsNaive, 2)}`),
     line("durability 'disk' req/s / default req/s", fmt(durable, 2), '>= 0.90', durable >= 0.9, `by ${fmt(0.9 - durable, 2)}`),
+    line('with a webhook sink req/s / without', fmt(m.webhook.rps / m.audited.rps, 2), '>= 0.9', m.webhook.rps / m.audited.rps >= 0.9, `by ${fmt(0.9 - m.webhook.rps / m.audited.rps, 2)}`),
+    line('with a dead webhook sink req/s / without', fmt(m.deadsink.rps / m.audited.rps, 2), '>= 0.9', m.deadsink.rps / m.audited.rps >= 0.9, `by ${fmt(0.9 - m.deadsink.rps / m.audited.rps, 2)}`),
     save === null
       ? ['audited save / plain save', 'not measured', '<= 1.5', 'n/a']
       : line('audited save / plain save', fmt(save.ratio, 2), '<= 1.5', save.ratio <= 1.5, `by ${fmt(save.ratio - 1.5, 2)}`),
