@@ -128,4 +128,19 @@ describe('OTLP sink', function () {
     expect([...r.accepted.keys()].sort()).to.deep.equal(ids);
     expect([...r.accepted.values()].every((c) => c === 1)).to.equal(true, 'no event accepted twice');
   });
+
+  it('records a loss, naming the sink, when the Collector refuses records for good (400)', async () => {
+    const r = await receiver();
+    r.mode = { status: 400 };
+    const a = fx.auditor({ collection: `ot_${n++}`, sinks: [otlpSink({ url: r.url, name: 'collector', retryMaxMs: 100 })] });
+    a.on('error', () => {});
+    await a.loginFailed({ identifier: 'x', reason: 'bad_password' });
+    await a.flush();
+    const loss = (await eventually(async () => {
+      const found = await a.model.find({ kind: 'loss' }).lean();
+      return found.length > 0 ? found : null;
+    }, 10_000)) as { meta: Record<string, unknown> }[];
+    expect(loss[0].meta).to.include({ sink: 'collector', lost: 1, reason: 'rejected' });
+    expect(a.stats().sinks?.collector.dropped).to.be.at.least(1);
+  });
 });

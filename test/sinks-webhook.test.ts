@@ -211,4 +211,15 @@ describe('webhook sink', () => {
     expect(a.stats().sinks?.siem.dropped).to.be.at.least(3);
     expect(errors.some((e) => /answered 400/.test(e.message))).to.equal(true);
   });
+
+  it("hands over what mode: 'sync' stores too", async () => {
+    const r = await receiver();
+    const a = fx.auditor({ collection: `wh_${n++}`, mode: 'sync', sinks: [webhookSink({ url: r.url, secret: SECRET })] });
+    const app = await fx.serve(a);
+    await hit(app, 3, 1);
+    const ids = await storedIds(a);
+    expect(ids).to.have.length(3);
+    await eventually(() => r.accepted.size === 3);
+    expect([...r.accepted.keys()].sort()).to.deep.equal(ids);
+  });
 });

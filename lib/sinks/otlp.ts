@@ -160,7 +160,12 @@ export function otlpSink(options: OtlpSinkOptions): AuditSink {
       return new Promise((resolve, reject) => {
         exporter.export(records, (result) => {
           if (result.code === 0) resolve();
-          else reject(new SinkError(`otlp ${shown}: ${result.error?.message ?? 'export failed'}`, { cause: result.error }));
+          else {
+            // The Collector's verdict on the records (400 Bad Request, 413, 422): sending them again cannot help.
+            const code = (result.error as { code?: unknown } | undefined)?.code;
+            const permanent = code === 400 || code === 413 || code === 422;
+            reject(new SinkError(`otlp ${shown}: ${result.error?.message ?? 'export failed'}${typeof code === 'number' ? ` (${code})` : ''}`, { cause: result.error, permanent }));
+          }
         });
       });
     },
