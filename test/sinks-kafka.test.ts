@@ -34,7 +34,8 @@ describe('kafka sink (real broker)', function () {
       console.log(`      (kafka sink tests skipped: ${why.reason})`);
       this.skip();
     }
-    client = new Kafka({ brokers: [broker.broker], logLevel: logLevel.NOTHING, clientId: 'test' });
+    // Quick to reconnect: the consumers ride out the broker's outages.
+    client = new Kafka({ brokers: [broker.broker], logLevel: logLevel.NOTHING, clientId: 'test', retry: { initialRetryTime: 100, maxRetryTime: 1000, retries: 30 } });
   });
   after(async function () {
     this.timeout(60_000);
