@@ -59,11 +59,6 @@ export class SinkSet {
     return out;
   }
 
-  /** Resolves when every sink has everything offered so far (never, while one is down: for tests and tools). */
-  async drained(): Promise<void> {
-    await Promise.all(this.relays.map((r) => r.drained()));
-  }
-
   /** Closes every relay at once; resolves with the events left in their spools. */
   async close(timeoutMs: number): Promise<number> {
     const left = await Promise.all(this.relays.map((r) => r.close(timeoutMs)));
