@@ -13,6 +13,11 @@ describe('failed-login flood control shared through MongoDB', function () {
   const fx = useFixture('login_flood_shared');
   const conns: Connection[] = [];
   const auditors: Auditor[] = [];
+  /** A fault fails a failure open (recorded in detail): the counts below hold only without one. */
+  let errors: Error[] = [];
+  beforeEach(() => {
+    errors = [];
+  });
   let n = 0;
   after(async () => {
     for (const a of auditors) await a.close({ timeoutMs: 2000 });
@@ -28,6 +33,7 @@ describe('failed-login flood control shared through MongoDB', function () {
       const c = await mongoose.createConnection(databaseUri(process.env.KOA_AUDIT_TEST_URI as string, `t_login_flood_shared`), { serverSelectionTimeoutMS: 10_000 }).asPromise();
       conns.push(c);
       const a = createAudit({ connection: c, collection, spoolDir: fx.tmp(), loginFailures });
+      a.on('error', (e) => errors.push(e));
       auditors.push(a);
       out.push(a);
     }
@@ -48,11 +54,12 @@ describe('failed-login flood control shared through MongoDB', function () {
   };
 
   it('three processes allow max detailed failures in all, and summarize every held-back failure exactly once', async () => {
-    const as = await processes(3, { max: 5, windowMs: 60_000, store: 'mongo' });
+    const as = await processes(3, { max: 5, windowMs: 60_000, store: 'mongo', timeoutMs: 30_000 });
     await insideWindow(60_000, 10_000);
     await hammer(as, 'victim', 20);
     for (const a of as) await a.flush();
     const { detailed, summaries } = await failures(as[0], 'victim');
+    expect(errors.map((e) => e.message)).to.deep.equal([]);
     expect(detailed).to.have.length(5);
     const suppressed = summaries.reduce((sum, s) => sum + (s.meta?.suppressed as number), 0);
     expect(suppressed).to.equal(55);
@@ -81,13 +88,14 @@ describe('failed-login flood control shared through MongoDB', function () {
 
   it('at the end of the window the processes write complete summaries, without a flush', async () => {
     const windowMs = 2000;
-    const as = await processes(3, { max: 2, windowMs, store: 'mongo' });
+    const as = await processes(3, { max: 2, windowMs, store: 'mongo', timeoutMs: 30_000 });
     await insideWindow(windowMs, 1500);
     await hammer(as, 'eve', 3);
     const sum = async (): Promise<number> => (await failures(as[0], 'eve')).summaries.reduce((t, s) => t + (s.meta?.suppressed as number), 0);
     await eventually(async () => (await sum()) === 7, 10_000);
     await sleep(300); // every process's timer has run
     const { detailed, summaries } = await failures(as[0], 'eve');
+    expect(errors.map((e) => e.message)).to.deep.equal([]);
     expect(detailed).to.have.length(2);
     expect(await sum()).to.equal(7);
     for (const s of summaries) {
@@ -98,5 +106,14 @@ describe('failed-login flood control shared through MongoDB', function () {
 
   it('refuses an unknown store', () => {
     expect(() => createAudit({ connection: fx.conn, loginFailures: { max: 1, windowMs: 1000, store: 'redis' as never } })).to.throw(TypeError, /loginFailures\.store/);
+  });
+
+  it('records a failure in detail when the shared collection does not answer in time (fails open), and reports it', async () => {
+    const as = await processes(1, { max: 1, windowMs: 60_000, store: 'mongo', timeoutMs: 1 });
+    await insideWindow(60_000, 10_000);
+    await hammer(as, 'mallory', 10);
+    await as[0].flush();
+    expect((await failures(as[0], 'mallory')).detailed.length).to.be.above(1, 'more than max: nothing is held back blindly');
+    expect(errors.some((e) => /did not answer within 1 ms/.test(e.message))).to.equal(true);
   });
 });

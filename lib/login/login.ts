@@ -113,7 +113,7 @@ export function createLogin(core: AuditCore) {
   const lf = core.options.loginFailures;
   // 'mongo': the windows are shared by every process (lib/login/flood-store.ts); admitting a failure then waits for it.
   const flood: FloodControl | SharedFloodControl = lf.store === 'mongo'
-    ? new SharedFloodControl({ collection: () => core.options.connection.collection(lf.collection), max: lf.max, windowMs: lf.windowMs, onSummary, report: core.report })
+    ? new SharedFloodControl({ collection: () => core.options.connection.collection(lf.collection), max: lf.max, windowMs: lf.windowMs, timeoutMs: lf.timeoutMs, onSummary, report: core.report })
     : new FloodControl({ max: lf.max, windowMs: lf.windowMs, onSummary });
 
   function recordSummary(s: FloodSummary): Promise<void> {
