@@ -225,4 +225,28 @@ describe('webhook sink', () => {
     await eventually(() => r.accepted.size === 3);
     expect([...r.accepted.keys()].sort()).to.deep.equal(ids);
   });
+
+  it('a slow sink holds up neither the requests, nor the store, nor another sink', async function () {
+    this.timeout(30_000);
+    const slow = await receiver();
+    const fast = await receiver();
+    slow.mode = { status: 200, delayMs: 3000 }; // each delivery takes 3 s
+    const a = fx.auditor({
+      collection: `wh_${n++}`,
+      sinks: [
+        webhookSink({ url: slow.url, secret: SECRET, name: 'slow', batchSize: 10 }),
+        webhookSink({ url: fast.url, secret: SECRET, name: 'fast' }),
+      ],
+    });
+    const app = await fx.serve(a);
+    await hit(app, 60);
+    await a.flush();
+    const ids = await storedIds(a);
+    expect(ids).to.have.length(60);
+    await eventually(() => fast.accepted.size === 60, 10_000);
+    // The fast sink has everything while the slow one is still on its first batches.
+    expect(slow.accepted.size).to.be.below(60);
+    expect(a.stats().sinks?.slow.queued).to.be.above(0);
+    expect([...fast.accepted.keys()].sort()).to.deep.equal(ids);
+  });
 });

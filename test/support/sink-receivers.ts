@@ -7,7 +7,7 @@ import Koa from 'koa';
 import { verifyWebhook, WebhookVerificationError, type JsonEvent } from '../../lib/index.js';
 import { listen, type Running } from './helpers.js';
 
-export type ReceiverMode = { status: 200 } | { status: number; retryAfter?: string };
+export type ReceiverMode = { status: number; retryAfter?: string; delayMs?: number };
 
 export interface Attempt {
   at: number;
@@ -60,9 +60,10 @@ export async function webhookReceiver(secret: string): Promise<Receiver> {
     }
     r.contentTypes.add(String(ctx.get('content-type')));
     const mode = r.mode;
+    if (mode.delayMs !== undefined) await new Promise((resolve) => setTimeout(resolve, mode.delayMs));
     r.attempts.push({ at: Date.now(), status: mode.status, events: events.length });
     ctx.status = mode.status;
-    if ('retryAfter' in mode && mode.retryAfter !== undefined) ctx.set('Retry-After', mode.retryAfter);
+    if (mode.retryAfter !== undefined) ctx.set('Retry-After', mode.retryAfter);
     if (mode.status >= 300) return;
     for (const e of events) {
       r.accepted.set(e._id, (r.accepted.get(e._id) ?? 0) + 1);
