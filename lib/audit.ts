@@ -19,6 +19,8 @@ import { toActor } from './core/actor.js';
 import { resolveOptions, type AuditOptions } from './core/options.js';
 import type { ActorInput, AuditEvent, AuditorEvents, AuditStats, CloseResult, OnFull } from './core/types.js';
 import { createLogin, type LoginFailedInput, type LoginSignals, type LoginSucceededInput, type LogoutInput } from './login/login.js';
+import { createSecurity, type SecurityEventName, type SecurityInput } from './login/security.js';
+import { createTokenEvents, type TokenEventInput } from './login/tokens.js';
 import { query, type QueryFilter, type QueryPage } from './read/query.js';
 import { createMiddleware, type MiddlewareOptions } from './request/middleware.js';
 import { eventModel } from './store/model.js';
@@ -47,6 +49,12 @@ export interface AuditorApi {
   loginSucceeded(input: LoginSucceededInput): Promise<void>;
   loginFailed(input: LoginFailedInput): Promise<void>;
   logout(input: LogoutInput): Promise<void>;
+  /** A security event of the OWASP Logging Vocabulary (`authz_fail`, `authz_change`, ...): kind `security` with `name`. */
+  security(name: SecurityEventName, input?: SecurityInput): Promise<void>;
+  /** Records `authn_token_created` (the token itself is never stored, only its fingerprint, `jti` and expiry). */
+  tokenIssued(input: TokenEventInput): Promise<void>;
+  /** Records `authn_token_revoked`. */
+  tokenRevoked(input: TokenEventInput): Promise<void>;
   /** Newest first, keyset-paged: pass the previous page's `next` as `after`. */
   query(filter?: QueryFilter): Promise<QueryPage>;
   /** The change events of one document, oldest first. */
@@ -166,6 +174,8 @@ export function createAudit(options?: AuditOptions): Auditor {
   }
   const plugin = createPlugin(core);
   const watchPlugin = watchLatePlugin(core, plugin);
+  const security = createSecurity(core);
+  const tokens = createTokenEvents(security);
   let closing: Promise<CloseResult> | null = null;
   const api: AuditorApi = {
     get model() {
@@ -190,6 +200,9 @@ export function createAudit(options?: AuditOptions): Auditor {
     loginSucceeded: login.loginSucceeded,
     loginFailed: login.loginFailed,
     logout: login.logout,
+    security,
+    tokenIssued: tokens.tokenIssued,
+    tokenRevoked: tokens.tokenRevoked,
     query: (filter) => query(core, filter),
     history: (m, id) => history(core, m, id),
     versionAt: (m, id, date) => versionAt(core, m, id, date),

@@ -61,6 +61,12 @@ export function ipOf(ctx: Context | null | undefined): string | null {
   }
 }
 
+/**
+ * Set on a request's `ctx` once an `authz_fail` was recorded for it (by `auditor.security`, or `auditRouter`'s
+ * refusal), so that the middleware's `authzFail` option does not record the same denial twice.
+ */
+export const kAuthzFailRecorded: unique symbol = Symbol.for('koa-audit.authzFailRecorded');
+
 export const SYSTEM_ACTOR: Actor = Object.freeze({ id: 'system', via: 'system' }) as Actor;
 
 /**

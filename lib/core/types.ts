@@ -9,6 +9,7 @@ export type AuditKind =
   | 'login'
   | 'login_failed'
   | 'logout'
+  | 'security'
   | 'loss';
 
 export type AuditOutcome = 'success' | 'failure';
@@ -83,6 +84,10 @@ export interface AuditEvent {
   provider?: string;
   identifier?: string | null;
   reason?: string;
+  /** kind `security`: the OWASP Logging Vocabulary name (`authz_fail`, `authn_token_revoked`, ...). */
+  name?: string;
+  /** kind `security`: what the event was about (a user, a token, a route), as `{ id?, type?, name? }` or a string. */
+  target?: StoredValue;
   meta?: { [key: string]: StoredValue };
 }
 

@@ -22,6 +22,8 @@ export interface QueryFilter {
   requestId?: string;
   outcome?: AuditOutcome;
   ip?: string;
+  /** The `name` of `security` events (`authz_fail`, ...). */
+  name?: string;
   /** Events at or after this instant. */
   from?: Date;
   /** Events strictly before this instant. */
@@ -38,16 +40,16 @@ export interface QueryPage {
   next: string | null;
 }
 
-export const AUDIT_KINDS: readonly AuditKind[] = ['request', 'create', 'update', 'delete', 'login', 'login_failed', 'logout', 'loss'];
+export const AUDIT_KINDS: readonly AuditKind[] = ['request', 'create', 'update', 'delete', 'login', 'login_failed', 'logout', 'security', 'loss'];
 export const AUDIT_OUTCOMES: readonly AuditOutcome[] = ['success', 'failure'];
 export const MAX_LIMIT = 500;
 export const DEFAULT_LIMIT = 50;
 
 /** Every filter key, in one order: the JS API, the HTTP API (`?key=`) and the CLI (`--key`) take the same list. */
-export const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'outcome', 'ip', 'from', 'to', 'limit', 'after'] as const;
+export const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'outcome', 'ip', 'name', 'from', 'to', 'limit', 'after'] as const;
 /** Older spellings still accepted by the HTTP API and the CLI, and the key each one means. */
 export const FILTER_ALIASES: Readonly<Record<string, (typeof FILTER_KEYS)[number]>> = { actor: 'actorId', since: 'from', until: 'to' };
-const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'ip'] as const;
+const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'ip', 'name'] as const;
 const MAX_VALUE_LENGTH = 4096;
 const MAX_DATE_MS = 8.64e15;
 

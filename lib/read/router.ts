@@ -22,6 +22,8 @@ export interface AuditReader {
   readonly model: Model<AuditEvent>;
   query(filter?: QueryFilter): Promise<QueryPage>;
   history(model: string, documentId: unknown): Promise<AuditEvent[]>;
+  /** When present (an auditor has it), a refused request is recorded as the security event `authz_fail`. */
+  security?(name: 'authz_fail', input: { ctx: Context; target: { type: string; id: string }; reason: string }): Promise<void>;
 }
 
 export interface AuditRouterOptions {
@@ -112,6 +114,9 @@ export function auditRouter(options: AuditRouterOptions): Router {
   /** Runs `handler` only for an authorized request; maps a BadRequest (or a filter TypeError) to 400. */
   const guarded = (handler: (ctx: Context) => Promise<void> | void) => async (ctx: Context): Promise<void> => {
     if ((await authorize(ctx)) !== true) {
+      // Reading the audit trail without the right is itself an event an auditor looks for (OWASP authz_fail).
+      await auditor.security?.('authz_fail', { ctx, target: { type: 'audit_trail', id: ctx.path }, reason: 'auditRouter authorize refused' })
+        .catch(() => {}); // the refusal stands whether or not it could be recorded
       send(ctx, 403, { error: 'not allowed to read the audit trail' });
       return;
     }

@@ -46,7 +46,7 @@ td.time { white-space: nowrap; font-variant-numeric: tabular-nums; }
 .linkish { border: 0; background: none; padding: 0; color: var(--accent); cursor: pointer; font: inherit; text-align: left; }
 .badge { display: inline-block; padding: 0 6px; border-radius: 9px; font-size: 12px; background: #e8ebf1; white-space: nowrap; }
 .kind-create { background: #dff3e4; } .kind-update { background: #fff1d6; } .kind-delete { background: #fde2e0; }
-.kind-login, .kind-logout { background: #e2ecfd; } .kind-login_failed { background: #fde2e0; } .kind-loss { background: #3b3f48; color: #fff; }
+.kind-login, .kind-logout { background: #e2ecfd; } .kind-login_failed { background: #fde2e0; } .kind-loss { background: #3b3f48; color: #fff; } .kind-security { background: #f3e2fd; }
 .outcome-failure { color: var(--bad); font-weight: 600; } .outcome-success { color: var(--good); }
 .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; }
 nav#pager { display: flex; align-items: center; gap: 12px; padding: 8px 0; }
@@ -66,7 +66,7 @@ const SCRIPT = String.raw`
 (function () {
   'use strict';
   var KINDS = ${JSON.stringify(AUDIT_KINDS)};
-  var TEXT_FIELDS = ['actor', 'model', 'documentId', 'requestId', 'ip'];
+  var TEXT_FIELDS = ['actor', 'model', 'documentId', 'requestId', 'ip', 'name'];
   var form = document.getElementById('filters');
   var tbody = document.querySelector('#events tbody');
   var statusEl = document.getElementById('status');
@@ -180,6 +180,7 @@ const SCRIPT = String.raw`
       var n = Array.isArray(e.changes) ? e.changes.length : 0;
       return str(e.model) + ' ' + str(e.documentId) + ' · ' + str(e.operation) + (n ? ' · ' + n + (n === 1 ? ' field' : ' fields') : '');
     }
+    if (e.kind === 'security') return str(e.name) + (e.target ? ' · ' + (typeof e.target === 'object' ? str(e.target.type) + ' ' + str(e.target.id) : str(e.target)) : '') + (e.reason ? ' · ' + str(e.reason) : '');
     if (e.provider || e.identifier) return str(e.provider) + ' ' + str(e.identifier) + (e.reason ? ' · ' + str(e.reason) : '');
     return e.meta ? json(e.meta) : '';
   }
@@ -388,6 +389,7 @@ export const VIEWER_HTML = `<!doctype html>
   <label>Document id <input type="text" name="documentId"></label>
   <label>Request id <input type="text" name="requestId"></label>
   <label>IP <input type="text" name="ip"></label>
+  <label>Security name <input type="text" name="name" placeholder="authz_fail"></label>
   <label>Outcome <select name="outcome"><option value="">any</option><option value="success">success</option><option value="failure">failure</option></select></label>
   <label>From (UTC) <input type="datetime-local" name="from" step="1"></label>
   <label>To (UTC, before) <input type="datetime-local" name="to" step="1"></label>

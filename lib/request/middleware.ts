@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { Context, Middleware, Next } from 'koa';
 import type { AuditCore, EventFields } from '../core/core.js';
-import { frameOf, ipOf, storage, type AuditContext } from '../core/context.js';
+import { frameOf, ipOf, kAuthzFailRecorded, storage, type AuditContext } from '../core/context.js';
 import { bool, checkKnown, fail, objectOption, positiveInt } from '../core/options.js';
 import { capString, toStored } from '../core/safe.js';
 import type { StoredDoc } from '../core/types.js';
@@ -26,6 +26,8 @@ export interface MiddlewareOptions {
   captureBody?: boolean;
   /** Cap of the stored body, in bytes of its JSON form. Default 8 KiB. */
   maxBodyBytes?: number;
+  /** Also record every 401/403 answer as the security event `authz_fail` (OWASP vocabulary). Default false. */
+  authzFail?: boolean;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -94,6 +96,7 @@ interface RequestAuditing {
   core: AuditCore;
   captureBody: boolean;
   maxBodyBytes: number;
+  authzFail: boolean;
 }
 
 /** Per-response state, kept on the response so that the finish listeners can be shared functions. */
@@ -126,6 +129,23 @@ function finishRequest(res: TrackedResponse, aborted: boolean): void {
   const status = res.headersSent ? res.statusCode : p.error?.status ?? p.ctx.status;
   // The event finds its request through `ctx` (build() reads the frame from it): no context to re-enter.
   p.s.core.record(requestFields(p, status, aborted), { ctx: p.ctx }).catch(p.s.core.report);
+  recordDenied(p, status);
+}
+
+/** `authzFail`: a 401/403 the app answered is an `authz_fail`, unless one was recorded for this request already. */
+function recordDenied(p: Pending, status: number): void {
+  if (!p.s.authzFail || (status !== 401 && status !== 403)) return;
+  const ctx = p.ctx as Context & { [kAuthzFailRecorded]?: boolean };
+  if (ctx[kAuthzFailRecorded] === true) return;
+  ctx[kAuthzFailRecorded] = true;
+  const fields: EventFields = {
+    kind: 'security',
+    outcome: 'failure',
+    name: 'authz_fail',
+    reason: status === 401 ? 'unauthenticated (401)' : 'forbidden (403)',
+    target: { type: 'route', id: capString(ctx.path, MAX_PATH), method: capString(ctx.method, 32) },
+  };
+  p.s.core.record(fields, { ctx }).catch(p.s.core.report);
 }
 
 function requestFields(p: Pending, status: number, aborted: boolean): EventFields {
@@ -172,7 +192,7 @@ function capturedBody(ctx: Context, core: AuditCore, maxBytes: number): StoredVa
 
 export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {}): Middleware {
   objectOption('middleware options', options);
-  checkKnown(options, ['include', 'exclude', 'methods', 'captureBody', 'maxBodyBytes'], 'middleware');
+  checkKnown(options, ['include', 'exclude', 'methods', 'captureBody', 'maxBodyBytes', 'authzFail'], 'middleware');
   const include = compilePaths('include', options.include);
   const exclude = compilePaths('exclude', options.exclude);
   let methods: Set<string> | null = null;
@@ -180,7 +200,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     if (!Array.isArray(options.methods) || options.methods.some((m) => typeof m !== 'string')) fail('methods', 'an array of HTTP method names', options.methods);
     methods = new Set(options.methods.map((m) => m.toUpperCase()));
   }
-  const s: RequestAuditing = { core, captureBody: bool('captureBody', options.captureBody, false), maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024) };
+  const s: RequestAuditing = { core, captureBody: bool('captureBody', options.captureBody, false), maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024), authzFail: bool('authzFail', options.authzFail, false) };
   const sync = core.options.mode === 'sync';
   // `durability: 'disk'`: the event is on disk before the response leaves, so an answered request always has one.
   const early = sync || core.options.durability === 'disk';
@@ -295,6 +315,7 @@ async function runSync(p: Pending, next: Next): Promise<void> {
       throw keepRequestId(err, requestId);
     }
   }
+  recordDenied(p, status);
   if (thrown !== null) throw keepRequestId(thrown.err, requestId);
 }
 

@@ -45,6 +45,8 @@ function eventSchema(collection: string): Schema {
       provider: { type: String },
       identifier: { type: String },
       reason: { type: String },
+      name: { type: String },
+      target: { type: Mixed },
       meta: { type: Mixed },
     },
     { collection, versionKey: false, autoIndex: false, autoCreate: false, strict: false, minimize: false, [AUDIT_SCHEMA_OPTION]: true },
@@ -61,6 +63,8 @@ function eventSchema(collection: string): Schema {
   schema.index({ kind: 1, ts: -1, _id: -1 });
   schema.index({ outcome: 1, ts: -1, _id: -1 });
   schema.index({ ip: 1, ts: -1, _id: -1 });
+  // Security events are read by their vocabulary name (`authz_fail` across all users, say).
+  schema.index({ name: 1, ts: -1, _id: -1 });
   return schema;
 }
 
