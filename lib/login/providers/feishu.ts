@@ -1,24 +1,21 @@
 /**
- * Feishu (Lark) OAuth login as a Koa router, through Feishu's documented open-platform endpoints:
+ * Feishu (Lark) OAuth login, through Feishu's documented open-platform endpoints, as a `LoginProvider`
+ * (lib/login/providers/provider.ts does the state, the callback checks and the events, the same as for OIDC):
  *
  *   GET {prefix}/login     redirects to {baseUrl}/open-apis/authen/v1/authorize with a fresh `state`
  *   GET {prefix}/callback  checks `state`, exchanges `code` at /open-apis/authen/v2/oauth/token, reads
  *                          /open-apis/authen/v1/user_info, then emits `login` (identifier: the open id) or
  *                          `login_failed` with the reason
  *
- * The redirect to Feishu and its consent screen are never failures. `state` lives in an HttpOnly cookie that
- * carries its expiry and an HMAC, so it is bound to the browser that started the login and needs no server
- * memory (several app instances work without sticky sessions). The app secret and the tokens are never part
- * of an event; the user access token is handed to `onLogin` only.
+ * The app secret and the tokens are never part of an event; the user access token is handed to `onLogin` only.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import Router from '@koa/router';
+import type Router from '@koa/router';
 import type { Context } from 'koa';
-import { toActor } from '../../core/actor.js';
-import { frameFor, storage } from '../../core/context.js';
-import { signalsOf, type LoginSignals, type SignalTarget } from '../login.js';
-import { checkKnown, fail, fnOption, nonEmptyString, objectOption, positiveInt, routePrefix } from '../../core/options.js';
+import { signalsOf } from '../login.js';
+import type { SignalTarget } from '../login.js';
+import { checkKnown, nonEmptyString, objectOption, positiveInt } from '../../core/options.js';
 import { capString } from '../../core/safe.js';
+import { absoluteUrl, networkDetail, providerRouter, ProviderError, requiredString, ROUTER_OPTION_KEYS, type LoginProvider } from './provider.js';
 
 export interface FeishuUser {
   openId: string;
@@ -41,6 +38,7 @@ export interface FeishuTokens {
 
 export type FeishuFailureReason =
   | 'state_mismatch'
+  | 'state_replayed'
   | 'access_denied'
   | 'authorize_error'
   | 'missing_code'
@@ -85,28 +83,7 @@ export interface FeishuRouterOptions {
   cookieName?: string;
 }
 
-const KNOWN = [
-  'signals', 'appId', 'appSecret', 'onLogin', 'baseUrl', 'prefix', 'redirectUri', 'scope', 'successRedirect',
-  'failureRedirect', 'timeoutMs', 'stateTtlMs', 'stateSecret', 'cookieName',
-] as const;
-
-/** A string option without a default: absent is as wrong as empty. */
-function required(name: string, v: unknown): string {
-  return v === undefined ? fail(name, 'a non-empty string', v) : nonEmptyString(name, v, '');
-}
-
-function absoluteUrl(name: string, v: unknown): string {
-  const s = required(name, v);
-  if (!URL.canParse(s) || !/^https?:$/.test(new URL(s).protocol)) fail(name, 'an absolute http(s) URL', s);
-  return s;
-}
-
-/** A failure of the flow: its reason goes into the event, `detail` (never a secret) into its meta. */
-class FlowError extends Error {
-  constructor(readonly reason: FeishuFailureReason, readonly detail: Record<string, unknown> = {}) {
-    super(reason);
-  }
-}
+const KNOWN = [...ROUTER_OPTION_KEYS, 'appId', 'appSecret', 'baseUrl', 'scope', 'timeoutMs'] as const;
 
 interface FeishuReply {
   status: number;
@@ -124,9 +101,7 @@ async function call(url: string, init: RequestInit, timeoutMs: number, stage: st
     res = await fetch(url, { ...init, redirect: 'error', signal: AbortSignal.timeout(timeoutMs) });
     text = await res.text();
   } catch (err) {
-    const e = err as { name?: string; cause?: { code?: unknown } };
-    const code = typeof e.cause?.code === 'string' ? e.cause.code : undefined;
-    throw new FlowError('network_error', { stage, error: e.name === 'TimeoutError' ? 'timeout' : code ?? e.name ?? 'fetch failed' });
+    throw new ProviderError('network_error', networkDetail(stage, err));
   }
   let body: Record<string, unknown> | null = null;
   try {
@@ -153,185 +128,84 @@ function errorDetail(stage: string, reply: FeishuReply): Record<string, unknown>
   return detail;
 }
 
+export interface FeishuProviderOptions {
+  appId: string;
+  appSecret: string;
+  baseUrl?: string;
+  scope?: string;
+  timeoutMs?: number;
+}
+
+/** Feishu as a `LoginProvider`: its authorize URL, code exchange and user info. */
+export function feishuProvider(options: FeishuProviderOptions): LoginProvider<FeishuUser, FeishuTokens> {
+  const appId = requiredString('appId', options.appId);
+  const appSecret = requiredString('appSecret', options.appSecret);
+  const baseUrl = absoluteUrl('baseUrl', options.baseUrl ?? 'https://open.feishu.cn').replace(/\/+$/, '');
+  const scope = options.scope === undefined ? undefined : nonEmptyString('scope', options.scope, '');
+  const timeoutMs = positiveInt('timeoutMs', options.timeoutMs, 10_000);
+
+  return {
+    name: 'feishu',
+    label: 'Feishu',
+    reasons: ['token_exchange_failed', 'user_info_failed', 'network_error'],
+    authorizeUrl({ state, redirectUri }) {
+      const url = new URL(`${baseUrl}/open-apis/authen/v1/authorize`);
+      url.searchParams.set('app_id', appId);
+      url.searchParams.set('redirect_uri', redirectUri);
+      url.searchParams.set('state', state);
+      if (scope !== undefined) url.searchParams.set('scope', scope);
+      return { url: url.href };
+    },
+    async exchange({ code, redirectUri }) {
+      const reply = await call(`${baseUrl}/open-apis/authen/v2/oauth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json; charset=utf-8' },
+        body: JSON.stringify({ grant_type: 'authorization_code', client_id: appId, client_secret: appSecret, code, redirect_uri: redirectUri }),
+      }, timeoutMs, 'token');
+      const b = reply.body;
+      const accessToken = b === null ? undefined : b.access_token;
+      if (reply.status >= 400 || b === null || b.code !== 0 || typeof accessToken !== 'string' || accessToken === '') {
+        throw new ProviderError('token_exchange_failed', errorDetail('token', reply));
+      }
+      const tokens: FeishuTokens = { accessToken };
+      if (typeof b.refresh_token === 'string') tokens.refreshToken = b.refresh_token;
+      if (typeof b.expires_in === 'number') tokens.expiresIn = b.expires_in;
+      if (typeof b.scope === 'string') tokens.scope = b.scope;
+      return tokens;
+    },
+    async userInfo(tokens) {
+      const reply = await call(`${baseUrl}/open-apis/authen/v1/user_info`, {
+        method: 'GET',
+        headers: { authorization: `Bearer ${tokens.accessToken}` },
+      }, timeoutMs, 'user_info');
+      const b = reply.body;
+      const data = b !== null && b.data !== null && typeof b.data === 'object' ? (b.data as Record<string, unknown>) : null;
+      const openId = data === null ? undefined : str(data.open_id);
+      if (reply.status >= 400 || b === null || b.code !== 0 || data === null || openId === undefined) {
+        throw new ProviderError('user_info_failed', errorDetail('user_info', reply));
+      }
+      const user: FeishuUser = { openId };
+      const fields: [keyof FeishuUser, string][] = [
+        ['unionId', 'union_id'], ['userId', 'user_id'], ['name', 'name'], ['enName', 'en_name'], ['email', 'email'],
+        ['enterpriseEmail', 'enterprise_email'], ['avatarUrl', 'avatar_url'], ['tenantKey', 'tenant_key'],
+      ];
+      for (const [to, from] of fields) {
+        const v = str(data[from]);
+        if (v !== undefined) user[to] = v;
+      }
+      const meta: Record<string, unknown> = {};
+      if (user.unionId !== undefined) meta.unionId = user.unionId;
+      if (user.tenantKey !== undefined) meta.tenantKey = user.tenantKey;
+      return { id: openId, name: user.name ?? user.email, profile: user, meta };
+    },
+  };
+}
+
 export function feishuRouter(options: FeishuRouterOptions): Router {
   objectOption('feishuRouter options', options ?? null);
   checkKnown(options, KNOWN, 'feishuRouter');
-  const signals: LoginSignals = signalsOf(options.signals, 'signals');
-  const appId = required('appId', options.appId);
-  const appSecret = required('appSecret', options.appSecret);
-  const onLogin = fnOption<FeishuRouterOptions['onLogin']>('onLogin', options.onLogin, '(ctx, user, tokens) => ...', true) as FeishuRouterOptions['onLogin'];
-  const baseUrl = absoluteUrl('baseUrl', options.baseUrl ?? 'https://open.feishu.cn').replace(/\/+$/, '');
-  const prefix = routePrefix('prefix', options.prefix, '/auth/feishu', false);
-  const redirectUri = options.redirectUri === undefined ? undefined : absoluteUrl('redirectUri', options.redirectUri);
-  const scope = options.scope === undefined ? undefined : nonEmptyString('scope', options.scope, '');
-  const successRedirect = nonEmptyString('successRedirect', options.successRedirect, '/');
-  const failureRedirect = options.failureRedirect === undefined ? undefined : nonEmptyString('failureRedirect', options.failureRedirect, '');
-  const timeoutMs = positiveInt('timeoutMs', options.timeoutMs, 10_000);
-  const stateTtlMs = positiveInt('stateTtlMs', options.stateTtlMs, 10 * 60_000);
-  const cookieName = nonEmptyString('cookieName', options.cookieName, 'koa_audit_feishu_state');
-  const stateKey = options.stateSecret === undefined
-    ? createHmac('sha256', appSecret).update('koa-audit feishu state').digest()
-    : Buffer.from(nonEmptyString('stateSecret', options.stateSecret, ''));
-  const cookiePath = prefix === '' ? '/' : prefix;
-
-  // Not `ctx.origin`: in Koa 3 that is the client's Origin header. Forwarded host and protocol count only
-  // when the app trusts its proxy (`app.proxy`).
-  const callbackUrl = (ctx: Context): string => redirectUri ?? `${ctx.protocol}://${ctx.host}${prefix}/callback`;
-  const mac = (payload: string): Buffer => createHmac('sha256', stateKey).update(payload).digest();
-
-  function setStateCookie(ctx: Context, value: string | null): void {
-    ctx.cookies.set(cookieName, value, {
-      httpOnly: true,
-      sameSite: 'lax', // sent on the top-level redirect back from Feishu, not on cross-site subrequests
-      secure: ctx.secure,
-      path: cookiePath,
-      maxAge: value === null ? undefined : stateTtlMs,
-      overwrite: true,
-    });
-  }
-
-  /** The state the cookie vouches for, when its HMAC is right and it has not expired. */
-  function stateFromCookie(ctx: Context): string | null {
-    let raw: string | undefined;
-    try {
-      raw = ctx.cookies.get(cookieName);
-    } catch {
-      return null;
-    }
-    if (raw === undefined || raw.length > 256) return null;
-    const parts = raw.split('.');
-    if (parts.length !== 3) return null;
-    const [state, expires, sig] = parts;
-    const given = Buffer.from(sig, 'base64url');
-    const want = mac(`${state}.${expires}`);
-    if (given.length !== want.length || !timingSafeEqual(given, want)) return null;
-    if (!(Number(expires) > Date.now())) return null;
-    return state;
-  }
-
-  function sameState(a: string, b: string): boolean {
-    const x = Buffer.from(a);
-    const y = Buffer.from(b);
-    return x.length === y.length && timingSafeEqual(x, y);
-  }
-
-  function failed(ctx: Context, err: FlowError, identifier: string | null): void {
-    signals.emit('login_failed', { ctx, identifier, provider: 'feishu', reason: err.reason, meta: err.detail });
-    if (failureRedirect !== undefined) {
-      const sep = failureRedirect.includes('?') ? '&' : '?';
-      ctx.redirect(`${failureRedirect}${sep}error=${encodeURIComponent(err.reason)}`);
-      return;
-    }
-    ctx.status = err.reason === 'network_error' ? 502 : 401;
-    ctx.type = 'text/plain';
-    ctx.body = `Feishu login failed: ${err.reason}`;
-  }
-
-  async function exchange(ctx: Context, code: string): Promise<FeishuTokens> {
-    const reply = await call(`${baseUrl}/open-apis/authen/v2/oauth/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json; charset=utf-8' },
-      body: JSON.stringify({ grant_type: 'authorization_code', client_id: appId, client_secret: appSecret, code, redirect_uri: callbackUrl(ctx) }),
-    }, timeoutMs, 'token');
-    const b = reply.body;
-    const accessToken = b === null ? undefined : b.access_token;
-    if (reply.status >= 400 || b === null || b.code !== 0 || typeof accessToken !== 'string' || accessToken === '') {
-      throw new FlowError('token_exchange_failed', errorDetail('token', reply));
-    }
-    const tokens: FeishuTokens = { accessToken };
-    if (typeof b.refresh_token === 'string') tokens.refreshToken = b.refresh_token;
-    if (typeof b.expires_in === 'number') tokens.expiresIn = b.expires_in;
-    if (typeof b.scope === 'string') tokens.scope = b.scope;
-    return tokens;
-  }
-
-  async function userInfo(accessToken: string): Promise<FeishuUser> {
-    const reply = await call(`${baseUrl}/open-apis/authen/v1/user_info`, {
-      method: 'GET',
-      headers: { authorization: `Bearer ${accessToken}` },
-    }, timeoutMs, 'user_info');
-    const b = reply.body;
-    const data = b !== null && b.data !== null && typeof b.data === 'object' ? (b.data as Record<string, unknown>) : null;
-    const openId = data === null ? undefined : str(data.open_id);
-    if (reply.status >= 400 || b === null || b.code !== 0 || data === null || openId === undefined) {
-      throw new FlowError('user_info_failed', errorDetail('user_info', reply));
-    }
-    const user: FeishuUser = { openId };
-    const fields: [keyof FeishuUser, string][] = [
-      ['unionId', 'union_id'], ['userId', 'user_id'], ['name', 'name'], ['enName', 'en_name'], ['email', 'email'],
-      ['enterpriseEmail', 'enterprise_email'], ['avatarUrl', 'avatar_url'], ['tenantKey', 'tenant_key'],
-    ];
-    for (const [to, from] of fields) {
-      const v = str(data[from]);
-      if (v !== undefined) user[to] = v;
-    }
-    return user;
-  }
-
-  const router = new Router({ prefix: prefix === '' ? undefined : prefix });
-
-  router.get('/login', (ctx) => {
-    const state = randomBytes(24).toString('base64url');
-    const expires = String(Date.now() + stateTtlMs);
-    setStateCookie(ctx, `${state}.${expires}.${mac(`${state}.${expires}`).toString('base64url')}`);
-    const url = new URL(`${baseUrl}/open-apis/authen/v1/authorize`);
-    url.searchParams.set('app_id', appId);
-    url.searchParams.set('redirect_uri', callbackUrl(ctx));
-    url.searchParams.set('state', state);
-    if (scope !== undefined) url.searchParams.set('scope', scope);
-    ctx.redirect(url.href);
-  });
-
-  router.get('/callback', async (ctx) => {
-    const expected = stateFromCookie(ctx);
-    setStateCookie(ctx, null); // one login per state, whatever happens next
-    const q = ctx.query;
-    const state = typeof q.state === 'string' ? q.state : '';
-    if (expected === null || state === '' || !sameState(state, expected)) {
-      return failed(ctx, new FlowError('state_mismatch', { cookie: expected === null ? 'missing or expired' : 'present' }), null);
-    }
-    if (typeof q.error === 'string') {
-      const reason = q.error === 'access_denied' ? 'access_denied' : 'authorize_error';
-      return failed(ctx, new FlowError(reason, { error: capString(q.error, 128) }), null);
-    }
-    const code = typeof q.code === 'string' && q.code !== '' ? q.code : null;
-    if (code === null) return failed(ctx, new FlowError('missing_code'), null);
-
-    let tokens: FeishuTokens;
-    let user: FeishuUser;
-    try {
-      tokens = await exchange(ctx, code);
-      user = await userInfo(tokens.accessToken);
-    } catch (err) {
-      if (err instanceof FlowError) return failed(ctx, err, null);
-      throw err;
-    }
-
-    // What onLogin changes (creating the app's user, say) is attributed to the Feishu identity: it runs in a
-    // frame of its own, so the request's frame is never changed and nothing has to be put back afterwards.
-    const identity = { id: user.openId, name: user.name ?? user.email };
-    const frame = frameFor(ctx);
-    const run = async (): Promise<unknown> => onLogin(ctx, user, tokens);
-    let appUser: unknown;
-    try {
-      appUser = await (frame === undefined ? run() : storage.run({ ...frame, explicitActor: toActor(identity, 'explicit') }, run));
-    } catch (err) {
-      signals.emit('login_failed', { ctx, identifier: user.openId, provider: 'feishu', reason: 'on_login_error' });
-      throw err;
-    }
-    if (appUser === false) return failed(ctx, new FlowError('rejected'), user.openId);
-    const meta: Record<string, unknown> = {};
-    if (user.unionId !== undefined) meta.unionId = user.unionId;
-    if (user.tenantKey !== undefined) meta.tenantKey = user.tenantKey;
-    signals.emit('login', {
-      ctx,
-      user: toActor(appUser, 'explicit') !== null ? appUser : identity,
-      provider: 'feishu',
-      identifier: user.openId,
-      meta,
-    });
-    if (ctx.body == null && ctx.status === 404) ctx.redirect(successRedirect);
-  });
-
-  return router;
+  signalsOf(options.signals, 'signals');
+  const provider = feishuProvider(options);
+  // The state cookie's key derives from the app secret unless `stateSecret` is given: stable across instances.
+  return providerRouter(provider, { ...options, prefix: options.prefix ?? '/auth/feishu' }, options.appSecret);
 }
