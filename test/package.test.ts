@@ -1,5 +1,7 @@
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { startTestIssuer } from './support/oidc-provider.js';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,5 +74,30 @@ describe('the built package', function () {
     // Throws (failing the test) with tsc's diagnostics when either entry's types do not resolve or check.
     const out = execFileSync(process.execPath, [tsc, '-p', join(root, 'test/fixtures/package/tsconfig.json')], { cwd: root, encoding: 'utf8' });
     expect(out.trim()).to.equal('');
+  });
+
+  it('loads openid-client (ES module only) from the CommonJS build at first use: oidcRouter discovers a real issuer', async () => {
+    const issuer = await startTestIssuer({ clientSecret: 'package-test-secret' });
+    try {
+      await issuer.setRedirectUri('http://127.0.0.1:1/auth/oidc/callback');
+      const script = `
+        const { createAudit, oidcRouter } = require('koa-audit');
+        const Koa = require('koa');
+        const mongoose = require('mongoose');
+        const a = createAudit({ connection: mongoose.createConnection(), spoolDir: require('node:os').tmpdir() + '/ka-package-oidc' });
+        const app = new Koa();
+        app.use(oidcRouter({ signals: a, issuer: process.env.ISSUER, clientId: process.env.CLIENT_ID, clientSecret: 's', onLogin: () => {} }).routes());
+        const server = app.listen(0, '127.0.0.1', async () => {
+          const res = await fetch('http://127.0.0.1:' + server.address().port + '/auth/oidc/login', { redirect: 'manual' });
+          const to = new URL(res.headers.get('location'));
+          console.log(res.status, to.origin === process.env.ISSUER, to.pathname, to.searchParams.get('code_challenge_method'));
+          process.exit(0);
+        });`;
+      // Not execFileSync: the issuer answers from this process, whose event loop must keep running.
+      const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', env: { ...process.env, ISSUER: issuer.url, CLIENT_ID: issuer.clientId } });
+      expect(stdout.trim()).to.equal('302 true /auth S256');
+    } finally {
+      await issuer.close();
+    }
   });
 });
