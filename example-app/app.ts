@@ -7,14 +7,14 @@
  *   PATCH  /servers/:id            update    } need a logged-in user (JWT cookie or Bearer token)
  *   DELETE /servers/:id            delete   /
  *   GET    /boom                   a handler that throws (recorded with its error; Koa answers 500 as usual)
- *   /login, /auth/...              login form, local login, JWT issuing, logout, Feishu OAuth (see auth.ts)
+ *   /login, /auth/...              login form, local login, JWT issuing, logout, Feishu OAuth, OIDC (see auth.ts)
  *   /audit/                        the audit viewer and API (admins only)
  */
 import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import { Schema, type Connection, type Model } from 'mongoose';
 import { auditRouter, type Auditor } from '../lib/index.js';
-import { authRouter, sessionMiddleware, type FeishuConfig, type SessionUser } from './auth.js';
+import { authRouter, sessionMiddleware, type FeishuConfig, type OidcConfig, type SessionUser } from './auth.js';
 
 export interface ServerDoc {
   name: string;
@@ -30,6 +30,7 @@ export interface AppOptions {
   connection: Connection;
   jwtSecret: string;
   feishu?: FeishuConfig | null;
+  oidc?: OidcConfig | null;
 }
 
 export function serverModel(connection: Connection, auditor: Auditor): Model<ServerDoc> {
@@ -83,7 +84,7 @@ export function createApp(o: AppOptions): Koa {
   app.use(o.auditor({ exclude: ['/favicon.ico'], captureBody: true }));
   app.use(sessionMiddleware(o.jwtSecret));
 
-  const auth = authRouter({ auditor: o.auditor, jwtSecret: o.jwtSecret, feishu: o.feishu ?? null });
+  const auth = authRouter({ auditor: o.auditor, jwtSecret: o.jwtSecret, feishu: o.feishu ?? null, oidc: o.oidc ?? null });
   app.use(auth.routes()).use(auth.allowedMethods());
 
   const audit = auditRouter({ auditor: o.auditor, prefix: '/audit', authorize: (ctx) => (ctx.state.user as SessionUser | undefined)?.role === 'admin' });

@@ -8,6 +8,7 @@
  *   POST /auth/logout    clears the cookie, records the logout
  *   GET  /auth/me        who the app thinks you are
  *   GET  /auth/feishu/login, /auth/feishu/callback   Feishu OAuth (the fake provider in development)
+ *   GET  /auth/oidc/login, /auth/oidc/callback       OpenID Connect (a local oidc-provider in development)
  *
  * Mount it after the audit middleware; the auditor should verify the same JWTs so that later requests are
  * attributed: createAudit({ jwt: { secret, algorithms: ['HS256'], cookie: 'token' } }).
@@ -16,8 +17,9 @@ import { randomBytes, scrypt, scryptSync, timingSafeEqual, type BinaryLike } fro
 import Router from '@koa/router';
 import jwt from 'jsonwebtoken';
 import type { Context, Next } from 'koa';
-import { feishuRouter, jwtLogin, type Auditor, type FeishuUser } from '../lib/index.js';
+import { feishuRouter, jwtLogin, oidcRouter, type Auditor, type FeishuUser, type OidcUser } from '../lib/index.js';
 import { startFakeFeishu } from '../test/support/fake-feishu.js';
+import { startTestIssuer } from '../test/support/oidc-provider.js';
 
 export interface DemoUserInput {
   id: string;
@@ -38,6 +40,12 @@ export interface FeishuConfig {
   appSecret: string;
 }
 
+export interface OidcConfig {
+  issuer: string;
+  clientId: string;
+  clientSecret: string;
+}
+
 export interface AuthRouterOptions {
   auditor: Auditor;
   /** HMAC secret of the app's JWTs (the auditor's `jwt.secret` too). */
@@ -45,6 +53,8 @@ export interface AuthRouterOptions {
   users?: readonly DemoUserInput[];
   /** Feishu login; absent or null: the Feishu routes are not mounted. */
   feishu?: FeishuConfig | null;
+  /** OpenID Connect login; absent or null: the OIDC routes are not mounted. */
+  oidc?: OidcConfig | null;
   /** Name of the JWT cookie. Default `'token'`. */
   cookie?: string;
 }
@@ -152,7 +162,7 @@ export function authRouter(options: AuthRouterOptions): Router {
   // A login form for people with a browser: it posts to /auth/login, which then sends them to `next`.
   router.get('/login', (ctx) => {
     ctx.type = 'html';
-    ctx.body = loginPage(options.feishu != null);
+    ctx.body = loginPage(options.feishu != null, options.oidc != null);
   });
 
   router.post('/auth/login', async (ctx) => {
@@ -222,6 +232,22 @@ export function authRouter(options: AuthRouterOptions): Router {
     router.use(feishu.routes(), feishu.allowedMethods());
   }
 
+  if (options.oidc != null) {
+    const oidc = oidcRouter({
+      signals: auditor,
+      ...options.oidc,
+      prefix: '/auth/oidc',
+      successRedirect: '/auth/me',
+      onLogin: (ctx: Context, ou: OidcUser): SessionUser => {
+        // A real app would look up (or create) its own user by issuer and subject here.
+        const user: SessionUser = { id: `oidc:${ou.sub}`, username: ou.preferredUsername ?? ou.name ?? ou.email ?? ou.sub, role: 'user' };
+        setSession(ctx, user);
+        return user;
+      },
+    });
+    router.use(oidc.routes(), oidc.allowedMethods());
+  }
+
   return router;
 }
 
@@ -235,8 +261,9 @@ function isLocalPath(next: unknown): next is string {
   return URL.canParse(next, base) && new URL(next, base).origin === base;
 }
 
-function loginPage(withFeishu: boolean): string {
+function loginPage(withFeishu: boolean, withOidc: boolean): string {
   const feishu = withFeishu ? '<p>or <a href="/auth/feishu/login">log in with Feishu</a></p>' : '';
+  const oidc = withOidc ? '<p>or <a id="oidc-login" href="/auth/oidc/login">log in with OpenID Connect</a></p>' : '';
   return `<!doctype html><html><head><meta charset="utf-8"><title>koa-audit example: log in</title></head>
 <body style="font: 15px system-ui; max-width: 22rem; margin: 4rem auto">
 <h1>Log in</h1>
@@ -245,7 +272,7 @@ function loginPage(withFeishu: boolean): string {
 <p><label>Username <input name="username" value="alice" autocomplete="username"></label></p>
 <p><label>Password <input name="password" type="password" autocomplete="current-password"></label></p>
 <p><button>Log in and open the audit viewer</button></p>
-</form>${feishu}
+</form>${feishu}${oidc}
 <p>Demo accounts: alice / alice-password (admin), bob / bob-password.</p>
 </body></html>`;
 }
@@ -287,4 +314,19 @@ export async function feishuForEnvironment(env: NodeJS.ProcessEnv = process.env)
   if (env.NODE_ENV === 'production') return { config: null, close: async () => undefined };
   const fake = await startFakeFeishu();
   return { config: { baseUrl: fake.url, appId: fake.appId, appSecret: fake.appSecret }, close: () => fake.close() };
+}
+
+/**
+ * The OpenID Connect configuration for this environment: the real issuer from OIDC_ISSUER / OIDC_CLIENT_ID /
+ * OIDC_CLIENT_SECRET, else in development a real `oidc-provider` on 127.0.0.1 that logs everyone in as Alice
+ * (for `redirectUris`: the app's callback URLs), else none.
+ */
+export async function oidcForEnvironment(redirectUris: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ config: OidcConfig | null; close(): Promise<void> }> {
+  if (env.OIDC_ISSUER !== undefined && env.OIDC_CLIENT_ID !== undefined && env.OIDC_CLIENT_SECRET !== undefined) {
+    return { config: { issuer: env.OIDC_ISSUER, clientId: env.OIDC_CLIENT_ID, clientSecret: env.OIDC_CLIENT_SECRET }, close: async () => undefined };
+  }
+  if (env.NODE_ENV === 'production') return { config: null, close: async () => undefined };
+  const issuer = await startTestIssuer({ clientSecret: randomBytes(24).toString('base64url') });
+  await issuer.setRedirectUri(redirectUris);
+  return { config: { issuer: issuer.url, clientId: issuer.clientId, clientSecret: issuer.clientSecret }, close: () => issuer.close() };
 }

@@ -7,7 +7,7 @@ import mongoose from 'mongoose';
 import { createAudit } from '../lib/index.js';
 import { databaseUri, startDatabase, stopDatabase } from '../test/support/database.js';
 import { createApp } from './app.js';
-import { feishuForEnvironment } from './auth.js';
+import { feishuForEnvironment, oidcForEnvironment } from './auth.js';
 
 async function main(): Promise<void> {
   const base = process.env.MONGODB_URI ?? (await startDatabase()).uri;
@@ -21,8 +21,9 @@ async function main(): Promise<void> {
   await auditor.ready();
 
   const feishu = await feishuForEnvironment();
-  const app = createApp({ auditor, connection, jwtSecret, feishu: feishu.config });
   const port = Number(process.env.PORT ?? 3000);
+  const oidc = await oidcForEnvironment([`http://127.0.0.1:${port}/auth/oidc/callback`, `http://localhost:${port}/auth/oidc/callback`]);
+  const app = createApp({ auditor, connection, jwtSecret, feishu: feishu.config, oidc: oidc.config });
   const server = app.listen(port, process.env.HOST ?? '127.0.0.1', () => {
     console.log(`koa-audit example listening on http://127.0.0.1:${port}: log in at /login (alice / alice-password), then see /audit/`);
   });
@@ -37,6 +38,7 @@ async function main(): Promise<void> {
     const { unwritten } = await auditor.close({ timeoutMs: 10_000 });
     if (unwritten > 0) console.error(`[audit] ${unwritten} events could not be stored (kept in the spool for the next start)`);
     await feishu.close();
+    await oidc.close();
     await connection.close();
     await stopDatabase();
     process.exit(0);

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import mongoose, { type Connection } from 'mongoose';
 import { databaseUri } from './support/database.js';
 import { connectTestDb, eventually } from './support/helpers.js';
+import { browse } from './support/oidc-provider.js';
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -54,6 +55,16 @@ describe('example app (npm start)', function () {
     expect((await fetch(`${url}/boom`)).status).to.equal(500);
     expect((await fetch(`${url}/servers`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).status).to.equal(401);
 
+    // "Log in with OpenID Connect": in development, a real oidc-provider on 127.0.0.1 that logs everyone in as Alice.
+    const page = await (await fetch(`${url}/login`)).text();
+    expect(page).to.include('<a id="oidc-login" href="/auth/oidc/login">log in with OpenID Connect</a>');
+    const oidc = await browse(`${url}/auth/oidc/login`, `${url}/auth/oidc/callback`);
+    expect(oidc.callback.status).to.equal(302);
+    expect(oidc.callback.headers.get('location')).to.equal('/auth/me');
+    const oidcCookie = oidc.callback.headers.getSetCookie().find((c) => c.startsWith('token='))?.split(';')[0] ?? '';
+    const me = (await (await fetch(`${url}/auth/me`, { headers: { cookie: oidcCookie } })).json()) as { user: unknown };
+    expect(me.user).to.deep.equal({ id: 'oidc:sub-alice', username: 'alice', role: 'user' });
+
     child.kill('SIGTERM');
     const [code] = await once(child, 'exit');
     expect(code).to.equal(0);
@@ -64,6 +75,7 @@ describe('example app (npm start)', function () {
     expect(summary).to.include.members([
       'login:local:u-alice', 'request:/auth/login:u-alice', 'create:Server:u-alice', 'request:/servers:u-alice',
       'update:Server:u-alice', `request:/servers/${id}:u-alice`, 'request:/boom:-', 'request:/servers:-',
+      'login:oidc:oidc:sub-alice', 'request:/auth/oidc/callback:oidc:sub-alice', 'request:/auth/me:oidc:sub-alice',
     ]);
     const update = events.find((e) => e.kind === 'update');
     expect(update?.changes).to.deep.equal([{ path: 'env', from: 'dev', to: 'prod' }]);

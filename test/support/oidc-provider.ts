@@ -17,8 +17,8 @@ export interface TestIssuer {
   url: string;
   clientId: string;
   clientSecret: string;
-  /** Where the provider redirects back: set before the first login. */
-  setRedirectUri(uri: string): Promise<void>;
+  /** Where the provider may redirect back (starts the provider): call before the first login. */
+  setRedirectUri(uri: string | string[]): Promise<void>;
   /** What the next token responses go through. */
   tamper: TokenTamper;
   /** The account the interaction logs in, or `'deny'` to refuse consent. */
@@ -104,9 +104,9 @@ export async function startTestIssuer(options: { clientSecret: string }): Promis
   let providerServer: Server | null = null;
   const clientId = 'koa-audit-test-client';
 
-  async function setRedirectUri(uri: string): Promise<void> {
+  async function setRedirectUri(uri: string | string[]): Promise<void> {
     const p = new Provider(issuerUrl, {
-      clients: [{ client_id: clientId, client_secret: options.clientSecret, redirect_uris: [uri], grant_types: ['authorization_code'], response_types: ['code'] }],
+      clients: [{ client_id: clientId, client_secret: options.clientSecret, redirect_uris: Array.isArray(uri) ? uri : [uri], grant_types: ['authorization_code'], response_types: ['code'] }],
       jwks: { keys: [jwk] },
       cookies: { keys: ['oidc-test-cookie-key'] },
       findAccount: (_ctx: unknown, sub: string) => {
