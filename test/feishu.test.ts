@@ -168,6 +168,25 @@ describe('Feishu OAuth provider', () => {
     expect(ev.meta).to.include({ code: 20003 });
   });
 
+  it('state_replayed: the whole callback replayed with its state cookie; the code never stored', async () => {
+    fake.mode = 'ok';
+    const start = await fetch(`${server.url}/auth/feishu/login`, { redirect: 'manual' });
+    const cookie = start.headers.getSetCookie()[0].split(';')[0];
+    const consent = await fetch(start.headers.get('location') ?? '', { redirect: 'manual' });
+    const back = consent.headers.get('location') ?? '';
+    const first = await fetch(back, { redirect: 'manual', headers: { cookie } });
+    expect(first.status).to.equal(302);
+    const again = await fetch(back, { redirect: 'manual', headers: { cookie } });
+    expect(again.status).to.equal(401);
+    expect(await again.text()).to.equal('Feishu login failed: state_replayed');
+    const [ev] = await events({ requestId: again.headers.get('x-request-id'), kind: 'login_failed' });
+    expect(ev).to.include({ reason: 'state_replayed', provider: 'feishu' });
+    const code = new URL(back).searchParams.get('code') ?? '';
+    const [request] = await events({ requestId: first.headers.get('x-request-id'), kind: 'request' });
+    expect(request.http?.query).to.match(/^code=\[REDACTED\]&state=/);
+    expect(JSON.stringify(await events({}))).to.not.include(code);
+  });
+
   it('network_error: the token call is reset', async () => {
     const ev = await failure('token_reset', 'network_error');
     expect(ev.meta).to.include({ stage: 'token' });

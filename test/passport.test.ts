@@ -194,8 +194,11 @@ describe('auditPassport: koa-passport strategies', () => {
   });
 
   it('bearer strategy: success, a bad token, no token', async () => {
-    const ok = await fetch(`${server.url}/api/me`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    // An OAuth strategy's callback carries `?code=`: while a strategy runs, the request event keeps it redacted.
+    const ok = await fetch(`${server.url}/api/me?code=oauth-code-SENTINEL-1&x=1`, { headers: { authorization: `Bearer ${TOKEN}` } });
     expect(ok.status).to.equal(200);
+    const [okRequest] = await events({ requestId: rid(ok), kind: 'request' });
+    expect(okRequest.http?.query).to.equal('code=[REDACTED]&x=1');
     const [login] = await logins(rid(ok));
     expect(login).to.deep.include({ kind: 'login', provider: 'bearer', identifier: 'alice' });
     expect(login.actor).to.deep.include({ id: 'u-alice' });

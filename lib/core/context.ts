@@ -23,6 +23,8 @@ export interface AuditContext {
   readonly resolve: ((frame: AuditContext) => Promise<Actor | null>) | null;
   /** The JWT verdict is stable for a request: computed once, kept here (undefined: not yet asked). */
   tokenActor?: Actor | null;
+  /** Query parameters secret for this request only (an OAuth callback's `code`): redacted in its request event. */
+  secretQuery?: string[];
 }
 
 export const storage = new AsyncLocalStorage<AuditContext>();

@@ -29,8 +29,11 @@ export function normalizeKey(key: string): string {
 export interface Redactor {
   /** True when the value stored under `key` must be replaced by `[REDACTED]`. */
   isSecret(key: string): boolean;
-  /** A raw query string (no leading `?`) with the values of secret parameters replaced. */
-  query(raw: string, maxLength: number): string;
+  /**
+   * A raw query string (no leading `?`) with the values of secret parameters replaced; `also` names parameters
+   * secret for this one request (an OAuth callback's `code`).
+   */
+  query(raw: string, maxLength: number, also?: readonly string[]): string;
 }
 
 export function createRedactor(extra: readonly string[] = []): Redactor {
@@ -51,7 +54,7 @@ export function createRedactor(extra: readonly string[] = []): Redactor {
     return secret;
   }
 
-  function query(raw: string, maxLength: number): string {
+  function query(raw: string, maxLength: number, also?: readonly string[]): string {
     if (raw === '') return raw;
     const input = raw.length > maxLength ? raw.slice(0, maxLength) : raw;
     let out = '';
@@ -63,7 +66,8 @@ export function createRedactor(extra: readonly string[] = []): Redactor {
       const eq = part.indexOf('=');
       const rawKey = eq === -1 ? part : part.slice(0, eq);
       if (out !== '' || start > 0) out += '&';
-      out += eq !== -1 && isSecret(decodeQueryKey(rawKey)) ? `${rawKey}=${REDACTED}` : part;
+      const key = eq === -1 ? '' : decodeQueryKey(rawKey);
+      out += eq !== -1 && (isSecret(key) || (also !== undefined && also.includes(key))) ? `${rawKey}=${REDACTED}` : part;
       start = end + 1;
     }
     return raw.length > maxLength ? `${out}…[truncated]` : out;

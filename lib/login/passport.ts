@@ -17,6 +17,7 @@
 import type { Context, Next } from 'koa';
 import { checkKnown, fail, fnOption, nonEmptyString, objectOption } from '../core/options.js';
 import { capString } from '../core/safe.js';
+import { frameFor } from '../core/context.js';
 import { signalsOf, type LoginSignals, type SignalTarget } from './login.js';
 
 /** A passport strategy as passport uses it (only what we touch). */
@@ -162,6 +163,11 @@ export function auditPassport<P extends PassportLike>(given: P, options: AuditPa
     }
     attempt.started++;
     const a = attempt;
+    // An OAuth strategy's callback carries the authorization code: a credential, kept out of the request event.
+    const frame = frameFor(ctx);
+    if (frame !== undefined && frame.ctx === ctx && typeof ctx.query.code === 'string' && !(frame.secretQuery ?? []).includes('code')) {
+      frame.secretQuery = [...(frame.secretQuery ?? []), 'code'];
+    }
     const { success, fail: failed, error } = running;
     running.success = function (this: unknown, user: unknown, ...rest: unknown[]) {
       a.failures = []; // an earlier strategy of the chain failing is not a failed login: this one let the user in

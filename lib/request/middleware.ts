@@ -156,7 +156,7 @@ function requestFields(p: Pending, status: number, aborted: boolean): EventField
     method: capString(ctx.method, 32),
     path: capString(ctx.path, MAX_PATH),
     route: route === undefined || route === null ? null : capString(String(route), MAX_PATH),
-    query: core.redactor.query(ctx.querystring, core.limits.maxString),
+    query: core.redactor.query(ctx.querystring, core.limits.maxString, p.frame.secretQuery),
     status,
     durationMs: Math.round((performance.now() - p.start) * 1000) / 1000,
   };

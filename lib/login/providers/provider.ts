@@ -135,6 +135,13 @@ export function networkDetail(stage: string, err: unknown): Record<string, unkno
 
 const MAX_REPLAY_MEMORY = 10_000;
 
+/** Marks query parameters of this request as secret for its request event (see AuditContext.secretQuery). */
+export function markSecretQuery(ctx: Context, ...names: string[]): void {
+  const frame = frameFor(ctx);
+  if (frame === undefined || frame.ctx !== ctx) return;
+  frame.secretQuery = [...(frame.secretQuery ?? []), ...names];
+}
+
 export function providerRouter<U, T>(provider: LoginProvider<U, T>, options: ProviderRouterOptions<U, T>, keySeed?: string): Router {
   const signals: LoginSignals = signalsOf(options.signals, 'signals');
   const onLogin = fnOption<ProviderRouterOptions<U, T>['onLogin']>('onLogin', options.onLogin, '(ctx, user, tokens) => ...', true) as ProviderRouterOptions<U, T>['onLogin'];
@@ -256,6 +263,8 @@ export function providerRouter<U, T>(provider: LoginProvider<U, T>, options: Pro
   });
 
   router.get('/callback', async (ctx) => {
+    // The authorization code is a credential until it is spent: the request event keeps it as [REDACTED].
+    markSecretQuery(ctx, 'code');
     const expected = stateFromCookie(ctx);
     setStateCookie(ctx, null); // one login per state, whatever happens next
     const q = ctx.query;
