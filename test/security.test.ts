@@ -6,6 +6,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { auditRouter, createAudit, KNOWN_SECURITY_NAMES, type AuditEvent, type Auditor } from '../lib/index.js';
+import { Writable } from 'node:stream';
+import { main as cli } from '../lib/read/cli.js';
+import { databaseUri } from './support/database.js';
 import { connectTestDb, listen, type Running } from './support/helpers.js';
 
 // An application's own security event names, added to the vocabulary the documented way.
@@ -171,5 +174,18 @@ describe('security events (OWASP Logging Vocabulary)', () => {
     expect(bad.status).to.equal(400);
     expect(((await bad.json()) as { error: string }).error).to.match(/parameter "name"/);
     await auditor.query({ name: 7 as unknown as string }).then(() => expect.fail(), (err: Error) => expect(err).to.be.instanceOf(TypeError).with.property('message').match(/"name"/));
+  });
+
+  it('koa-audit export takes --name like the other filters', async () => {
+    await auditor.flush();
+    let out = '';
+    let err = '';
+    const sink = (add: (t: string) => void): Writable => new Writable({ write(chunk: Buffer, _enc, cb) { add(chunk.toString()); cb(); } });
+    const uri = databaseUri(process.env.KOA_AUDIT_TEST_URI as string, 't_security');
+    const code = await cli(['export', '--uri', uri, '--collection', 'security_events', '--kind', 'security', '--name', 'authz_change'],
+      { stdout: sink((t) => (out += t)), stderr: sink((t) => (err += t)) });
+    expect(code, err).to.equal(0);
+    const lines = out.trimEnd().split('\n').map((l) => JSON.parse(l) as { name: string });
+    expect(lines.map((e) => e.name)).to.deep.equal(['authz_change']);
   });
 });

@@ -33,6 +33,7 @@ Options:
   --requestId <id>      events of this request
   --outcome <outcome>   success or failure
   --ip <address>        events from this client address
+  --name <name>         security events of this OWASP vocabulary name (e.g. authz_fail)
   --format <format>     ndjson (default) or csv
   --out <file>          write to this file (progress on stderr) instead of stdout
   --timeout-ms <ms>     how long to wait for the database (default: 5000)
