@@ -4,7 +4,9 @@
  *   import audit, { createAudit } from 'koa-audit';          // ESM
  *   const { audit, createAudit } = require('koa-audit');     // CommonJS
  */
+import type Router from '@koa/router';
 import { createAudit, type Auditor } from './audit.js';
+import { oidcRouter as oidcRouterOf, type OidcRouterOptions } from './login/providers/oidc.js';
 
 let instance: Auditor | null = null;
 /** The default instance, made at its first use: importing the package registers, opens and starts nothing. */
@@ -20,6 +22,15 @@ export const audit: Auditor = new Proxy(function audit() {} as unknown as Audito
   has: (_target, key) => Reflect.has(defaultAuditor(), key),
 });
 export default audit;
+
+/**
+ * `GET {prefix}/login` and `GET {prefix}/callback` for one OpenID Connect issuer (lib/login/providers/oidc.ts);
+ * without `signals`, the events go to the default `audit` instance, as the contract's `oidcRouter({ issuer, ... })`.
+ */
+export function oidcRouter(options: OidcRouterOptions): Router {
+  const o = options as OidcRouterOptions | null | undefined;
+  return oidcRouterOf(o !== null && typeof o === 'object' && o.signals === undefined ? { ...o, signals: audit } : (o as OidcRouterOptions & { signals: Auditor }));
+}
 export { createAudit };
 export type { Auditor, AuditorApi } from './audit.js';
 export type { AuditContext } from './core/context.js';
@@ -35,7 +46,7 @@ export type { AuditPassportOptions, PassportLike, PassportStrategyLike } from '.
 export { jwtLogin } from './login/jwt-login.js';
 export type { JwtLogin, JwtLoginAttempt, JwtLoginOptions, JwtLoginResult } from './login/jwt-login.js';
 export { feishuProvider, feishuRouter } from './login/providers/feishu.js';
-export { oidcProvider, oidcRouter } from './login/providers/oidc.js';
+export { oidcProvider } from './login/providers/oidc.js';
 export type { OidcFailureReason, OidcProviderOptions, OidcRouterOptions, OidcTokens, OidcUser } from './login/providers/oidc.js';
 export { providerRouter, ProviderError } from './login/providers/provider.js';
 export type { AuthorizeStep, LoginProvider, ProviderIdentity, ProviderRouterOptions, RouterFailureReason } from './login/providers/provider.js';

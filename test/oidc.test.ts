@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import Koa, { type Context } from 'koa';
 import type { Connection } from 'mongoose';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -233,5 +234,17 @@ describe('OpenID Connect login (openid-client against a real oidc-provider)', fu
     expect(() => oidcRouter({ ...base, onLogin: undefined } as unknown as typeof base)).to.throw(TypeError, /"onLogin"/);
     expect(() => oidcRouter({ ...base, timeoutMs: -1 })).to.throw(TypeError, /"timeoutMs"/);
     expect(oidcRouter({ ...base, issuer: 'http://id.example.com', allowInsecureRequests: true })).to.have.property('routes');
+  });
+
+  it('without signals, as in the contract, the events go to the default audit instance', () => {
+    // In a child with its own TMPDIR: the default instance (and its spool directory) must not outlive this check.
+    const script = `const k = require('./lib/index.ts');
+      const r = k.oidcRouter({ issuer: 'https://id.example.com', clientId: 'c', onLogin: () => undefined });
+      console.log(typeof r.routes, k.audit.signals.listenerCount('login'));
+      process.exit(0);`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '-e', script], {
+      cwd: join(__dirname, '..'), encoding: 'utf8', env: { ...process.env, TMPDIR: mkdtempSync(join(tmpdir(), 'ka-oidc-default-')) },
+    });
+    expect(out.trim()).to.equal('function 1');
   });
 });

@@ -115,6 +115,17 @@ describe('security events (OWASP Logging Vocabulary)', () => {
     expect(startup.actor).to.deep.equal({ id: 'system', via: 'system' });
   });
 
+  it('tokenRevoked of an API key (not a JWT) or of a malformed JWT: identified by its fingerprint, never stored', async () => {
+    await auditor.tokenRevoked({ user: 'svc-keys', token: 'ak_live_SENTINEL_0001', tokenType: 'api_key', reason: 'rotated' });
+    await auditor.tokenRevoked({ user: 'svc-keys', token: 'eyJub3QganNvbg.e30.SENTINEL' });
+    const list = await events({ name: 'authn_token_revoked', 'actor.id': 'svc-keys' });
+    expect(list).to.have.length(2);
+    expect(list[0].target).to.deep.equal({ type: 'api_key', id: list[0].meta?.fingerprint });
+    expect(list[0]).to.deep.include({ reason: 'rotated', outcome: 'success' });
+    expect(list[1].target).to.deep.equal({ type: 'token', id: list[1].meta?.fingerprint });
+    expect(JSON.stringify(list)).to.not.include('SENTINEL');
+  });
+
   it('refuses malformed names and inputs with a clear error', async () => {
     // @ts-expect-error not a name of the vocabulary (the type says so; the run time checks only the shape)
     await auditor.security('not_in_vocabulary');
@@ -169,6 +180,11 @@ describe('security events (OWASP Logging Vocabulary)', () => {
     expect(res.status).to.equal(200);
     const body = (await res.json()) as { items: { name: string }[] };
     expect(body.items.map((e) => e.name)).to.deep.equal(['authz_change']);
+
+    // The viewer offers the kind and the name as filters.
+    const viewer = await (await fetch(`${server.url}/audit/`, as('admin'))).text();
+    expect(viewer).to.include('<input type="checkbox" name="kind" value="security">');
+    expect(viewer).to.include('<input type="text" name="name"');
 
     const bad = await fetch(`${server.url}/audit/api/events?name=`, as('admin'));
     expect(bad.status).to.equal(400);

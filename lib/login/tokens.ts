@@ -33,7 +33,12 @@ function details(input: TokenEventInput): { target: Record<string, string>; meta
   const meta: Record<string, unknown> = { ...(input.meta ?? {}) };
   if (typeof input.token === 'string' && input.token !== '') {
     meta.fingerprint = tokenFingerprint(input.token);
-    const claims = jwt.decode(input.token, { json: true });
+    let claims: ReturnType<typeof jwt.decode> & object | null = null;
+    try {
+      claims = jwt.decode(input.token, { json: true });
+    } catch {
+      claims = null; // not a JWT (an API key): the fingerprint alone identifies it
+    }
     if (claims !== null) {
       if (typeof claims.jti === 'string') target.id = claims.jti;
       if (typeof claims.exp === 'number') meta.expiresAt = new Date(claims.exp * 1000).toISOString();

@@ -61,8 +61,8 @@ export interface OidcTokens {
 }
 
 export interface OidcRouterOptions {
-  /** Where `login` / `login_failed` are emitted: an auditor or its `signals`. */
-  signals: SignalTarget;
+  /** Where `login` / `login_failed` are emitted: an auditor or its `signals`. Default: the default `audit` instance. */
+  signals?: SignalTarget;
   /** The issuer URL (its `/.well-known/openid-configuration` is read at first use). */
   issuer: string;
   clientId: string;
@@ -289,7 +289,7 @@ export function oidcProvider(options: OidcProviderOptions): LoginProvider<OidcUs
  * `GET {prefix}/login` and `GET {prefix}/callback` for one OpenID Connect issuer: `login` (identifier: the `sub`)
  * or `login_failed` with one of `OidcFailureReason`.
  */
-export function oidcRouter(options: OidcRouterOptions): Router {
+export function oidcRouter(options: OidcRouterOptions & { signals: SignalTarget }): Router {
   objectOption('oidcRouter options', options ?? null);
   checkKnown(options, KNOWN, 'oidcRouter');
   signalsOf(options.signals, 'signals');
