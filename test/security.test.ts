@@ -203,5 +203,12 @@ describe('security events (OWASP Logging Vocabulary)', () => {
     expect(code, err).to.equal(0);
     const lines = out.trimEnd().split('\n').map((l) => JSON.parse(l) as { name: string });
     expect(lines.map((e) => e.name)).to.deep.equal(['authz_change']);
+    let csv = '';
+    const csvCode = await cli(['export', '--uri', uri, '--collection', 'security_events', '--name', 'authz_change', '--format', 'csv'],
+      { stdout: sink((t) => (csv += t)), stderr: sink(() => {}) });
+    expect(csvCode).to.equal(0);
+    const [header, row] = csv.split('\r\n');
+    expect(header.endsWith(',meta,name,target')).to.equal(true, header);
+    expect(row).to.include(',authz_change,');
   });
 });

@@ -23,6 +23,8 @@ export type ExportFormat = 'ndjson' | 'csv';
 export const CSV_COLUMNS = [
   '_id', 'ts', 'kind', 'outcome', 'actor', 'requestId', 'ip', 'userAgent', 'http', 'error', 'model', 'collectionName',
   'documentId', 'operation', 'changes', 'summary', 'provider', 'identifier', 'reason', 'meta',
+  // Security events (appended, so the earlier columns keep their positions).
+  'name', 'target',
 ] as const;
 
 /** What an export selects: the query API's filter, without paging. */
