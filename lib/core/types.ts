@@ -59,6 +59,8 @@ export interface Change {
   path: string;
   from: StoredValue;
   to: StoredValue;
+  /** Set on a redacted change whose secret had a value before and after (both sides read `'[REDACTED]'`). */
+  changed?: true;
 }
 
 /** One audit event, as stored and as returned by the query API. */
