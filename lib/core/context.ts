@@ -55,10 +55,21 @@ export function ipOf(ctx: Context | null | undefined): string | null {
   if (ctx == null) return null;
   try {
     const ip = ctx.ip;
-    return ip === '' || ip === undefined ? null : capString(ip, 256);
+    return ip === '' || ip === undefined ? null : capString(plainIp(ip), 256);
   } catch {
     return null;
   }
+}
+
+const MAPPED_V4 = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i;
+
+/**
+ * An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`, what a dual-stack socket reports for an IPv4 client) as the IPv4
+ * address it is, so that the address a user types finds it; any other text as it is.
+ */
+export function plainIp(ip: string): string {
+  const m = MAPPED_V4.exec(ip);
+  return m === null ? ip : m[1];
 }
 
 export const SYSTEM_ACTOR: Actor = Object.freeze({ id: 'system', via: 'system' }) as Actor;
