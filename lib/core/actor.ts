@@ -23,8 +23,19 @@ function idString(v: unknown): string | null {
   return null;
 }
 
-/** Builds an actor from a user-like object (`id`/`_id`/`sub`, `username`/`name`/`email`), or null. */
+/**
+ * Builds an actor from a user-like object (`id`/`_id`/`sub`, `username`/`name`/`email`), or null. Never throws: a
+ * user whose fields cannot be read (throwing getters, a hostile Proxy) is no actor, and the event is still recorded.
+ */
 export function toActor(user: unknown, via: ActorVia): Actor | null {
+  try {
+    return readActor(user, via);
+  } catch {
+    return null;
+  }
+}
+
+function readActor(user: unknown, via: ActorVia): Actor | null {
   if (user === null || user === undefined) return null;
   if (typeof user === 'string' || typeof user === 'number') {
     const id = idString(user);
@@ -34,7 +45,12 @@ export function toActor(user: unknown, via: ActorVia): Actor | null {
   const u = user as Record<string, unknown>;
   const id = idString(u.id ?? u._id ?? u.sub);
   if (id === null) return null;
-  const rawName = u.username ?? u.name ?? u.email;
+  let rawName: unknown;
+  try {
+    rawName = u.username ?? u.name ?? u.email;
+  } catch {
+    rawName = undefined; // an unreadable name: the actor keeps its id
+  }
   const actor: Actor = { id, via };
   if (typeof rawName === 'string' && rawName !== '') actor.name = capString(rawName, MAX_ID);
   return actor;
