@@ -126,6 +126,21 @@ describe('bulkWrite records each operation, not the net effect (issue 11, item 1
     });
   }
 
+  it('unordered, with an operation that fails to cast: the others are recorded, and mongoose\'s per-operation results span the call', async () => {
+    const id = new mongo.ObjectId();
+    const res = (await M.bulkWrite([
+      { insertOne: { document: { code: 'v', n: 'not a number' as unknown as number } } },
+      { insertOne: { document: { _id: id, code: 'w', n: 1 } } },
+      { updateOne: { filter: { _id: id }, update: { $set: { n: 2 } } } },
+    ], { ordered: false })) as unknown as BulkLike & { mongoose?: { validationErrors: unknown[]; results: unknown[] } };
+    expect(res.insertedCount).to.equal(1);
+    expect(res.modifiedCount).to.equal(1);
+    expect(Object.keys(res.insertedIds)).to.deep.equal(['1']);
+    expect(res.mongoose?.validationErrors).to.have.length(1);
+    expect(res.mongoose?.results.map((r) => (r === null ? null : 'error'))).to.deep.equal(['error', null, null]);
+    expect(shape(await events()).map(([kind, doc]) => [kind, doc])).to.deep.equal([['create', id.toHexString()], ['update', id.toHexString()]]);
+  });
+
   it('independent operations are still recorded in operation order', async () => {
     const [a, b] = await M.create([{ code: 'x', n: 1 }, { code: 'y', n: 1 }]);
     await M.bulkWrite([
