@@ -23,6 +23,8 @@ export interface AuditContext {
   readonly resolve: ((frame: AuditContext) => Promise<Actor | null>) | null;
   /** The JWT verdict is stable for a request: computed once, kept here (undefined: not yet asked). */
   tokenActor?: Actor | null;
+  /** Set by auditRouter: this request reads the audit trail (recorded as `http.auditRead: true`). */
+  auditRead?: boolean;
 }
 
 export const storage = new AsyncLocalStorage<AuditContext>();
@@ -40,6 +42,15 @@ export const frameOf = {
     (ctx as WithFrame)[kFrame] = frame;
   },
 };
+
+/**
+ * Marks the request `ctx` belongs to as a read of the audit trail. Access to the trail is itself audited (PCI DSS
+ * 10.2.1.3): the request event is kept, and says so, so that a viewer can tell it from the app's own traffic.
+ */
+export function markAuditRead(ctx: Context): void {
+  const frame = frameFor(ctx);
+  if (frame !== undefined && frame.ctx === ctx) frame.auditRead = true;
+}
 
 export function currentContext(): AuditContext | undefined {
   return storage.getStore();

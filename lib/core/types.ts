@@ -46,6 +46,8 @@ export interface HttpInfo {
   durationMs: number;
   aborted?: boolean;
   requestBody?: StoredValue;
+  /** The request read the audit trail (auditRouter): recorded like any request, hidden by the viewer by default. */
+  auditRead?: boolean;
 }
 
 export interface ErrorInfo {

@@ -15,7 +15,7 @@ import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { mongo } from 'mongoose';
 import { exportEvents, type ExportFilter, type ExportFormat } from './export.js';
-import { AUDIT_KINDS, FILTER_ALIASES, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, planQuery, QueryFilterError } from './query.js';
+import { AUDIT_KINDS, BOOLEAN_KEYS, FILTER_ALIASES, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, planQuery, QueryFilterError } from './query.js';
 
 /** The filter flags of `export`: the query API's keys (one vocabulary for JS, HTTP and CLI), without paging. */
 const FILTER_FLAGS = FILTER_KEYS.filter((k) => k !== 'limit' && k !== 'after');
@@ -36,6 +36,7 @@ Options:
   --requestId <id>      events of this request
   --outcome <outcome>   success or failure
   --ip <address>        events from this client address
+  --auditRead <bool>    false: leave out reads of the audit trail itself; true: only those
   --format <format>     ndjson (default) or csv
   --out <file>          write to this file (progress on stderr) instead of stdout
   --force               replace the --out file if it exists
@@ -145,6 +146,8 @@ function exportFilter(v: Record<string, unknown>): ExportFilter {
       const d = parseIsoDate(value as string);
       if (d === undefined) throw new UsageError(`--${flag} must be ${ISO_DATE_HINT}, got ${JSON.stringify(value)}`);
       filter[key] = d;
+    } else if (BOOLEAN_KEYS.includes(key)) {
+      filter[key] = value === 'true' ? true : value === 'false' ? false : value;
     } else filter[key] = value;
   };
   for (const key of FILTER_FLAGS) if (v[key] !== undefined) set(key, key, v[key]);

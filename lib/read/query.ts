@@ -31,6 +31,8 @@ export interface QueryFilter {
   limit?: number;
   /** The `next` cursor of the previous page. */
   after?: string;
+  /** `false`: leave out the requests that read the audit trail (`http.auditRead`); `true`: only those. */
+  auditRead?: boolean;
 }
 
 export interface QueryPage {
@@ -45,7 +47,9 @@ export const MAX_LIMIT = 500;
 export const DEFAULT_LIMIT = 50;
 
 /** Every filter key, in one order: the JS API, the HTTP API (`?key=`) and the CLI (`--key`) take the same list. */
-export const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'outcome', 'ip', 'from', 'to', 'limit', 'after'] as const;
+export const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'outcome', 'ip', 'from', 'to', 'limit', 'after', 'auditRead'] as const;
+/** Filter keys whose values are booleans: the HTTP API and the CLI read `true` / `false`. */
+export const BOOLEAN_KEYS: readonly string[] = ['auditRead'];
 /** Older spellings still accepted by the HTTP API and the CLI, and the key each one means. */
 export const FILTER_ALIASES: Readonly<Record<string, (typeof FILTER_KEYS)[number]>> = { actor: 'actorId', since: 'from', until: 'to' };
 const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'ip'] as const;
@@ -151,6 +155,10 @@ export function planQuery(input: QueryFilter | undefined): QueryPlan {
     filter[key === 'actorId' ? 'actor.id' : key] = key === 'ip' ? ipFilter(v) : v;
   }
   if (f.outcome !== undefined && !AUDIT_OUTCOMES.includes(f.outcome as AuditOutcome)) bad('outcome', "'success' or 'failure'", f.outcome);
+  if (f.auditRead !== undefined) {
+    if (typeof f.auditRead !== 'boolean') bad('auditRead', 'true or false', f.auditRead);
+    filter['http.auditRead'] = f.auditRead ? true : trusted({ $ne: true });
+  }
 
   let limit = DEFAULT_LIMIT;
   if (f.limit !== undefined) {

@@ -164,6 +164,7 @@ function requestFields(p: Pending, status: number, aborted: boolean): EventField
     durationMs: Math.round((performance.now() - p.start) * 1000) / 1000,
   };
   if (aborted) http.aborted = true;
+  if (p.frame.auditRead === true) http.auditRead = true;
   if (s.captureBody) {
     // A body the app made hostile (a throwing getter, a Proxy) is recorded as far as it can be read.
     const body = attempt(() => capturedBody(ctx, core, s.maxBodyBytes), '[Unreadable: request body]');
