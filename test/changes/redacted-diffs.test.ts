@@ -1,22 +1,10 @@
 import { expect } from 'chai';
-import type { Connection } from 'mongoose';
-import { byPath, changeFixture, type ChangeFixture } from './support/changes.js';
-import { connectTestDb } from './support/helpers.js';
+import { byPath, useChanges } from '../support/changes.js';
 
 const R = '[REDACTED]';
 
 describe('redacted diffs say what happened to a secret (issue 11, item 14)', () => {
-  let conn: Connection;
-  let fx: ChangeFixture;
-
-  before(async () => {
-    conn = await connectTestDb('redacted_diff');
-    fx = changeFixture(conn);
-  });
-  after(async () => {
-    await fx.auditor.close({ timeoutMs: 2000 });
-    await conn.close();
-  });
+  const fx = useChanges('changes_redacted_diffs');
 
   it('set the first time: null → [REDACTED]; changed: [REDACTED] → [REDACTED] with changed: true; removed: [REDACTED] → null', async () => {
     const M = fx.model<{ name: string; password?: string | null }>({ name: String, password: String });

@@ -1,8 +1,7 @@
 import { expect } from 'chai';
-import { mongo, type Connection, type Model } from 'mongoose';
-import { byPath, changeFixture, type ChangeFixture } from './support/changes.js';
-import { connectTestDb } from './support/helpers.js';
-import type { AuditEvent } from '../lib/core/types.js';
+import { mongo, type Model } from 'mongoose';
+import { byPath, useChanges } from '../support/changes.js';
+import type { AuditEvent } from '../../lib/core/types.js';
 
 interface Item {
   _id: mongo.ObjectId;
@@ -31,21 +30,12 @@ interface BulkErrorLike extends BulkLike {
 const shape = (events: AuditEvent[]): [string, string | undefined, unknown][] => events.map((e) => [e.kind, e.documentId, byPath(e.changes)]);
 
 describe('bulkWrite records each operation, not the net effect (issue 11, item 10)', () => {
-  let conn: Connection;
-  let fx: ChangeFixture;
+  const fx = useChanges('changes_bulk_write_ops');
   let M: Model<Item>;
 
-  before(async () => {
-    conn = await connectTestDb('bulk_write_ops');
-    fx = changeFixture(conn);
-  });
   beforeEach(async () => {
     M = fx.model<Item>({ code: { type: String, unique: true }, n: Number, title: String });
     await M.init();
-  });
-  after(async () => {
-    await fx.auditor.close({ timeoutMs: 2000 });
-    await conn.close();
   });
 
   const events = (): Promise<AuditEvent[]> => fx.events({ model: M.modelName, operation: 'bulkWrite' });
