@@ -17,8 +17,28 @@ import {
   documentIdString, emit, emitTransition, guard, plainIdFilter, readByIds, sameFields,
   type AuditedModel, type Doc, type SchemaAudit, type Target,
 } from './recorder.js';
+import { touchedPaths } from './update-paths.js';
 
 type BulkWrite = (this: unknown, ops: unknown, options?: unknown) => Promise<unknown>;
+
+/**
+ * What an operation can do to documents other than those it was planned against, as far as the operation itself
+ * says: which top-level fields it may write, with the literal values it sets, and the document it may create.
+ */
+interface Effects {
+  /** Top-level fields it may write on documents that exist; null: any field (a pipeline update). */
+  writes: Set<string> | null;
+  /** Literal values it `$set`s, by top-level field. */
+  sets: Map<string, unknown>;
+  /** The known fields of a document it may create (insertOne, an upsert) or replace; null: none. */
+  creates: Doc | null;
+}
+
+/** What a filter tests: its top-level fields (null: unknown, e.g. `$or`), and its plain equalities. */
+interface FilterShape {
+  fields: Set<string> | null;
+  equals: Map<string, unknown>;
+}
 
 /** One operation of the call, as planned before its part of the call is sent. */
 interface PlannedOp {
@@ -34,6 +54,9 @@ interface PlannedOp {
   byFilter: boolean;
   /** Can create or change documents, so that a later filter may match them. */
   mutates: boolean;
+  effects: Effects;
+  /** What its filter tests (filter lookups only). */
+  shape: FilterShape | null;
   /** Above `maxDocuments`: recorded as one summary, and sent on its own. */
   summary: { kind: 'update' | 'delete'; filter: unknown; update: unknown; matched: number } | null;
 }
@@ -66,14 +89,15 @@ export async function auditedBulkWrite(s: SchemaAudit, model: AuditedModel, base
     // The longest run of independent operations from i, each planned against the state all earlier parts left.
     const segment: PlannedOp[] = [await plan(s, model, ops[i], i, session)];
     const taken = new Set<string>(targets(segment[0]));
-    let mutated = segment[0].mutates;
     if (segment[0].summary === null) {
       for (let j = i + 1; j < ops.length; j++) {
         const p = await plan(s, model, ops[j], j, session);
-        if (p.summary !== null || (p.byFilter && mutated) || targets(p).some((id) => taken.has(id))) break;
+        if (p.summary !== null || targets(p).some((id) => taken.has(id))) break;
+        // A lookup by filter after an operation that could make other documents match it sees a state that the
+        // server, running them in order, would not: it waits for the next part.
+        if (p.byFilter && segment.some((q) => q.mutates && mayMatch(q.effects, p.shape))) break;
         segment.push(p);
         for (const id of targets(p)) taken.add(id);
-        mutated ||= p.mutates;
       }
     }
     const part = await runSegment(s, model, base, ops, segment, options, session);
@@ -97,7 +121,7 @@ function targets(p: PlannedOp): string[] {
 }
 
 async function plan(s: SchemaAudit, model: AuditedModel, op: unknown, index: number, session: ClientSession | null): Promise<PlannedOp> {
-  const p: PlannedOp = { index, op, type: '', before: new Map(), byId: [], byFilter: false, mutates: false, summary: null };
+  const p: PlannedOp = { index, op, type: '', before: new Map(), byId: [], byFilter: false, mutates: false, effects: { writes: new Set(), sets: new Map(), creates: null }, shape: null, summary: null };
   if (op === null || typeof op !== 'object') return p;
   p.type = Object.keys(op)[0];
   const body = (op as Record<string, Doc>)[p.type];
@@ -107,6 +131,7 @@ async function plan(s: SchemaAudit, model: AuditedModel, op: unknown, index: num
     for (const d of docs) p.before.set(documentIdString(d._id), d);
   };
   p.mutates = p.type !== 'deleteOne' && p.type !== 'deleteMany';
+  p.effects = effectsOf(p.type, body, filter);
   switch (p.type) {
     case 'insertOne': {
       const id = (body.document as Doc | undefined)?._id;
@@ -119,12 +144,14 @@ async function plan(s: SchemaAudit, model: AuditedModel, op: unknown, index: num
       if (plainIdFilter(filter)) p.byId.push(filter._id);
       else {
         p.byFilter = true;
+        p.shape = shapeOf(filter);
         keep(sameFields(await model.find(filter, s.findProjection(), { lean: true, session, limit: 1 }), s.projection));
       }
       break;
     case 'updateMany':
     case 'deleteMany': {
       p.byFilter = true;
+      p.shape = shapeOf(filter);
       const docs = sameFields(await model.find(filter, s.findProjection(), { lean: true, session, limit: s.maxDocuments + 1 }), s.projection);
       if (docs.length <= s.maxDocuments) keep(docs);
       else p.summary = { kind: p.type === 'deleteMany' ? 'delete' : 'update', filter, update: body.update ?? null, matched: await model.countDocuments(filter) };
@@ -132,6 +159,79 @@ async function plan(s: SchemaAudit, model: AuditedModel, op: unknown, index: num
     }
   }
   return p;
+}
+
+/** A value a filter or an update gives a field literally (not an operator object, not an embedded document). */
+function isLiteral(v: unknown): boolean {
+  if (v === null || typeof v !== 'object') return typeof v !== 'function' && typeof v !== 'symbol' && v !== undefined;
+  return v instanceof Date || typeof (v as { _bsontype?: unknown })._bsontype === 'string';
+}
+
+function shapeOf(filter: Doc): FilterShape {
+  const shape: FilterShape = { fields: new Set(), equals: new Map() };
+  for (const key of Object.keys(filter)) {
+    if (key.charCodeAt(0) === 36 /* $ */) return { fields: null, equals: new Map() }; // $or, $expr, $where...
+    const dot = key.indexOf('.');
+    shape.fields?.add(dot === -1 ? key : key.slice(0, dot));
+    if (dot === -1 && isLiteral(filter[key])) shape.equals.set(key, filter[key]);
+  }
+  return shape;
+}
+
+/** The literal top-level fields of a document-like object. */
+function literalFields(doc: unknown, into: Doc = {}): Doc {
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) return into;
+  for (const [k, v] of Object.entries(doc)) if (k.charCodeAt(0) !== 36 && !k.includes('.') && isLiteral(v)) into[k] = v;
+  return into;
+}
+
+function effectsOf(type: string, body: Doc, filter: Doc): Effects {
+  const e: Effects = { writes: new Set(), sets: new Map(), creates: null };
+  if (type === 'insertOne') e.creates = literalFields(body.document);
+  else if (type === 'replaceOne') e.creates = literalFields(body.replacement);
+  else if (type === 'updateOne' || type === 'updateMany') {
+    const update = body.update;
+    const paths = touchedPaths(update, false);
+    e.writes = paths === null ? null : new Set(paths.map((p) => (p.includes('.') ? p.slice(0, p.indexOf('.')) : p)));
+    const u = (update ?? {}) as Doc;
+    for (const [k, v] of Object.entries(literalFields(u.$set, literalFields(u)))) e.sets.set(k, v);
+    // An upsert inserts the filter's equalities with what the update sets.
+    if (body.upsert === true) e.creates = literalFields(u.$setOnInsert, literalFields(u.$set, literalFields(filter)));
+  }
+  return e;
+}
+
+/**
+ * False when two literals can be told apart whatever mongoose casts them to: same type, different value (strings
+ * compared trimmed and in one case, since schema setters may trim or change case). Anything else may be equal.
+ */
+function differ(a: unknown, b: unknown): boolean {
+  if (typeof a === 'string' && typeof b === 'string') return a.trim().toLowerCase() !== b.trim().toLowerCase();
+  if ((typeof a === 'number' && typeof b === 'number') || (typeof a === 'boolean' && typeof b === 'boolean')) return a !== b;
+  if (a instanceof Date && b instanceof Date) return a.getTime() !== b.getTime();
+  const ta = (a as { _bsontype?: unknown } | null)?._bsontype;
+  if (ta === 'ObjectId' && (b as { _bsontype?: unknown } | null)?._bsontype === 'ObjectId') return documentIdString(a) !== documentIdString(b);
+  return false;
+}
+
+/**
+ * Whether an operation with these effects could make a document match `shape` that did not before (a document
+ * that stops matching is one both operations target, which the caller checks by id).
+ */
+function mayMatch(e: Effects, shape: FilterShape | null): boolean {
+  if (shape === null || shape.fields === null) return true;
+  if (e.creates !== null) {
+    const created = e.creates;
+    const excluded = [...shape.equals].some(([f, v]) => Object.hasOwn(created, f) && differ(created[f], v));
+    if (!excluded) return true;
+  }
+  if (e.writes === null) return true;
+  for (const f of e.writes) {
+    if (!shape.fields.has(f)) continue;
+    if (e.sets.has(f) && shape.equals.has(f) && differ(e.sets.get(f), shape.equals.get(f))) continue;
+    return true;
+  }
+  return false;
 }
 
 interface BulkResult {

@@ -131,6 +131,44 @@ describe('bulkWrite records each operation, not the net effect (issue 11, item 1
     expect(shape(await events()).map(([kind, doc]) => [kind, doc])).to.deep.equal([['create', id.toHexString()], ['update', id.toHexString()]]);
   });
 
+  describe('what is sent as one call', () => {
+    /** The write commands sent to M's collection while `fn` runs. */
+    async function writes(fn: () => Promise<unknown>): Promise<string[]> {
+      const seen: string[] = [];
+      const listen = (e: { commandName: string; command: Record<string, unknown> }): void => {
+        if (['insert', 'update', 'delete'].includes(e.commandName) && e.command[e.commandName] === M.collection.collectionName) seen.push(e.commandName);
+      };
+      fx.conn.getClient().on('commandStarted', listen);
+      try {
+        await fn();
+      } finally {
+        fx.conn.getClient().off('commandStarted', listen);
+      }
+      return seen;
+    }
+
+    it('upserts by a natural key (each filter on its own value) are independent: one command, one event each', async () => {
+      const sent = await writes(() => M.bulkWrite(['k1', 'k2', 'k3'].map((code, i) => ({ updateOne: { filter: { code }, update: { $set: { n: i } }, upsert: true } }))));
+      expect(sent).to.deep.equal(['update']);
+      const events = await fx.events({ model: M.modelName, operation: 'bulkWrite' });
+      expect(events.map((e) => [e.kind, byPath(e.changes).find((c) => c.path === 'code')?.to])).to.deep.equal([['create', 'k1'], ['create', 'k2'], ['create', 'k3']]);
+    });
+
+    it('an update that makes a document match a later filter is sent before that filter is looked up', async () => {
+      const doc = await M.create({ code: 'x', n: 0 });
+      const sent = await writes(() => M.bulkWrite([
+        { updateOne: { filter: { code: 'x' }, update: { $set: { code: 'y' } } } },
+        { updateOne: { filter: { code: 'y' }, update: { $set: { n: 1 } } } },
+      ]));
+      expect(sent).to.deep.equal(['update', 'update']);
+      const hex = doc._id.toHexString();
+      expect(shape(await events())).to.deep.equal([
+        ['update', hex, [{ path: 'code', from: 'x', to: 'y' }]],
+        ['update', hex, [{ path: 'n', from: 0, to: 1 }]],
+      ]);
+    });
+  });
+
   it('independent operations are still recorded in operation order', async () => {
     const [a, b] = await M.create([{ code: 'x', n: 1 }, { code: 'y', n: 1 }]);
     await M.bulkWrite([
