@@ -14,6 +14,7 @@ interface Manifest {
   dependencies?: Record<string, string>;
   peerDependencies?: Record<string, string>;
   peerDependenciesMeta?: Record<string, { optional?: boolean }>;
+  optionalDependencies?: Record<string, string>;
   devDependencies?: Record<string, string>;
 }
 
@@ -31,6 +32,8 @@ function linkClosure(consumerModules: string, names: string[]): Set<string> {
     ...Object.keys(m.dependencies ?? {}),
     ...Object.keys(m.peerDependencies ?? {}).filter((p) => m.peerDependenciesMeta?.[p]?.optional !== true),
   ];
+  // npm installs optional dependencies too, where they install (another platform's binaries do not).
+  const optional = (m: Manifest): string[] => Object.keys(m.optionalDependencies ?? {});
   /** Where `name` resolves from the package in `dir`: its own node_modules, then each enclosing one. */
   const resolveFrom = (dir: string, name: string): string | null => {
     for (let d = dir; d.startsWith(root); d = dirname(d)) {
@@ -43,9 +46,12 @@ function linkClosure(consumerModules: string, names: string[]): Set<string> {
   const visit = (dir: string): void => {
     if (visited.has(dir)) return;
     visited.add(dir);
-    for (const dep of required(manifest(dir))) {
+    const m = manifest(dir);
+    const maybe = new Set(optional(m));
+    for (const dep of [...required(m), ...maybe]) {
       if (dep === 'koa-audit') continue;
       const found = resolveFrom(dir, dep);
+      if (found === null && maybe.has(dep)) continue;
       if (found === null) throw new Error(`${dep} (needed by ${dir}) is not installed in the repository`);
       if (found === join(repoModules, dep) && !linked.has(dep)) {
         const to = join(consumerModules, dep);
@@ -88,7 +94,8 @@ describe('the packed package, as a consumer installs it (issue 11, items 13 and 
     const own = manifest(installed);
     const peers = Object.keys(own.peerDependencies ?? {}).filter((p) => own.peerDependenciesMeta?.[p]?.optional !== true);
     // The consumer installed koa-audit, koa and mongoose; npm brings koa-audit's dependencies and peers.
-    linked = linkClosure(join(consumer, 'node_modules'), ['koa', 'mongoose', ...Object.keys(own.dependencies ?? {}), ...peers]);
+    const optionals = Object.keys(own.optionalDependencies ?? {}).filter((d) => existsSync(join(repoModules, d, 'package.json')));
+    linked = linkClosure(join(consumer, 'node_modules'), ['koa', 'mongoose', ...Object.keys(own.dependencies ?? {}), ...peers, ...optionals]);
     for (const f of ['consumer.mts', 'tsconfig.json']) copyFileSync(join(root, 'test/fixtures/consumer', f), join(consumer, f));
   });
   after(() => {
