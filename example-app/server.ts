@@ -1,8 +1,12 @@
 /**
  * `npm start`: the example app on http://127.0.0.1:3000 (PORT to change it). Uses MONGODB_URI when set,
- * else the test harness's database (a real mongod when one can be had, else FerretDB). Shuts down
- * gracefully on SIGTERM/SIGINT: stops accepting requests, then `auditor.close()` stores every queued event.
+ * else the test harness's database (a real mongod when one can be had, else FerretDB), whose data is kept
+ * across restarts in `.koa-audit-example/` (git-ignored; KOA_AUDIT_EXAMPLE_DATA names another folder) unless
+ * `npm start -- --fresh` is given. Shuts down gracefully on SIGTERM/SIGINT: stops accepting requests, then
+ * `auditor.close()` stores every queued event.
  */
+import { rmSync } from 'node:fs';
+import { relative, resolve } from 'node:path';
 import mongoose from 'mongoose';
 import { createAudit } from '../lib/index.js';
 import { databaseUri, startDatabase, stopDatabase } from '../test/support/database.js';
@@ -10,7 +14,10 @@ import { createApp } from './app.js';
 import { feishuForEnvironment, oidcForEnvironment } from './auth.js';
 
 async function main(): Promise<void> {
-  const base = process.env.MONGODB_URI ?? (await startDatabase()).uri;
+  const dataDir = resolve(process.env.KOA_AUDIT_EXAMPLE_DATA ?? resolve(__dirname, '..', '.koa-audit-example'));
+  const fresh = process.argv.includes('--fresh');
+  if (fresh && process.env.MONGODB_URI === undefined) rmSync(dataDir, { recursive: true, force: true });
+  const base = process.env.MONGODB_URI ?? (await startDatabase({ dataDir })).uri;
   const uri = process.env.MONGODB_URI ?? databaseUri(base, 'koa_audit_example');
   const connection = await mongoose.createConnection(uri).asPromise();
   const jwtSecret = process.env.JWT_SECRET ?? 'example-only-secret-change-me';
@@ -25,7 +32,13 @@ async function main(): Promise<void> {
   const oidc = await oidcForEnvironment([`http://127.0.0.1:${port}/auth/oidc/callback`, `http://localhost:${port}/auth/oidc/callback`]);
   const app = createApp({ auditor, connection, jwtSecret, feishu: feishu.config, oidc: oidc.config });
   const server = app.listen(port, process.env.HOST ?? '127.0.0.1', () => {
-    console.log(`koa-audit example listening on http://127.0.0.1:${port}: log in at /login (alice / alice-password), then see /audit/`);
+    // A password in MONGODB_URI is not printed.
+    console.log(`koa-audit example listening on http://127.0.0.1:${port}  (database: ${uri.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:***@')})`);
+    console.log('log in at /login (alice / alice-password), then see /audit/; export with: npx koa-audit export --uri <the database above>');
+    if (process.env.MONGODB_URI === undefined) {
+      const shown = relative(process.cwd(), dataDir) || '.';
+      console.log(`data kept in ${shown.startsWith('..') ? dataDir : shown}/ across restarts (npm start -- --fresh starts empty)`);
+    }
   });
 
   let stopping = false;

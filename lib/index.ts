@@ -55,7 +55,7 @@ export type { QueryFilter, QueryPage } from './read/query.js';
 export { auditRouter } from './read/router.js';
 export type { AuditRouterOptions } from './read/router.js';
 export type { JsonEvent } from './core/json.js';
-export type { JwtOptions, ActorResolver } from './core/actor.js';
+export type { JwtOptions, JwtAlgorithm, JwtSecret, ActorResolver } from './core/actor.js';
 export { AuditUnavailableError } from './core/errors.js';
 export { REDACTED, BUILT_IN_REDACT_KEYS } from './core/redact.js';
 export { toStored, escapeKey, unescapeKey } from './core/safe.js';

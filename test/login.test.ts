@@ -7,7 +7,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { storage } from '../lib/core/context.js';
-import { createAudit, jwtLogin, type AuditEvent, type Auditor, type LoginFailedInput } from '../lib/index.js';
+import { createAudit, jwtLogin, type AuditEvent, type Auditor, type JwtAlgorithm, type LoginFailedInput } from '../lib/index.js';
 import { connectTestDb, eventually, listen, type Running } from './support/helpers.js';
 
 const SECRET = 'login-test-jwt-secret';
@@ -325,8 +325,8 @@ describe('login auditing', () => {
     it('validates its options', () => {
       expect(() => jwtLogin({ signals: auditor, secret: '', verify: () => null })).to.throw(TypeError, /"secret"/);
       expect(() => jwtLogin({ signals: {} as Auditor, secret: 's', verify: () => null })).to.throw(TypeError, /"signals"/);
-      expect(() => jwtLogin({ signals: auditor, secret: 's', verify: () => null, algorithm: 'none' as jwt.Algorithm })).to.throw(TypeError, /"algorithm"/);
-      expect(() => jwtLogin({ signals: auditor, secret: 's', verify: () => null, algorithm: 'EdDSA' as jwt.Algorithm })).to.throw(TypeError, /"algorithm"/);
+      expect(() => jwtLogin({ signals: auditor, secret: 's', verify: () => null, algorithm: 'none' as unknown as JwtAlgorithm })).to.throw(TypeError, /"algorithm"/);
+      expect(() => jwtLogin({ signals: auditor, secret: 's', verify: () => null, algorithm: 'EdDSA' as unknown as JwtAlgorithm })).to.throw(TypeError, /"algorithm"/);
       expect(() => jwtLogin({ signals: auditor, secret: 's', verify: () => null, provider: '' })).to.throw(TypeError, /"provider"/);
       expect(() => jwtLogin({ signals: auditor, secret: 's', verify: () => null, issuer: 42 as unknown as string })).to.throw(TypeError, /"issuer"/);
       expect(() => jwtLogin(null as unknown as Parameters<typeof jwtLogin>[0])).to.throw(TypeError, /jwtLogin options/);

@@ -124,7 +124,14 @@ describe('safe stored form', () => {
     const hostile = new Proxy({}, { ownKeys: () => { throw new Error('boom'); } });
     const getterBomb = Object.defineProperty({}, 'x', { enumerable: true, get() { throw new Error('boom'); } });
     expect(toStored({ hostile, ok: 1 })).to.deep.equal({ hostile: '[Unreadable: boom]', ok: 1 });
-    expect(toStored({ getterBomb })).to.deep.equal({ getterBomb: '[Unreadable: boom]' });
+    // A throwing getter spoils its own entry, not its siblings (issue 11, item 2: record what can be read).
+    expect(toStored({ getterBomb })).to.deep.equal({ getterBomb: { x: '[Unreadable: boom]' } });
+    const partly = Object.defineProperty({ a: 1 }, 'b', { enumerable: true, get() { throw new Error('no b'); } });
+    expect(toStored(partly)).to.deep.equal({ a: 1, b: '[Unreadable: no b]' });
+    const noMessage = new Error('x');
+    Object.defineProperty(noMessage, 'message', { get() { throw new Error('nested'); } });
+    const badGetter = Object.defineProperty({}, 'y', { enumerable: true, get() { throw noMessage; } });
+    expect(toStored(badGetter)).to.deep.equal({ y: '[Unreadable: error]' });
   });
 });
 

@@ -135,9 +135,17 @@ function normalizeDecimal(s: string): string {
 }
 
 function entry(path: string, from: unknown, to: unknown, c: ChangeContext): Change {
-  // A dotted path is secret when one of its segments is (the redactor judges segments): only the fact that it changed is kept.
-  if (c.redactor.isSecret(path)) return { path, from: REDACTED, to: REDACTED };
+  // A dotted path is secret when one of its segments is (the redactor judges segments): only what happened to it is
+  // kept (set, removed, or changed), never a value.
+  if (c.redactor.isSecret(path)) return redactedEntry(path, from, to);
   return { path, from: stored(from, c), to: stored(to, c) };
+}
+
+function redactedEntry(path: string, from: unknown, to: unknown): Change {
+  const had = from !== undefined && from !== null;
+  const has = to !== undefined && to !== null;
+  if (had && has) return { path, from: REDACTED, to: REDACTED, changed: true };
+  return { path, from: had ? REDACTED : null, to: has ? REDACTED : null };
 }
 
 function stored(v: unknown, c: ChangeContext): StoredValue {

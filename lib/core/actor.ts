@@ -2,6 +2,7 @@
  * Turning what an app knows about a user into an audit `Actor`, and the request-time resolution order:
  * `ctx.state.user`, then a verified JWT, then the app's `resolveActor`. Nothing else a client sends counts.
  */
+import type { KeyObject } from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import type { Context } from 'koa';
 import { objectIdHex } from './bson.js';
@@ -23,8 +24,19 @@ function idString(v: unknown): string | null {
   return null;
 }
 
-/** Builds an actor from a user-like object (`id`/`_id`/`sub`, `username`/`name`/`email`), or null. */
+/**
+ * Builds an actor from a user-like object (`id`/`_id`/`sub`, `username`/`name`/`email`), or null. Never throws: a
+ * user whose fields cannot be read (throwing getters, a hostile Proxy) is no actor, and the event is still recorded.
+ */
 export function toActor(user: unknown, via: ActorVia): Actor | null {
+  try {
+    return readActor(user, via);
+  } catch {
+    return null;
+  }
+}
+
+function readActor(user: unknown, via: ActorVia): Actor | null {
   if (user === null || user === undefined) return null;
   if (typeof user === 'string' || typeof user === 'number') {
     const id = idString(user);
@@ -34,19 +46,33 @@ export function toActor(user: unknown, via: ActorVia): Actor | null {
   const u = user as Record<string, unknown>;
   const id = idString(u.id ?? u._id ?? u.sub);
   if (id === null) return null;
-  const rawName = u.username ?? u.name ?? u.email;
+  let rawName: unknown;
+  try {
+    rawName = u.username ?? u.name ?? u.email;
+  } catch {
+    rawName = undefined; // an unreadable name: the actor keeps its id
+  }
   const actor: Actor = { id, via };
   if (typeof rawName === 'string' && rawName !== '') actor.name = capString(rawName, MAX_ID);
   return actor;
 }
 
+/** A JWT algorithm koa-audit verifies and signs with: jsonwebtoken 9's, without `none`. */
+export type JwtAlgorithm = 'HS256' | 'HS384' | 'HS512' | 'RS256' | 'RS384' | 'RS512' | 'ES256' | 'ES384' | 'ES512' | 'PS256' | 'PS384' | 'PS512';
+
+/**
+ * A key as jsonwebtoken takes it. Declared here rather than taken from @types/jsonwebtoken, so that an app type-checks
+ * koa-audit's declarations without installing that package's types.
+ */
+export type JwtSecret = string | Buffer | KeyObject | { key: string | Buffer; passphrase: string };
+
 export interface JwtOptions {
   /** HMAC secret (HS*) ... */
-  secret?: jwt.Secret;
+  secret?: JwtSecret;
   /** ... or public key (RS*, ES*, PS*). */
-  publicKey?: jwt.Secret;
+  publicKey?: JwtSecret;
   /** Accepted algorithms. Required: a verifier that lets the token choose its algorithm can be fooled. */
-  algorithms: jwt.Algorithm[];
+  algorithms: JwtAlgorithm[];
   /** Also read the token from this cookie when there is no Bearer header. */
   cookie?: string;
   issuer?: string | string[];

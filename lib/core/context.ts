@@ -25,6 +25,8 @@ export interface AuditContext {
   tokenActor?: Actor | null;
   /** Query parameters secret for this request only (an OAuth callback's `code`): redacted in its request event. */
   secretQuery?: string[];
+  /** Set by auditRouter: this request reads the audit trail (recorded as `http.auditRead: true`). */
+  auditRead?: boolean;
 }
 
 export const storage = new AsyncLocalStorage<AuditContext>();
@@ -43,6 +45,15 @@ export const frameOf = {
   },
 };
 
+/**
+ * Marks the request `ctx` belongs to as a read of the audit trail. Access to the trail is itself audited (PCI DSS
+ * 10.2.1.3): the request event is kept, and says so, so that a viewer can tell it from the app's own traffic.
+ */
+export function markAuditRead(ctx: Context): void {
+  const frame = frameFor(ctx);
+  if (frame !== undefined && frame.ctx === ctx) frame.auditRead = true;
+}
+
 export function currentContext(): AuditContext | undefined {
   return storage.getStore();
 }
@@ -57,7 +68,7 @@ export function ipOf(ctx: Context | null | undefined): string | null {
   if (ctx == null) return null;
   try {
     const ip = ctx.ip;
-    return ip === '' || ip === undefined ? null : capString(ip, 256);
+    return ip === '' || ip === undefined ? null : capString(plainIp(ip), 256);
   } catch {
     return null;
   }
@@ -68,6 +79,16 @@ export function ipOf(ctx: Context | null | undefined): string | null {
  * refusal), so that the middleware's `authzFail` option does not record the same denial twice.
  */
 export const kAuthzFailRecorded: unique symbol = Symbol.for('koa-audit.authzFailRecorded');
+const MAPPED_V4 = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i;
+
+/**
+ * An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`, what a dual-stack socket reports for an IPv4 client) as the IPv4
+ * address it is, so that the address a user types finds it; any other text as it is.
+ */
+export function plainIp(ip: string): string {
+  const m = MAPPED_V4.exec(ip);
+  return m === null ? ip : m[1];
+}
 
 export const SYSTEM_ACTOR: Actor = Object.freeze({ id: 'system', via: 'system' }) as Actor;
 

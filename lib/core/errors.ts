@@ -9,14 +9,25 @@ const warned = new WeakSet<EventEmitter>();
 
 /** Listeners of `'error'` always get an Error: a thrown string or object is wrapped, its text kept as the message. */
 export function asError(err: unknown): Error {
-  if (err instanceof Error) return err;
-  let text: string;
   try {
-    text = String(err);
+    if (err instanceof Error) return err;
   } catch {
-    text = 'unreadable error';
+    // a Proxy whose prototype cannot be read: described below
   }
-  return new Error(text);
+  return new Error(describeError(err));
+}
+
+/**
+ * The text of anything thrown, never throwing itself: an Error's `name: message`, any other value's string form,
+ * `'unreadable error'` when even that fails (a null-prototype object, a throwing getter or Proxy trap).
+ */
+export function describeError(err: unknown): string {
+  try {
+    if (err instanceof Error) return `${String(err.name)}: ${String(err.message)}`;
+    return String(err);
+  } catch {
+    return 'unreadable error';
+  }
 }
 
 export function reportError(events: EventEmitter, err: unknown): void {
@@ -26,7 +37,7 @@ export function reportError(events: EventEmitter, err: unknown): void {
   }
   if (warned.has(events)) return;
   warned.add(events);
-  process.emitWarning(`koa-audit: an audit event could not be recorded or stored (listen to 'error' for each one): ${String(err)}`, {
+  process.emitWarning(`koa-audit: an audit event could not be recorded or stored (listen to 'error' for each one): ${describeError(err)}`, {
     type: 'KoaAuditWarning',
     code: 'KOA_AUDIT_ERROR',
   });

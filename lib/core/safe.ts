@@ -121,11 +121,45 @@ function convert(value: unknown, w: Walk, depth: number): StoredValue {
     return convertObject(value as object, w, depth);
   } catch (err) {
     // A throwing getter, a hostile Proxy: recording an event must never throw, so the value says what happened.
-    return capString(`[Unreadable: ${err instanceof Error ? err.message : 'error'}]`, 256);
+    return unreadable(err);
   }
 }
 
+/** What is stored for a value that threw when read: the message of what it threw, when that can be read. */
+export function unreadable(err: unknown): string {
+  let why = 'error';
+  try {
+    if (err instanceof Error && typeof err.message === 'string') why = err.message;
+  } catch {
+    // the message itself throws: 'error' it is
+  }
+  return capString(`[Unreadable: ${why}]`, 256);
+}
+
+/**
+ * The own enumerable entries of an object, each value read on its own: a getter that throws spoils its own entry
+ * (stored as `'[Unreadable: …]'`), not its siblings.
+ */
+function entriesOf(obj: object): [string, unknown][] {
+  const keys = Object.keys(obj);
+  const out: [string, unknown][] = [];
+  for (const key of keys) {
+    try {
+      out.push([key, (obj as Record<string, unknown>)[key]]);
+    } catch (err) {
+      out.push([key, new UnreadableValue(err)]);
+    }
+  }
+  return out;
+}
+
+/** Marks an entry whose read threw (see entriesOf). */
+class UnreadableValue {
+  constructor(readonly err: unknown) {}
+}
+
 function convertObject(obj: object, w: Walk, depth: number): StoredValue {
+  if (obj instanceof UnreadableValue) return unreadable(obj.err);
   if (obj instanceof Date) return Number.isNaN(obj.getTime()) ? 'Invalid Date' : obj.toISOString();
   const bsontype = bsonType(obj);
   if (bsontype !== undefined) return fromBson(obj, bsontype, w);
@@ -144,7 +178,7 @@ function convertObject(obj: object, w: Walk, depth: number): StoredValue {
   try {
     if (Array.isArray(plain) || plain instanceof Set) return convertList(plain, w, depth);
     if (plain instanceof Map) return convertEntries([...plain.entries()], w, depth);
-    return convertEntries(Object.entries(plain), w, depth);
+    return convertEntries(entriesOf(plain), w, depth);
   } finally {
     w.path.pop();
   }

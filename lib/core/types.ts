@@ -47,6 +47,8 @@ export interface HttpInfo {
   durationMs: number;
   aborted?: boolean;
   requestBody?: StoredValue;
+  /** The request read the audit trail (auditRouter): recorded like any request, hidden by the viewer by default. */
+  auditRead?: boolean;
 }
 
 export interface ErrorInfo {
@@ -60,6 +62,8 @@ export interface Change {
   path: string;
   from: StoredValue;
   to: StoredValue;
+  /** Set on a redacted change whose secret had a value before and after (both sides read `'[REDACTED]'`). */
+  changed?: true;
 }
 
 /** One audit event, as stored and as returned by the query API. */

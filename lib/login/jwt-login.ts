@@ -5,7 +5,7 @@
  */
 import jwt from 'jsonwebtoken';
 import type { Context } from 'koa';
-import { toActor } from '../core/actor.js';
+import { toActor, type JwtAlgorithm, type JwtSecret } from '../core/actor.js';
 import { signalsOf, type SignalTarget } from './login.js';
 import { checkKnown, fail, fnOption, JWT_ALGORITHMS, nonEmptyString, objectOption, signingKey } from '../core/options.js';
 import type { Actor } from '../core/types.js';
@@ -14,11 +14,11 @@ export interface JwtLoginOptions<U> {
   /** Where events are emitted: an auditor or its `signals`. */
   signals: SignalTarget;
   /** Signing key (HMAC secret, or a private key for asymmetric algorithms). */
-  secret: jwt.Secret;
+  secret: JwtSecret;
   /** Default `'HS256'`. */
-  algorithm?: jwt.Algorithm;
+  algorithm?: JwtAlgorithm;
   /** Token lifetime, as jsonwebtoken takes it (`'1h'`, seconds). Default `'1h'`. */
-  expiresIn?: jwt.SignOptions['expiresIn'];
+  expiresIn?: number | string;
   issuer?: string;
   audience?: string;
   /** Checks the credentials: the user on success, null (or undefined) when they are wrong. */
@@ -87,7 +87,8 @@ export function jwtLogin<U>(options: JwtLoginOptions<U>): JwtLogin<U> {
   fnOption('verify', options.verify, '(identifier, password, ctx) => user | null', true);
   fnOption('claims', options.claims, '(user) => object', false);
   const provider = nonEmptyString('provider', options.provider, 'jwt');
-  const signOptions: jwt.SignOptions = { algorithm, expiresIn: options.expiresIn ?? '1h' };
+  // jsonwebtoken checks the text of `expiresIn` itself (a bad one is a sign_error): its `ms` template type is not ours to expose.
+  const signOptions: jwt.SignOptions = { algorithm, expiresIn: (options.expiresIn ?? '1h') as jwt.SignOptions['expiresIn'] };
   if (options.issuer !== undefined) signOptions.issuer = nonEmptyString('issuer', options.issuer, '');
   if (options.audience !== undefined) signOptions.audience = nonEmptyString('audience', options.audience, '');
   const { verify, claims } = options;

@@ -2,17 +2,20 @@
  * The `koa-audit` command line.
  *
  *   koa-audit export --uri <mongodb-uri> [--collection auditevents] [--kind K]... [--from ISO] [--to ISO] [--actorId A] ...
- *                    [--format ndjson|csv] [--out FILE] [--timeout-ms 5000]
+ *                    [--format ndjson|csv] [--out FILE [--force]] [--timeout-ms 5000]
+ *   koa-audit --version
  *
- * Exit status: 0 success; 2 bad arguments (with a message and the usage); 1 the database cannot be reached or
- * the export failed midway. With `--out`, the file appears only once complete (written to `FILE.partial` first).
+ * Exit status: 0 success; 2 bad arguments (with a message and the usage); 1 the database cannot be reached, the
+ * database or collection does not exist, or the export failed midway. With `--out`, the file appears only once
+ * complete (written to `FILE.partial` first), and an existing file is replaced only with `--force`.
  */
-import { createWriteStream, renameSync, rmSync, type WriteStream } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { mongo } from 'mongoose';
 import { exportEvents, type ExportFilter, type ExportFormat } from './export.js';
-import { AUDIT_KINDS, FILTER_ALIASES, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, planQuery, QueryFilterError } from './query.js';
+import { AUDIT_KINDS, BOOLEAN_KEYS, FILTER_ALIASES, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, planQuery, QueryFilterError } from './query.js';
 
 /** The filter flags of `export`: the query API's keys (one vocabulary for JS, HTTP and CLI), without paging. */
 const FILTER_FLAGS = FILTER_KEYS.filter((k) => k !== 'limit' && k !== 'after');
@@ -34,14 +37,43 @@ Options:
   --outcome <outcome>   success or failure
   --ip <address>        events from this client address
   --name <name>         security events of this OWASP vocabulary name (e.g. authz_fail)
+  --auditRead <bool>    false: leave out reads of the audit trail itself; true: only those
   --format <format>     ndjson (default) or csv
   --out <file>          write to this file (progress on stderr) instead of stdout
+  --force               replace the --out file if it exists
   --timeout-ms <ms>     how long to wait for the database (default: 5000)
   -h, --help            this help
 
+koa-audit --version     the version of koa-audit
+
 The filters are those of the query API and the HTTP API, with the same names and rules.
-Exit status: 0 done, 2 bad arguments, 1 database unreachable or export failed.
+Exit status: 0 done, 2 bad arguments, 1 database unreachable, database or collection
+missing, or export failed.
 `;
+
+/** The package's version, from the package.json above this file (lib/read/ in a checkout, dist/cjs/read/ installed). */
+export function version(): string {
+  for (let dir = __dirname, i = 0; i < 5; dir = dirname(dir), i++) {
+    const file = join(dir, 'package.json');
+    if (!existsSync(file)) continue;
+    const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: unknown; version?: unknown };
+    if (pkg.name === 'koa-audit' && typeof pkg.version === 'string') return pkg.version;
+  }
+  return 'unknown';
+}
+
+/**
+ * The database a connection string names (the path after the host list), or '' when it names none. Parsed by hand:
+ * `new URL` cannot read a host list (`mongodb://a,b,c/db`).
+ */
+export function databaseOf(uri: string): string {
+  const rest = uri.replace(/^mongodb(\+srv)?:\/\//, '');
+  const slash = rest.indexOf('/');
+  if (slash === -1) return '';
+  const path = rest.slice(slash + 1);
+  const end = path.search(/[?#]/);
+  return decodeURIComponent(end === -1 ? path : path.slice(0, end));
+}
 
 export interface CliIO {
   stdout: Writable & { isTTY?: boolean };
@@ -56,6 +88,7 @@ interface ExportArgs {
   filter: ExportFilter;
   format: ExportFormat;
   out?: string;
+  force: boolean;
   timeoutMs: number;
 }
 
@@ -75,6 +108,7 @@ function parseExport(args: string[]): ExportArgs | 'help' {
         collection: { type: 'string', default: 'auditevents' },
         format: { type: 'string', default: 'ndjson' },
         out: { type: 'string' },
+        force: { type: 'boolean', default: false },
         'timeout-ms': { type: 'string', default: '5000' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -96,7 +130,10 @@ function parseExport(args: string[]): ExportArgs | 'help' {
   if (!(timeoutMs >= 1)) throw new UsageError(`--timeout-ms must be a positive integer, got ${JSON.stringify(timeoutText)}`);
   const out = v.out as string | undefined;
   if (out === '') throw new UsageError('--out must not be empty');
-  return { uri, collection, filter: exportFilter(v), format, out, timeoutMs };
+  const force = v.force === true;
+  if (force && out === undefined) throw new UsageError('--force only applies with --out');
+  if (out !== undefined && !force && existsSync(out)) throw new UsageError(`--out ${JSON.stringify(out)} exists; give --force to replace it`);
+  return { uri, collection, filter: exportFilter(v), format, out, force, timeoutMs };
 }
 
 /** The filter flags as a query filter, each value checked by the query API's own rules (planQuery). */
@@ -110,6 +147,8 @@ function exportFilter(v: Record<string, unknown>): ExportFilter {
       const d = parseIsoDate(value as string);
       if (d === undefined) throw new UsageError(`--${flag} must be ${ISO_DATE_HINT}, got ${JSON.stringify(value)}`);
       filter[key] = d;
+    } else if (BOOLEAN_KEYS.includes(key)) {
+      filter[key] = value === 'true' ? true : value === 'false' ? false : value;
     } else filter[key] = value;
   };
   for (const key of FILTER_FLAGS) if (v[key] !== undefined) set(key, key, v[key]);
@@ -119,6 +158,11 @@ function exportFilter(v: Record<string, unknown>): ExportFilter {
   } catch (err) {
     if (err instanceof QueryFilterError) throw new UsageError(`--${flagOf[err.key] ?? err.key} ${err.problem}`);
     throw err;
+  }
+  // An empty range is a mistake (the dates swapped), not a request for nothing.
+  const { from, to } = filter as { from?: Date; to?: Date };
+  if (from !== undefined && to !== undefined && from.getTime() >= to.getTime()) {
+    throw new UsageError(`--${flagOf.from} (${from.toISOString()}) must be before --${flagOf.to} (${to.toISOString()})`);
   }
   return filter as ExportFilter;
 }
@@ -144,6 +188,10 @@ async function runExport(a: ExportArgs, io: CliIO): Promise<number> {
     client = new mongo.MongoClient(a.uri, { serverSelectionTimeoutMS: a.timeoutMs, connectTimeoutMS: a.timeoutMs });
   } catch (err) {
     throw new UsageError(`--uri is not a valid connection string: ${(err as Error).message}`);
+  }
+  if (databaseOf(a.uri) === '') {
+    await client.close().catch(() => {});
+    throw new UsageError('--uri must name the database (mongodb://host:27017/mydb): without one, the driver reads "test"');
   }
 
   // The output is opened first: a bad path is the caller's mistake (2), and no database round trip is wasted.
@@ -172,9 +220,31 @@ async function runExport(a: ExportArgs, io: CliIO): Promise<number> {
       return 1;
     }
     const db = client.db();
-    // Only for a warning: a role without the listCollections privilege may still read the collection.
-    const exists = await db.listCollections({ name: a.collection }, { nameOnly: true }).toArray().then((found) => found.length > 0, () => true);
-    if (!exists) say(`warning: database "${db.databaseName}" has no collection "${a.collection}"; nothing to export`);
+    // A misspelt database or collection exports nothing: that is a failure, not an empty success. A role without
+    // the listCollections privilege may still read the collection: then the export is tried.
+    const names = await db.listCollections({}, { nameOnly: true }).toArray().then((found) => found.map((c) => c.name), () => null);
+    if (names !== null && names.length === 0) {
+      say(`database "${db.databaseName}" does not exist (it has no collections)`);
+      return 1;
+    }
+    if (names !== null && !names.includes(a.collection)) {
+      say(`database "${db.databaseName}" has no collection "${a.collection}" (it has: ${names.slice(0, 20).join(', ')}${names.length > 20 ? ', …' : ''})`);
+      return 1;
+    }
+
+    const model = a.filter.model;
+    if (model !== undefined && (await db.collection(a.collection).countDocuments({ model }, { limit: 1 })) === 0) {
+      // Model names as the user types them: `post` finds the events of `Post` (as the query API does).
+      const lower = model.toLowerCase();
+      const stored = (await db.collection(a.collection).distinct('model')).filter((n): n is string => typeof n === 'string' && n.toLowerCase() === lower);
+      if (stored.length === 1) {
+        say(`--model ${JSON.stringify(model)}: exporting the events of "${stored[0]}"`);
+        a.filter.model = stored[0];
+      } else if (stored.length > 1) {
+        say(`--model ${JSON.stringify(model)} is ambiguous: give one of ${stored.map((n) => JSON.stringify(n)).join(', ')}`);
+        return 2;
+      }
+    }
 
     const started = Date.now();
     const tty = io.stderr.isTTY === true;
@@ -214,6 +284,10 @@ async function runExport(a: ExportArgs, io: CliIO): Promise<number> {
 export async function main(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const [command, ...rest] = argv;
   try {
+    if (command === '--version' || command === '-v' || command === 'version') {
+      io.stdout.write(`${version()}\n`);
+      return 0;
+    }
     if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
       (command === undefined ? io.stderr : io.stdout).write(USAGE);
       return command === undefined ? 2 : 0;

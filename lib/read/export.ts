@@ -4,11 +4,13 @@
  * NDJSON: one event per line, `JSON.stringify` of the event's JSON form (lib/core/json.ts: `_id` as 24 hex
  * characters, `ts` as ISO 8601 UTC with milliseconds, every other field as stored), lines ended by `\n`.
  *
- * CSV (RFC 4180, UTF-8, no BOM, `\r\n` line ends): a header row, then one row per event with the fixed columns
- * of CSV_COLUMNS. Absent or null values are empty cells; strings are written as they are; numbers and booleans
- * in their JSON spelling; nested values (`actor`, `http`, `error`, `changes`, `summary`, `meta`) as JSON. A cell
- * containing `"`, `,`, CR or LF is quoted, `"` doubled. Against formula injection, a cell whose text starts
- * with `=`, `+`, `-`, `@`, tab or CR gets a leading `'` (so `-1` is written `'-1`).
+ * CSV (RFC 4180, UTF-8, no BOM, `\r\n` line ends): a header row, then one row per event with the flat columns of
+ * CSV_COLUMNS, each a single value a spreadsheet or BI tool can filter on (csvFields says where each comes from).
+ * Absent or null values are empty cells; numbers in their JSON spelling; `changed_paths` the changed paths joined
+ * by `;`. A cell containing `"`, `,`, CR or LF is quoted, `"` doubled. Against formula injection, a text cell that
+ * starts with `=`, `+`, `-`, `@`, any whitespace or control character (space, tab, CR, LF, ...) or a full-width
+ * `＝＋－＠` gets a leading `'` (so `-1` is written `'-1`); spreadsheets trim leading whitespace before deciding
+ * whether a cell is a formula.
  *
  * Memory stays flat whatever the size: the cursor reads in batches, and the next batch is only read once the
  * output has taken the previous one (the stream's backpressure is respected).
@@ -21,11 +23,11 @@ import { eventToJson } from '../core/json.js';
 export type ExportFormat = 'ndjson' | 'csv';
 
 export const CSV_COLUMNS = [
-  '_id', 'ts', 'kind', 'outcome', 'actor', 'requestId', 'ip', 'userAgent', 'http', 'error', 'model', 'collectionName',
-  'documentId', 'operation', 'changes', 'summary', 'provider', 'identifier', 'reason', 'meta',
-  // Security events (appended, so the earlier columns keep their positions).
-  'name', 'target',
+  'ts', 'kind', 'outcome', 'actor_id', 'actor_name', 'request_id', 'ip', 'method', 'path', 'route', 'status',
+  'duration_ms', 'model', 'document_id', 'operation', 'changed_paths', 'provider', 'identifier', 'reason', 'name',
 ] as const;
+
+export type CsvColumn = (typeof CSV_COLUMNS)[number];
 
 /** What an export selects: the query API's filter, without paging. */
 export type ExportFilter = Omit<QueryFilter, 'limit' | 'after'>;
@@ -40,12 +42,15 @@ export interface ExportOptions {
 }
 
 const NEEDS_QUOTES = /[",\r\n]/;
-const FORMULA_START = /^[=+\-@\t\r]/;
+// Whitespace and control characters first: a spreadsheet skips them and may then find a formula.
+const FORMULA_START = /^[=+\-@\s\p{Cc}\p{Cf}\uFF1D\uFF0B\uFF0D\uFF20]/u;
 /** Output is written in chunks of about this many characters: fewer, larger writes. */
 const CHUNK = 64 * 1024;
 
 export function csvCell(value: unknown): string {
   if (value === null || value === undefined) return '';
+  // A number or boolean cannot be a formula: written as it is, so that it stays a number.
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
   let s = typeof value === 'string' ? value : JSON.stringify(value) ?? '';
   if (FORMULA_START.test(s)) s = `'${s}`;
   return NEEDS_QUOTES.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
@@ -55,10 +60,43 @@ export function csvHeader(): string {
   return `${CSV_COLUMNS.join(',')}\r\n`;
 }
 
+type Obj = Record<string, unknown>;
+const obj = (v: unknown): Obj => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
+
+/** The flat values of one event (its JSON form), by CSV column. */
+export function csvFields(doc: Record<string, unknown>): Record<CsvColumn, unknown> {
+  const e = eventToJson(doc) as unknown as Obj;
+  const actor = obj(e.actor);
+  const http = obj(e.http);
+  const changes = Array.isArray(e.changes) ? e.changes : [];
+  return {
+    ts: e.ts,
+    kind: e.kind,
+    outcome: e.outcome,
+    actor_id: actor.id,
+    actor_name: actor.name,
+    request_id: e.requestId,
+    ip: e.ip,
+    method: http.method,
+    path: http.path,
+    route: http.route,
+    status: http.status,
+    duration_ms: http.durationMs,
+    model: e.model,
+    document_id: e.documentId,
+    operation: e.operation,
+    changed_paths: changes.length === 0 ? null : changes.map((c) => String(obj(c).path ?? '')).join(';'),
+    provider: e.provider,
+    identifier: e.identifier,
+    reason: e.reason,
+    name: e.name,
+  };
+}
+
 export function csvRow(doc: Record<string, unknown>): string {
-  const e = eventToJson(doc) as unknown as Record<string, unknown>;
+  const f = csvFields(doc);
   let row = '';
-  for (let i = 0; i < CSV_COLUMNS.length; i++) row += (i === 0 ? '' : ',') + csvCell(e[CSV_COLUMNS[i]]);
+  for (let i = 0; i < CSV_COLUMNS.length; i++) row += (i === 0 ? '' : ',') + csvCell(f[CSV_COLUMNS[i]]);
   return `${row}\r\n`;
 }
 

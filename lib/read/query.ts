@@ -8,6 +8,7 @@
  */
 import { mongo, trusted } from 'mongoose';
 import type { AuditCore } from '../core/core.js';
+import { plainIp } from '../core/context.js';
 import { OWN_FILTER } from '../store/model.js';
 import type { AuditEvent, AuditKind, AuditOutcome } from '../core/types.js';
 
@@ -32,6 +33,8 @@ export interface QueryFilter {
   limit?: number;
   /** The `next` cursor of the previous page. */
   after?: string;
+  /** `false`: leave out the requests that read the audit trail (`http.auditRead`); `true`: only those. */
+  auditRead?: boolean;
 }
 
 export interface QueryPage {
@@ -46,7 +49,9 @@ export const MAX_LIMIT = 500;
 export const DEFAULT_LIMIT = 50;
 
 /** Every filter key, in one order: the JS API, the HTTP API (`?key=`) and the CLI (`--key`) take the same list. */
-export const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'outcome', 'ip', 'name', 'from', 'to', 'limit', 'after'] as const;
+export const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'outcome', 'ip', 'name', 'from', 'to', 'limit', 'after', 'auditRead'] as const;
+/** Filter keys whose values are booleans: the HTTP API and the CLI read `true` / `false`. */
+export const BOOLEAN_KEYS: readonly string[] = ['auditRead'];
 /** Older spellings still accepted by the HTTP API and the CLI, and the key each one means. */
 export const FILTER_ALIASES: Readonly<Record<string, (typeof FILTER_KEYS)[number]>> = { actor: 'actorId', since: 'from', until: 'to' };
 const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'ip', 'name'] as const;
@@ -149,9 +154,13 @@ export function planQuery(input: QueryFilter | undefined): QueryPlan {
     const v = f[key];
     if (v === undefined) continue;
     if (typeof v !== 'string' || v === '' || v.length > MAX_VALUE_LENGTH) bad(key, `a non-empty string of at most ${MAX_VALUE_LENGTH} characters`, v);
-    filter[key === 'actorId' ? 'actor.id' : key] = v;
+    filter[key === 'actorId' ? 'actor.id' : key] = key === 'ip' ? ipFilter(v) : v;
   }
   if (f.outcome !== undefined && !AUDIT_OUTCOMES.includes(f.outcome as AuditOutcome)) bad('outcome', "'success' or 'failure'", f.outcome);
+  if (f.auditRead !== undefined) {
+    if (typeof f.auditRead !== 'boolean') bad('auditRead', 'true or false', f.auditRead);
+    filter['http.auditRead'] = f.auditRead ? true : trusted({ $ne: true });
+  }
 
   let limit = DEFAULT_LIMIT;
   if (f.limit !== undefined) {
@@ -175,9 +184,39 @@ export function planQuery(input: QueryFilter | undefined): QueryPlan {
 }
 
 
+const IPV4 = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
+
+/**
+ * IPv4 addresses are stored as such (an IPv4-mapped `::ffff:a.b.c.d` as `a.b.c.d`); events stored before that rule
+ * kept the mapped spelling, so an IPv4 filter, in either spelling, matches both.
+ */
+function ipFilter(v: string): unknown {
+  const ip = plainIp(v);
+  return IPV4.test(ip) ? trusted({ $in: [ip, `::ffff:${ip}`] }) : v;
+}
+
+/**
+ * The stored spellings of a model name given in another case (`post` for `Post`), or null when there is none. Asked
+ * only when the exact name matched nothing, so the common query pays nothing; `distinct` walks the `model` index.
+ */
+export async function storedModelNames(core: AuditCore, model: string): Promise<string[] | null> {
+  const lower = model.toLowerCase();
+  const names = (await core.model.distinct('model').setOptions(OWN_FILTER)) as unknown[];
+  const same = names.filter((n): n is string => typeof n === 'string' && n !== model && n.toLowerCase() === lower);
+  return same.length === 0 ? null : same;
+}
+
 export async function query(core: AuditCore, input?: QueryFilter): Promise<QueryPage> {
   const plan = planQuery(input);
-  const docs = await core.model.find(plan.filter).setOptions(OWN_FILTER).sort(plan.sort).limit(plan.fetch).lean<AuditEvent[]>();
+  let docs = await core.model.find(plan.filter).setOptions(OWN_FILTER).sort(plan.sort).limit(plan.fetch).lean<AuditEvent[]>();
+  if (docs.length === 0 && typeof plan.filter.model === 'string') {
+    // Model names match whatever case the user typed: the names as stored are used instead.
+    const names = await storedModelNames(core, plan.filter.model);
+    if (names !== null) {
+      plan.filter.model = names.length === 1 ? names[0] : trusted({ $in: names });
+      docs = await core.model.find(plan.filter).setOptions(OWN_FILTER).sort(plan.sort).limit(plan.fetch).lean<AuditEvent[]>();
+    }
+  }
   if (docs.length <= plan.limit) return { items: docs, next: null };
   const items = docs.slice(0, plan.limit);
   const last = items[items.length - 1];

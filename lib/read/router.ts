@@ -12,7 +12,8 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { Model } from 'mongoose';
 import { checkKnown, fail, fnOption, routePrefix } from '../core/options.js';
-import { FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, QueryFilterError, type QueryFilter, type QueryPage } from './query.js';
+import { markAuditRead } from '../core/context.js';
+import { BOOLEAN_KEYS, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, QueryFilterError, type QueryFilter, type QueryPage } from './query.js';
 import { eventToJson } from '../core/json.js';
 import type { AuditEvent } from '../core/types.js';
 import { VIEWER_CSP, VIEWER_HTML } from './viewer.js';
@@ -75,6 +76,9 @@ export function filterFromQuery(querystring: string): { filter: QueryFilter; par
     if (Object.hasOwn(f, key)) throw new BadRequest(`parameter "${name}" given more than once`);
     if (name === 'from' || name === 'to') {
       f[key] = parseIsoDate(value) ?? badParam(name, ISO_DATE_HINT, value);
+    } else if (BOOLEAN_KEYS.includes(key)) {
+      // `true` / `false` become booleans; anything else stays text, which planQuery refuses.
+      f[key] = value === 'true' ? true : value === 'false' ? false : value;
     } else if (name === 'limit') {
       // Digits become a number; anything else stays text, which planQuery refuses (`1e2` is not a page size).
       f.limit = DIGITS.test(value) ? Number(value) : value;
@@ -113,6 +117,7 @@ export function auditRouter(options: AuditRouterOptions): Router {
 
   /** Runs `handler` only for an authorized request; maps a BadRequest (or a filter TypeError) to 400. */
   const guarded = (handler: (ctx: Context) => Promise<void> | void) => async (ctx: Context): Promise<void> => {
+    markAuditRead(ctx); // refused attempts too: they are accesses to the trail
     if ((await authorize(ctx)) !== true) {
       // Reading the audit trail without the right is itself an event an auditor looks for (OWASP authz_fail).
       await auditor.security?.('authz_fail', { ctx, target: { type: 'audit_trail', id: ctx.path }, reason: 'auditRouter authorize refused' })

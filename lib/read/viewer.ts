@@ -112,6 +112,7 @@ const SCRIPT = String.raw`
       if (v) p.set(n, (v.length === 16 ? v + ':00' : v) + 'Z');
     });
     if (form.elements.limit.value !== '50') p.set('limit', form.elements.limit.value);
+    if (form.elements.showAuditReads.checked) p.set('showAuditReads', '1');
     return p;
   }
   function formFromParams(p) {
@@ -126,6 +127,7 @@ const SCRIPT = String.raw`
     var limit = p.get('limit') || '50';
     form.elements.limit.value = limit;
     if (form.elements.limit.value !== limit) form.elements.limit.value = '50';
+    form.elements.showAuditReads.checked = p.get('showAuditReads') === '1';
   }
 
   function readJson(res) {
@@ -154,6 +156,9 @@ const SCRIPT = String.raw`
   function load() {
     var p = new URLSearchParams(current);
     if (cursors[pageIndex]) p.set('after', cursors[pageIndex]);
+    // Reads of the trail (this page's own requests among them) are hidden unless asked for.
+    p.delete('showAuditReads');
+    if (current.get('showAuditReads') !== '1') p.set('auditRead', 'false');
     var seq = ++loadSeq;
     setStatus('Loading…');
     newerBtn.disabled = true;
@@ -394,6 +399,7 @@ export const VIEWER_HTML = `<!doctype html>
   <label>From (UTC) <input type="datetime-local" name="from" step="1"></label>
   <label>To (UTC, before) <input type="datetime-local" name="to" step="1"></label>
   <label>Per page <select name="limit"><option>25</option><option selected>50</option><option>100</option><option>200</option><option>500</option></select></label>
+  <label><input type="checkbox" name="showAuditReads"> Show reads of the audit trail</label>
   <button type="submit">Apply</button>
   <button type="button" id="clear">Clear</button>
 </form>

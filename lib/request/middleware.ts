@@ -73,22 +73,40 @@ function statusOf(err: unknown): number {
   return typeof s === 'number' && s >= 400 && s < 600 ? s : 500;
 }
 
+const UNREADABLE_MESSAGE = '[Unreadable: message]';
+
+/** Reads one part of a thrown value: a getter or Proxy trap that throws gives `fallback`, never an exception. */
+function attempt<T>(read: () => T, fallback: T): T {
+  try {
+    return read();
+  } catch {
+    return fallback;
+  }
+}
+
+/**
+ * What can be read of a thrown value. Never throws: the middleware rethrows the app's own throwable untouched, so
+ * a hostile one (a throwing `message` getter, a null-prototype cyclic object) must not be replaced by ours.
+ */
 function errorInfo(err: unknown, maxString: number): ErrorInfo {
-  if (err instanceof Error) {
+  const status = attempt(() => statusOf(err), 500);
+  if (attempt(() => err instanceof Error, false)) {
+    const e = err as Error;
+    const name = attempt(() => e.name, 'Error');
+    const message = attempt(() => e.message as unknown, UNREADABLE_MESSAGE);
+    const stack = attempt(() => e.stack as unknown, undefined);
     return {
-      name: capString(err.name || 'Error', 256),
-      message: capString(String(err.message), maxString),
-      status: statusOf(err),
-      stack: typeof err.stack === 'string' ? capString(err.stack, MAX_STACK) : null,
+      name: capString(typeof name === 'string' && name !== '' ? name : 'Error', 256),
+      message: typeof message === 'string' ? capString(message, maxString) : attempt(() => capString(String(message), maxString), UNREADABLE_MESSAGE),
+      status,
+      stack: typeof stack === 'string' ? capString(stack, MAX_STACK) : null,
     };
   }
   let message: string;
-  try {
-    message = err === undefined ? 'undefined' : (JSON.stringify(err) ?? String(err));
-  } catch {
-    message = String(err);
-  }
-  return { name: 'NonError', message: capString(message, maxString), status: 500, stack: null };
+  if (err === undefined) message = 'undefined';
+  // The stored form copes with cycles, null prototypes and throwing getters.
+  else message = attempt(() => JSON.stringify(toStored(err)), '[Unreadable]');
+  return { name: 'NonError', message: capString(message, maxString), status, stack: null };
 }
 
 /** What one middleware decided at construction, shared by all its requests. */
@@ -125,11 +143,16 @@ function finishRequest(res: TrackedResponse, aborted: boolean): void {
   res[kPending] = undefined;
   res.off('finish', onFinish);
   res.off('close', onClose);
-  // Once headers are out, the response's status is the truth (an upstream handler may have rewritten it).
-  const status = res.headersSent ? res.statusCode : p.error?.status ?? p.ctx.status;
-  // The event finds its request through `ctx` (build() reads the frame from it): no context to re-enter.
-  p.s.core.record(requestFields(p, status, aborted), { ctx: p.ctx }).catch(p.s.core.report);
-  recordDenied(p, status);
+  // This runs in a listener of the response: whatever the app left on `ctx` must not throw out of it.
+  try {
+    // Once headers are out, the response's status is the truth (an upstream handler may have rewritten it).
+    const status = res.headersSent ? res.statusCode : p.error?.status ?? p.ctx.status;
+    // The event finds its request through `ctx` (build() reads the frame from it): no context to re-enter.
+    p.s.core.record(requestFields(p, status, aborted), { ctx: p.ctx }).catch(p.s.core.report);
+    recordDenied(p, status);
+  } catch (err) {
+    p.s.core.report(err);
+  }
 }
 
 /** `authzFail`: a 401/403 the app answered is an `authz_fail`, unless one was recorded for this request already. */
@@ -161,8 +184,10 @@ function requestFields(p: Pending, status: number, aborted: boolean): EventField
     durationMs: Math.round((performance.now() - p.start) * 1000) / 1000,
   };
   if (aborted) http.aborted = true;
+  if (p.frame.auditRead === true) http.auditRead = true;
   if (s.captureBody) {
-    const body = capturedBody(ctx, core, s.maxBodyBytes);
+    // A body the app made hostile (a throwing getter, a Proxy) is recorded as far as it can be read.
+    const body = attempt(() => capturedBody(ctx, core, s.maxBodyBytes), '[Unreadable: request body]');
     if (body !== undefined) http.requestBody = body;
   }
   const fields: EventFields = {
@@ -183,7 +208,7 @@ function capturedBody(ctx: Context, core: AuditCore, maxBytes: number): StoredVa
     const bytes = Buffer.byteLength(body);
     return bytes <= maxBytes ? capString(body, maxBytes) : { truncated: true, bytes, text: capString(body, maxBytes) };
   }
-  if (typeof (body as { pipe?: unknown }).pipe === 'function') return { binary: true, bytes: null };
+  if (typeof attempt(() => (body as { pipe?: unknown }).pipe, undefined) === 'function') return { binary: true, bytes: null };
   const stored = toStored(body, core.redactor, core.limits);
   const json = JSON.stringify(stored);
   const bytes = Buffer.byteLength(json);

@@ -102,16 +102,16 @@ describe('changes: attribution and plugin options', () => {
       const R = '[REDACTED]';
       expect(byPath(create.changes)).to.deep.equal([
         { path: 'name', from: null, to: 'n' },
-        { path: 'password', from: R, to: R },
-        { path: 'pin', from: R, to: R },
-        { path: 'profile.apiKey', from: R, to: R },
+        { path: 'password', from: null, to: R },
+        { path: 'pin', from: null, to: R },
+        { path: 'profile.apiKey', from: null, to: R },
         { path: 'profile.bio', from: null, to: 'b' },
         { path: 'profile.pinCode', from: null, to: '9' }, // 'pinCode' is not the key 'pin'
       ]);
       expect(byPath(update.changes)).to.deep.equal([
-        { path: 'password', from: R, to: R },
-        { path: 'pin', from: R, to: R },
-        { path: 'profile.apiKey', from: R, to: R },
+        { path: 'password', from: R, to: R, changed: true },
+        { path: 'pin', from: R, to: R, changed: true },
+        { path: 'profile.apiKey', from: R, to: R, changed: true },
         { path: 'profile.bio', from: 'b', to: 'b2' },
       ]);
       expect(byPath(del.changes).filter((c) => c.from === R).map((c) => c.path)).to.deep.equal(['password', 'pin', 'profile.apiKey']);

@@ -259,7 +259,9 @@ describe('changes: query writes (updateOne, updateMany, findOneAnd*, replaceOne,
       expect(updates.map((e) => [e.operation, byPath(e.changes)])).to.deep.equal([
         ['replaceOne', [{ path: 'age', from: 1, to: 2 }]],
         ['replaceOne', [{ path: 'age', from: 2, to: 3 }]],
-        ['bulkWrite', [{ path: 'age', from: 3, to: 4 }, { path: 'code', from: 'c1', to: 'c2' }]],
+        // One event per operation of the bulkWrite (issue 11, item 10), each with its own states.
+        ['bulkWrite', [{ path: 'age', from: 3, to: 4 }]],
+        ['bulkWrite', [{ path: 'code', from: 'c1', to: 'c2' }]],
       ]);
     });
 

@@ -15,9 +15,9 @@
  * tests), so that the shared one is never interrupted.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { mongo } from 'mongoose';
 
@@ -44,8 +44,16 @@ function log(msg: string): void {
   if (process.env.KOA_AUDIT_DB_QUIET !== '1') process.stderr.write(`[test-db] ${msg}\n`);
 }
 
-export function startDatabase(): Promise<Database> {
-  current ??= start();
+export interface StartOptions {
+  /**
+   * Keep the server's data in this directory across runs (the example app's data), instead of a temporary one
+   * removed at exit. Each kind of server keeps its own subdirectory.
+   */
+  dataDir?: string;
+}
+
+export function startDatabase(options: StartOptions = {}): Promise<Database> {
+  current ??= start(options);
   return current;
 }
 
@@ -64,15 +72,16 @@ export async function stopDatabase(): Promise<void> {
   cleanupAll();
 }
 
-async function start(): Promise<Database> {
+async function start(options: StartOptions): Promise<Database> {
   if (process.env.MONGODB_URI) {
     log('using MONGODB_URI');
     const uri = process.env.MONGODB_URI;
     return { uri, kind: 'env', stop: async () => {}, restart: async () => {}, destroy: async () => {} };
   }
-  const mongod = await tryMemoryServer(Number(process.env.KOA_AUDIT_MONGOD_TIMEOUT_MS ?? 20_000));
+  const { dataDir } = options;
+  const mongod = await tryMemoryServer(Number(process.env.KOA_AUDIT_MONGOD_TIMEOUT_MS ?? 20_000), dataDir === undefined ? undefined : join(dataDir, 'mongod'));
   if (mongod !== null) return mongod;
-  return startFerret();
+  return startFerret(dataDir === undefined ? undefined : join(dataDir, 'ferretdb'));
 }
 
 /** A server of this test file's own, of the same kind as the shared one (never the shared one itself). */
@@ -94,7 +103,24 @@ function atExit(fn: () => void): () => void {
   };
 }
 
-async function tryMemoryServer(deadline: number): Promise<Database | null> {
+/**
+ * mongodb-memory-server prints a download error with its whole stack to the console before it rejects; offline that
+ * is expected, and the one line logged below says it. Only that message is held back, only while starting.
+ */
+async function withoutStartupWarning<T>(work: () => Promise<T>): Promise<T> {
+  const warn = console.warn;
+  console.warn = (...args: unknown[]): void => {
+    if (typeof args[0] === 'string' && args[0].startsWith('Starting the MongoMemoryServer Instance failed')) return;
+    warn.apply(console, args);
+  };
+  try {
+    return await work();
+  } finally {
+    console.warn = warn;
+  }
+}
+
+async function tryMemoryServer(deadline: number, dbPath?: string): Promise<Database | null> {
   if (process.env.KOA_AUDIT_SKIP_MONGOD === '1') return null;
   let MongoMemoryServer: typeof import('mongodb-memory-server-core').MongoMemoryServer;
   try {
@@ -103,7 +129,8 @@ async function tryMemoryServer(deadline: number): Promise<Database | null> {
     return null;
   }
   let timer: NodeJS.Timeout | undefined;
-  const creating = MongoMemoryServer.create();
+  if (dbPath !== undefined) mkdirSync(dbPath, { recursive: true });
+  const creating = withoutStartupWarning(() => MongoMemoryServer.create(dbPath === undefined ? undefined : { instance: { dbPath, storageEngine: 'wiredTiger' } }));
   try {
     const server = await Promise.race([
       creating,
@@ -116,7 +143,8 @@ async function tryMemoryServer(deadline: number): Promise<Database | null> {
     const stop = async (): Promise<void> => {
       await server.stop({ doCleanup: false, force: false });
     };
-    const cleanup = atExit(() => void server.stop({ doCleanup: true, force: true }).catch(() => {}));
+    // Kept data stays where it is: only a temporary server's files are removed.
+    const cleanup = atExit(() => void server.stop({ doCleanup: dbPath === undefined, force: dbPath === undefined }).catch(() => {}));
     return {
       uri: server.getUri().replace(/\/[^/]*$/, '/'),
       kind: 'mongod',
@@ -159,9 +187,17 @@ async function ping(uri: string, timeoutMs: number): Promise<boolean> {
   }
 }
 
-async function startFerret(): Promise<Database> {
+/** Where scripts/install-ferretdb.sh keeps the binary it builds. */
+function ferretBinary(): string {
+  return join(process.env.KOA_AUDIT_CACHE ?? join(homedir(), '.cache/koa-audit'), 'bin/ferretdb');
+}
+
+async function startFerret(dataDir?: string): Promise<Database> {
+  // Building it takes minutes, once: say so rather than go quiet.
+  if (!existsSync(ferretBinary())) log('building the embedded database (FerretDB v1.24.2) the first time: this takes a few minutes');
   const bin = execFileSync('bash', [join(ROOT, 'scripts/install-ferretdb.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() as string;
-  const dir = mkdtempSync(join(tmpdir(), 'koa-audit-ferretdb-'));
+  if (dataDir !== undefined) mkdirSync(dataDir, { recursive: true });
+  const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'koa-audit-ferretdb-'));
   const port = await freePort();
   const uri = `mongodb://127.0.0.1:${port}/`;
   const args = [
@@ -201,7 +237,7 @@ async function startFerret(): Promise<Database> {
     } catch {
       // already gone
     }
-    rmSync(dir, { recursive: true, force: true });
+    if (dataDir === undefined) rmSync(dir, { recursive: true, force: true });
   });
   await launch();
   log(`using FerretDB v1.24.2 on port ${port} (${dir})`);
