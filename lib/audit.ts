@@ -10,21 +10,23 @@
 import { EventEmitter } from 'node:events';
 import type { Middleware } from 'koa';
 import mongoose, { type Connection, type Model, type Schema } from 'mongoose';
-import { history, versionAt } from './changes/history.js';
+import { history, versionAt, type HistoryScope } from './changes/history.js';
 import { watchLatePlugin } from './changes/late-plugin.js';
+import { restore, revert, type RestoreOptions, type RevertOptions, type RevertResult } from './changes/revert.js';
+import { annotate, withContext } from './core/scope.js';
 import { createPlugin, type PluginOptions } from './changes/plugin.js';
 import { storage, type AuditContext } from './core/context.js';
 import { createCore, type EventSink } from './core/core.js';
 import { toActor } from './core/actor.js';
 import { resolveOptions, type AuditOptions } from './core/options.js';
-import type { ActorInput, AuditEvent, AuditorEvents, AuditStats, CloseResult, OnFull } from './core/types.js';
+import type { ActorInput, AuditEvent, AuditNote, AuditorEvents, AuditScope, AuditStats, CloseResult, OnFull } from './core/types.js';
 import { createLogin, type LoginFailedInput, type LoginSignals, type LoginSucceededInput, type LogoutInput } from './login/login.js';
 import { createSecurity, type SecurityEventName, type SecurityInput } from './login/security.js';
 import { createTokenEvents, type TokenEventInput } from './login/tokens.js';
 import { query, type QueryFilter, type QueryPage } from './read/query.js';
 import { createMiddleware, type MiddlewareOptions } from './request/middleware.js';
 import { eventModel } from './store/model.js';
-import { prune, setUpRetention } from './store/retention.js';
+import { prune, pruneExpired, PRUNE_EVERY_MS, setUpRetention } from './store/retention.js';
 import { defaultSpoolBase, defaultSpoolDir, SpoolTrustError, trustedDir, type Destination } from './store/spool-files.js';
 import { Spool } from './store/spool.js';
 import { WriteAheadLog } from './store/wal.js';
@@ -46,6 +48,20 @@ export interface AuditorApi {
   context(): AuditContext | undefined;
   /** Runs `fn` with `actor` as the actor of everything it does. */
   withActor<T>(actor: ActorInput, fn: () => T): T;
+  /**
+   * Runs `fn` with this context on everything it records: `actor` (accountable), `onBehalfOf` (whom they act
+   * as), `tenant`, and the `reason` and `meta` of its changes.
+   */
+  withContext<T>(scope: AuditScope, fn: () => T): T;
+  /** A reason and meta for the rest of the current request (its changes and its request event) or scope. */
+  annotate(note: AuditNote): void;
+  /**
+   * Undoes one change event through the application's model (itself audited, with `meta.revertOf`). Throws
+   * RevertConflictError when the document changed since (unless `force`), RevertRefusedError for redacted paths.
+   */
+  revert(eventId: string, options?: RevertOptions): Promise<RevertResult>;
+  /** Writes back the version `versionAt(model, id, at)` rebuilds (itself audited, with `meta.restoredTo`). */
+  restore(model: string | Model<never>, documentId: unknown, at: Date, options?: RestoreOptions): Promise<RevertResult>;
   loginSucceeded(input: LoginSucceededInput): Promise<void>;
   loginFailed(input: LoginFailedInput): Promise<void>;
   logout(input: LogoutInput): Promise<void>;
@@ -58,11 +74,14 @@ export interface AuditorApi {
   /** Newest first, keyset-paged: pass the previous page's `next` as `after`. */
   query(filter?: QueryFilter): Promise<QueryPage>;
   /** The change events of one document, oldest first. */
-  history(model: string | Model<never>, documentId: unknown): Promise<AuditEvent[]>;
+  history(model: string | Model<never>, documentId: unknown, scope?: HistoryScope): Promise<AuditEvent[]>;
   /** The document as it was at `date`, rebuilt from its events; null when it did not exist then. */
   versionAt(model: string | Model<never>, documentId: unknown, date: Date): Promise<Record<string, unknown> | null>;
-  /** Deletes events older than `before` (the only delete the library does). Resolves with the count. */
-  prune(options: { before: Date }): Promise<number>;
+  /**
+   * Deletes events older than `before` (the only delete the library does); without options, applies the
+   * `retention` option now (per kind, recorded as a `prune` event). Resolves with the count.
+   */
+  prune(options?: { before: Date }): Promise<number>;
   /** Indexes (and the retention index) exist when this resolves. */
   ready(): Promise<void>;
   /** Resolves when every accepted event is stored. */
@@ -155,14 +174,25 @@ export function createAudit(options?: AuditOptions): Auditor {
     prepare: async (c) => {
       if (!opened(o.connection)) c.report(new Error(notOpenMessage(o.connection)));
       await modelNow().createIndexes();
-      await setUpRetention(c);
+      if ((await setUpRetention(c)) === 'prune') schedulePrune();
       await checkWriteConcern(o.connection, o.writeConcern, c.warnOnce);
     },
   });
 
+  // Where TTL indexes cannot apply retention, a timer does (unref'd: it never keeps the process alive).
+  let pruneTimer: NodeJS.Timeout | null = null;
+  function schedulePrune(): void {
+    if (pruneTimer !== null || closing !== null) return;
+    pruneTimer = setInterval(() => {
+      pruneExpired(core).catch(core.report);
+    }, PRUNE_EVERY_MS);
+    pruneTimer.unref();
+  }
+
   const login = createLogin(core);
   async function shutDown(timeoutMs: number): Promise<CloseResult> {
     const deadline = Date.now() + timeoutMs;
+    if (pruneTimer !== null) clearInterval(pruneTimer);
     await within(login.close(), deadline);
     const result = writer === null ? { unwritten: 0 } : await writer.close(Math.max(0, deadline - Date.now()));
     // Sinks get what is left of the time; what they cannot deliver waits in their spools for the next process.
@@ -197,6 +227,10 @@ export function createAudit(options?: AuditOptions): Auditor {
         : { ...parent, explicitActor: explicit };
       return storage.run(frame, fn);
     },
+    withContext: (scope, fn) => withContext(scope, fn),
+    annotate: (note) => annotate(note),
+    revert: (eventId, opts) => revert(core, eventId, opts),
+    restore: (m, id, at, opts) => restore(core, m, id, at, opts),
     loginSucceeded: login.loginSucceeded,
     loginFailed: login.loginFailed,
     logout: login.logout,
@@ -204,9 +238,9 @@ export function createAudit(options?: AuditOptions): Auditor {
     tokenIssued: tokens.tokenIssued,
     tokenRevoked: tokens.tokenRevoked,
     query: (filter) => query(core, filter),
-    history: (m, id) => history(core, m, id),
+    history: (m, id, scope) => history(core, m, id, scope),
     versionAt: (m, id, date) => versionAt(core, m, id, date),
-    prune: (opts) => prune(core, opts),
+    prune: (opts) => (opts === undefined ? pruneExpired(core) : prune(core, opts)),
     ready: () => core.ready(),
     // Login events are accepted asynchronously and flood summaries are held in memory: both go first.
     flush: async () => {

@@ -13,6 +13,7 @@
  * Multi-document operations above `maxDocuments` are recorded as summaries, and sent on their own.
  */
 import type { ClientSession } from 'mongoose';
+import { callNote, inNote, withoutNote } from './call-note.js';
 import {
   documentIdString, emit, emitTransition, guard, plainIdFilter, readByIds, sameFields,
   type AuditedModel, type Doc, type SchemaAudit, type Target,
@@ -74,6 +75,11 @@ interface Part {
  * the call must reach the code after it, and model middleware gets no per-call object to carry them.
  */
 export async function auditedBulkWrite(s: SchemaAudit, model: AuditedModel, base: BulkWrite, ops: unknown, options: unknown): Promise<unknown> {
+  const note = callNote(options);
+  return inNote(note, () => bulkWrite(s, model, base, ops, withoutNote(options)));
+}
+
+async function bulkWrite(s: SchemaAudit, model: AuditedModel, base: BulkWrite, ops: unknown, options: unknown): Promise<unknown> {
   // `Model.bulkSave` runs save middleware for its documents, then calls bulkWrite with this internal flag:
   // its changes are recorded by the save hooks, once.
   const internal = (options as { _skipCastBulkWrite?: unknown } | null | undefined)?._skipCastBulkWrite === true;

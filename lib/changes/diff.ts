@@ -10,7 +10,13 @@
 import { binaryBytes, bsonScalar, bsonType, documentData, isMongooseDocument } from '../core/bson.js';
 import { REDACTED, type Redactor } from '../core/redact.js';
 import { toStored, type SafeLimits } from '../core/safe.js';
-import type { Change, StoredValue } from '../core/types.js';
+import type { ArrayChange, Change, StoredValue } from '../core/types.js';
+
+/**
+ * Arrays of scalars up to this many elements (before and after) keep `from`/`to` besides `added`/`removed`;
+ * longer ones store only the elements that changed.
+ */
+export const ARRAY_FULL_CAP = 20;
 
 /** Which dot-joined paths a schema audits. */
 export type PathFilter = (path: string) => boolean;
@@ -162,7 +168,10 @@ export function diffDocuments(before: Record<string, unknown> | null, after: Rec
   const out: Change[] = [];
   for (const [path, from] of a) {
     const to = b.get(path);
-    if (!sameValue(from, to)) out.push(entry(path, from, to, c));
+    if (sameValue(from, to)) continue;
+    const elementwise = Array.isArray(from) && Array.isArray(to) ? arrayChanges(path, from, to, c) : null;
+    if (elementwise !== null) out.push(...elementwise);
+    else out.push(entry(path, from, to, c));
   }
   for (const [path, to] of b) {
     if (!a.has(path) && !sameValue(undefined, to)) out.push(entry(path, undefined, to, c));
@@ -199,4 +208,87 @@ export function getPath(doc: Record<string, unknown> | null, path: string): unkn
     cur = cur[seg];
   }
   return cur;
+}
+
+/** A stable text of a stored value: equal values, equal texts (keys sorted). */
+export function storedKey(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null';
+  if (Array.isArray(v)) return `[${v.map(storedKey).join(',')}]`;
+  const o = v as Record<string, unknown>;
+  return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${storedKey(o[k])}`).join(',')}}`;
+}
+
+/** The key of an array element by its `_id` (as documentId strings are made), or null when it has none. */
+function elementId(v: unknown): string | null {
+  if (!isPlainObject(v) || v._id === undefined || v._id === null) return null;
+  const s = toStored(v._id);
+  const id = typeof s === 'string' ? s : typeof s === 'number' || typeof s === 'boolean' ? String(s) : JSON.stringify(s);
+  // A dotted or empty id cannot be one segment of a path.
+  return id === '' || id.includes('.') ? null : id;
+}
+
+function isScalar(v: unknown): boolean {
+  return v === null || typeof v !== 'object' || (!Array.isArray(v) && !isPlainObject(v));
+}
+
+/**
+ * An array change element by element, or null when the array is best recorded whole (a secret path, mixed
+ * elements, subdocuments without distinct `_id`s, or a reorder the elements alone cannot tell).
+ *   - scalars and ObjectIds: one change with `added`/`removed` (set semantics), see ArrayChange;
+ *   - subdocuments with `_id`: a change per changed field (`items.<id>.qty`), per added element
+ *     (`items.<id>`, from null) and per removed one (`items.<id>`, to null); rebuilt in order as long as
+ *     the elements kept their order and new ones were appended, which is checked.
+ */
+function arrayChanges(path: string, from: unknown[], to: unknown[], c: ChangeContext): Change[] | null {
+  if (c.redactor.isSecret(path)) return null;
+  if (from.every(isScalar) && to.every(isScalar)) return [scalarArrayChange(path, from, to, c)];
+  const fromIds = from.map(elementId);
+  const toIds = to.map(elementId);
+  if (fromIds.includes(null) || toIds.includes(null)) return null;
+  const before = new Map<string, Record<string, unknown>>();
+  const after = new Map<string, Record<string, unknown>>();
+  from.forEach((el, i) => before.set(fromIds[i] as string, el as Record<string, unknown>));
+  to.forEach((el, i) => after.set(toIds[i] as string, el as Record<string, unknown>));
+  if (before.size !== from.length || after.size !== to.length) return null;
+  const kept = (fromIds as string[]).filter((id) => after.has(id));
+  const appended = (toIds as string[]).filter((id) => !before.has(id));
+  if ([...kept, ...appended].join('\n') !== (toIds as string[]).join('\n')) return null;
+  const out: Change[] = [];
+  const inner: ChangeContext = { audited: (p) => p !== '_id' && c.audited(`${path}.${p}`), redactor: c.redactor, limits: c.limits };
+  for (const id of fromIds as string[]) {
+    const b = before.get(id) as Record<string, unknown>;
+    const a = after.get(id);
+    if (a === undefined) out.push(entry(`${path}.${id}`, b, null, c));
+    else for (const ch of diffDocuments(b, a, inner)) out.push({ ...ch, path: `${path}.${id}.${ch.path}` });
+  }
+  for (const id of appended) out.push(entry(`${path}.${id}`, null, after.get(id), c));
+  return out;
+}
+
+function scalarArrayChange(path: string, from: unknown[], to: unknown[], c: ChangeContext): ArrayChange {
+  const sa = from.map((v) => stored(v, c));
+  const sb = to.map((v) => stored(v, c));
+  const ka = sa.map(storedKey);
+  const kb = sb.map(storedKey);
+  const inA = new Set(ka);
+  const inB = new Set(kb);
+  const removed: StoredValue[] = [];
+  const added: StoredValue[] = [];
+  const seen = new Set<string>();
+  ka.forEach((k, i) => {
+    if (!inB.has(k) && !seen.has(k)) (seen.add(k), removed.push(sa[i]));
+  });
+  kb.forEach((k, i) => {
+    if (!inA.has(k) && !seen.has(k)) (seen.add(k), added.push(sb[i]));
+  });
+  // What a rebuild does (keep what was not removed, append what was added) must give the new array exactly.
+  const addedKeys = new Set(added.map(storedKey));
+  const rebuilt = [...ka.filter((k) => inB.has(k)), ...kb.filter((k) => addedKeys.has(k))];
+  const exact = rebuilt.length === kb.length && rebuilt.every((k, i) => k === kb[i]);
+  const change: ArrayChange = { path, added, removed };
+  if (!exact || (sa.length <= ARRAY_FULL_CAP && sb.length <= ARRAY_FULL_CAP)) {
+    change.from = sa;
+    change.to = sb;
+  }
+  return change;
 }

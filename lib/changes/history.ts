@@ -9,24 +9,30 @@
 import type { Model } from 'mongoose';
 import type { AuditCore } from '../core/core.js';
 import { documentIdString } from './recorder.js';
-import { isPlainObject } from './diff.js';
+import { isPlainObject, storedKey } from './diff.js';
 import type { AuditEvent, Change } from '../core/types.js';
 
-function modelName(model: string | Model<never>): string {
+export function modelName(model: string | Model<never>): string {
   if (typeof model === 'string' && model !== '') return model;
   const name = (model as { modelName?: unknown } | null)?.modelName;
   if (typeof name === 'string') return name;
   throw new TypeError('koa-audit: history needs a model name or a mongoose Model');
 }
 
-function checkId(id: unknown): string {
+export function checkId(id: unknown): string {
   if (id === undefined || id === null || id === '') throw new TypeError('koa-audit: history needs a document id');
   return documentIdString(id);
 }
 
+export interface HistoryScope {
+  /** Only the events of this tenant (a tenant-scoped reader). */
+  tenant?: string;
+}
+
 /** The change events of one document, oldest first (ts, then _id: the order they were accepted in). */
-export async function history(core: AuditCore, model: string | Model<never>, id: unknown): Promise<AuditEvent[]> {
-  const filter = { model: modelName(model), documentId: checkId(id) };
+export async function history(core: AuditCore, model: string | Model<never>, id: unknown, scope: HistoryScope = {}): Promise<AuditEvent[]> {
+  const filter: Record<string, unknown> = { model: modelName(model), documentId: checkId(id) };
+  if (scope.tenant !== undefined) filter.tenant = scope.tenant;
   // The index { model, documentId, ts: -1, _id: -1 } serves this sort walked backwards.
   return (await core.model.find(filter).sort({ ts: 1, _id: 1 }).lean().exec()) as unknown as AuditEvent[];
 }
@@ -53,20 +59,57 @@ export async function versionAt(core: AuditCore, model: string | Model<never>, i
   return doc;
 }
 
-function apply(doc: Record<string, unknown>, changes: readonly Change[]): void {
-  for (const c of changes) {
-    const segs = c.path.split('.');
-    let cur: Record<string, unknown> | null = doc;
-    for (let i = 0; cur !== null && i < segs.length - 1; i++) {
-      if (!isPlainObject(cur[segs[i]])) {
-        if (c.to === null) cur = null;
-        else cur[segs[i]] = {};
+export function apply(doc: Record<string, unknown>, changes: readonly Change[]): void {
+  for (const c of changes) applyChange(doc, c);
+}
+
+type Node = Record<string, unknown>;
+
+/** The element of a subdocument array whose `_id` (stored form) is `id`. */
+function elementIndex(arr: unknown[], id: string): number {
+  return arr.findIndex((el) => isPlainObject(el) && String(el._id) === id);
+}
+
+function applyChange(doc: Node, c: Change): void {
+  const segs = c.path.split('.');
+  const removing = c.to === null || c.to === undefined;
+  let cur: Node = doc;
+  for (let i = 0; i < segs.length - 1; i++) {
+    const seg = segs[i];
+    const next = cur[seg];
+    if (Array.isArray(next)) {
+      // `items.<id>...`: an element of a subdocument array, by its _id.
+      const id = segs[i + 1];
+      const at = elementIndex(next, id);
+      if (i + 1 === segs.length - 1) {
+        if (removing) {
+          if (at !== -1) next.splice(at, 1);
+        } else if (at !== -1) next[at] = c.to;
+        else next.push(c.to);
+        return;
       }
-      if (cur !== null) cur = cur[segs[i]] as Record<string, unknown>;
+      if (at === -1) {
+        if (removing) return;
+        next.push({ _id: id });
+      }
+      cur = next[at === -1 ? next.length - 1 : at] as Node;
+      i++;
+      continue;
     }
-    if (cur === null) continue;
-    const last = segs[segs.length - 1];
-    if (c.to === null) delete cur[last];
-    else cur[last] = c.to;
+    if (!isPlainObject(next)) {
+      if (removing) return;
+      cur[seg] = {};
+    }
+    cur = cur[seg] as Node;
   }
+  const last = segs[segs.length - 1];
+  if ('added' in c && c.to === undefined) {
+    // A long array of scalars: what was not removed stays, in order, and what was added is appended.
+    const removed = new Set(c.removed.map(storedKey));
+    const base = Array.isArray(cur[last]) ? (cur[last] as unknown[]) : [];
+    cur[last] = [...base.filter((v) => !removed.has(storedKey(v))), ...c.added];
+    return;
+  }
+  if (removing) delete cur[last];
+  else cur[last] = c.to;
 }

@@ -4,6 +4,7 @@
  */
 import type { ClientSession } from 'mongoose';
 import { diffDocuments } from './diff.js';
+import { callNote, inNote, withoutNote } from './call-note.js';
 import { documentIdString, emit, emitTransition, guard, plainOf, readByIds, type AuditedModel, type SchemaAudit, type Target } from './recorder.js';
 
 export async function postInsertMany(s: SchemaAudit, model: AuditedModel, docs: unknown): Promise<void> {
@@ -39,7 +40,14 @@ type InsertMany = (this: unknown, docs: unknown, options?: unknown) => Promise<u
  * `rawResult: true` (the ids it reports are read back) and with `populate` (the documents it returns are
  * recorded): both are recorded here. `handled` holds the errors the post error hook has already recorded.
  */
-export async function auditedInsertMany(s: SchemaAudit, model: AuditedModel, base: InsertMany, docs: unknown, opts: unknown, handled: WeakSet<object>): Promise<unknown> {
+export async function auditedInsertMany(s: SchemaAudit, model: AuditedModel, base: InsertMany, docs: unknown, options: unknown, handled: WeakSet<object>): Promise<unknown> {
+  // Mongoose runs the insertMany post hooks inside this call: the note's scope covers them.
+  const note = callNote(options);
+  const opts = withoutNote(options);
+  return inNote(note, () => insertMany(s, model, base, docs, opts, handled));
+}
+
+async function insertMany(s: SchemaAudit, model: AuditedModel, base: InsertMany, docs: unknown, opts: unknown, handled: WeakSet<object>): Promise<unknown> {
   const audited = s.auditsModel(model.modelName);
   if (audited && s.core.blocking) await s.core.waitForRoom();
   const o = (opts ?? {}) as { rawResult?: unknown; populate?: unknown; session?: ClientSession | null };

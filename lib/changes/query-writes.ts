@@ -11,6 +11,8 @@ import {
   type AuditedModel, type Doc, type SchemaAudit, type Target,
 } from './recorder.js';
 import { touchedPaths, topLevelProjection } from './update-paths.js';
+import { callNote, inNote } from './call-note.js';
+import type { AuditNote } from '../core/types.js';
 
 /** A mongoose Query as the query hooks see it. */
 export interface AuditedQuery {
@@ -49,6 +51,7 @@ interface QueryState {
   upsert: boolean;
   /** `_id` given to a findOneAndUpdate upsert so that the inserted document can be found. */
   upsertId: unknown;
+  note: AuditNote | undefined;
 }
 
 const queryStates = new WeakMap<object, QueryState>();
@@ -56,9 +59,12 @@ const queryStates = new WeakMap<object, QueryState>();
 export async function preQuery(s: SchemaAudit, q: AuditedQuery): Promise<void> {
   const op = q.op ?? '';
   const model = q.model;
+  const opts = q.getOptions();
+  // Checked and taken off before the write, audited model or not: the driver never sees it.
+  const note = callNote(opts);
+  if (note !== undefined) delete (opts as { audit?: unknown }).audit;
   if (!s.auditsModel(model.modelName)) return;
   if (s.core.blocking) await s.core.waitForRoom();
-  const opts = q.getOptions();
   const session = opts.session ?? null;
   const single = SINGLE.has(op);
   const isDelete = DELETES.has(op);
@@ -66,7 +72,7 @@ export async function preQuery(s: SchemaAudit, q: AuditedQuery): Promise<void> {
   const paths = isDelete ? null : touchedPaths(update, REPLACES.has(op));
   const projection = isDelete ? s.projection : narrowProjection(s, topLevelProjection(paths));
   const filter = q.getFilter();
-  const st: QueryState = { op, before: new Map(), ids: [], paths, projection, session, over: false, upsert: opts.upsert === true, upsertId: undefined };
+  const st: QueryState = { op, before: new Map(), ids: [], paths, projection, session, over: false, upsert: opts.upsert === true, upsertId: undefined, note };
 
   if (!s.fetchBefore && single && plainIdFilter(filter)) {
     // The hot path reads nothing before the write: the filter names the document.
@@ -112,11 +118,14 @@ interface WriteResult {
   lastErrorObject?: { upserted?: unknown };
 }
 
-export async function postQuery(s: SchemaAudit, q: AuditedQuery, res: unknown): Promise<void> {
+export function postQuery(s: SchemaAudit, q: AuditedQuery, res: unknown): Promise<void> {
   const st = queryStates.get(q);
-  if (st === undefined) return;
+  if (st === undefined) return Promise.resolve();
   queryStates.delete(q);
-  const model = q.model;
+  return inNote(st.note, () => recordQuery(s, q, res, st));
+}
+
+async function recordQuery(s: SchemaAudit, q: AuditedQuery, res: unknown, st: QueryState): Promise<void> {  const model = q.model;
   const t: Target = { modelName: model.modelName, collectionName: model.collection.collectionName, operation: st.op };
   const r = (res ?? {}) as WriteResult;
   const isDelete = DELETES.has(st.op);

@@ -9,6 +9,8 @@ import {
   type AuditedModel, type Doc, type SchemaAudit, type Target,
 } from './recorder.js';
 import { cutAtArray, topLevelProjection } from './update-paths.js';
+import { callNote, inNote } from './call-note.js';
+import type { AuditNote } from '../core/types.js';
 
 /** A document as the save hooks see it. */
 export interface AuditedDocument {
@@ -18,6 +20,8 @@ export interface AuditedDocument {
   constructor: unknown;
   directModifiedPaths(): string[];
   $session(): ClientSession | null;
+  /** Mongoose keeps the options of the save under way here. */
+  $__?: { saveOptions?: unknown };
 }
 
 interface SaveState {
@@ -25,6 +29,7 @@ interface SaveState {
   paths: string[];
   projection: object | null;
   before: Doc | null;
+  note: AuditNote | undefined;
 }
 
 const saveStates = new WeakMap<object, SaveState>();
@@ -37,9 +42,10 @@ export async function preSave(s: SchemaAudit, doc: AuditedDocument): Promise<voi
   if (doc.$isSubdocument === true) return;
   const model = modelOfDoc(doc);
   if (!s.auditsModel(model.modelName)) return;
+  const note = callNote(doc.$__?.saveOptions);
   if (s.core.blocking) await s.core.waitForRoom();
   if (doc.isNew) {
-    saveStates.set(doc, { isNew: true, paths: [], projection: null, before: null });
+    saveStates.set(doc, { isNew: true, paths: [], projection: null, before: null, note });
     return;
   }
   const paths = [...new Set(doc.directModifiedPaths().map(cutAtArray))];
@@ -48,14 +54,17 @@ export async function preSave(s: SchemaAudit, doc: AuditedDocument): Promise<voi
   if (s.fetchBefore && paths.length > 0) {
     before = (await readByIds(model, [doc._id], projection, doc.$session())).get(documentIdString(doc._id)) ?? null;
   }
-  saveStates.set(doc, { isNew: false, paths, projection, before });
+  saveStates.set(doc, { isNew: false, paths, projection, before, note });
 }
 
-export async function postSave(s: SchemaAudit, doc: AuditedDocument): Promise<void> {
+export function postSave(s: SchemaAudit, doc: AuditedDocument): Promise<void> {
   const st = saveStates.get(doc);
-  if (st === undefined) return;
+  if (st === undefined) return Promise.resolve();
   saveStates.delete(doc);
-  const model = modelOfDoc(doc);
+  return inNote(st.note, () => recordSave(s, doc, st));
+}
+
+async function recordSave(s: SchemaAudit, doc: AuditedDocument, st: SaveState): Promise<void> {  const model = modelOfDoc(doc);
   const t: Target = { modelName: model.modelName, collectionName: model.collection.collectionName, operation: 'save' };
   const id = documentIdString(doc._id);
   if (st.isNew) return emit(s, t, 'create', id, diffDocuments(null, plainOf(doc), s.change));

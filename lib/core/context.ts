@@ -27,6 +27,22 @@ export interface AuditContext {
   secretQuery?: string[];
   /** Set by auditRouter: this request reads the audit trail (recorded as `http.auditRead: true`). */
   auditRead?: boolean;
+  /**
+   * Set by `withContext` (or a write's `{ audit }` option): win over what the request says. `null` clears an
+   * outer value; undefined leaves it to the request's resolvers below.
+   */
+  onBehalfOf?: Actor | null;
+  tenant?: string | null;
+  reason?: string;
+  meta?: Record<string, unknown>;
+  /** `annotate()`: kept on the frame that was current then (the request's own frame inside a request). */
+  note?: { reason?: string; meta?: Record<string, unknown> };
+  /** Request-time resolvers of the middleware / createAudit options; absent when not configured. */
+  readonly tenantOf?: ((ctx: Context) => unknown) | undefined;
+  readonly onBehalfOfOf?: ((ctx: Context) => unknown) | undefined;
+  /** W3C trace context of the request (traceparent or the active span), fixed when the request starts. */
+  traceId?: string;
+  spanId?: string;
 }
 
 export const storage = new AsyncLocalStorage<AuditContext>();

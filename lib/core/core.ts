@@ -7,13 +7,15 @@
 import type { EventEmitter } from 'node:events';
 import type { Context } from 'koa';
 import { mongo, type Model } from 'mongoose';
-import { createRequestResolver } from './actor.js';
+import { createRequestResolver, toActor } from './actor.js';
 import { boundEvent } from './bound.js';
-import { actorNow, frameFor, ipOf, SYSTEM_ACTOR, type AuditContext } from './context.js';
+import { actorNow, frameFor, frameOf, ipOf, SYSTEM_ACTOR, type AuditContext } from './context.js';
 import { reportError } from './errors.js';
 import type { ResolvedOptions } from './options.js';
 import { createRedactor, type Redactor } from './redact.js';
 import { capString, DEFAULT_LIMITS, toStored, type SafeLimits } from './safe.js';
+import { tenantValue } from './scope.js';
+import { activeSpanIds } from './trace.js';
 import type { Actor, AuditEvent, OnFull, StoredDoc } from './types.js';
 
 /** Fields of an event that its producer supplies; the core adds `_id`, `ts`, actor and request fields. */
@@ -67,6 +69,33 @@ export interface AuditCore {
   report(err: unknown): void;
 }
 
+/** The context of an event beyond actor and request fields (see contextFields). */
+interface ContextFields {
+  onBehalfOf?: Actor | null;
+  tenant?: string | null;
+  traceId?: string;
+  spanId?: string;
+  reason?: string;
+  meta?: Record<string, unknown>;
+}
+
+/** The app's `onBehalfOf(ctx)`: a user-like value (or a promise of one) becomes an actor; a fault means none. */
+async function resolveOnBehalfOf(fn: (ctx: Context) => unknown, ctx: Context): Promise<Actor | null> {
+  try {
+    return toActor(await fn(ctx), 'resolver');
+  } catch {
+    return null;
+  }
+}
+
+function resolveTenant(fn: (ctx: Context) => unknown, ctx: Context): string | null {
+  try {
+    return tenantValue(fn(ctx));
+  } catch {
+    return null;
+  }
+}
+
 export interface CoreParts {
   options: ResolvedOptions;
   events: EventEmitter;
@@ -98,7 +127,7 @@ export function createCore(parts: CoreParts): AuditCore {
     return readyPromise;
   }
 
-  function assemble(fields: EventFields, actor: Actor | null, frame: AuditContext | undefined, ctx: Context | null): StoredDoc {
+  function assemble(fields: EventFields, actor: Actor | null, frame: AuditContext | undefined, ctx: Context | null, extra: ContextFields | null = null): StoredDoc {
     const doc: StoredDoc = {
       _id: new mongo.ObjectId(),
       ts: fields.ts ?? new Date(),
@@ -109,12 +138,60 @@ export function createCore(parts: CoreParts): AuditCore {
       ip: frame?.ip ?? ipOf(ctx),
       userAgent: frame?.userAgent ?? (ctx === null ? null : capString(ctx.get('user-agent'), 512) || null),
     };
+    if (extra !== null) {
+      if (extra.onBehalfOf != null) doc.onBehalfOf = extra.onBehalfOf;
+      if (extra.tenant != null) doc.tenant = extra.tenant;
+      if (extra.traceId !== undefined) {
+        doc.traceId = extra.traceId;
+        doc.spanId = extra.spanId;
+      }
+    }
     for (const key in fields) {
       if (key === 'ts' || key === 'kind' || key === 'outcome') continue;
       const value = (fields as Record<string, unknown>)[key];
       if (value !== undefined) doc[key] = toStored(value, redactor, limits);
     }
+    if (extra !== null) {
+      // The producer's own reason (a failed login's) and meta keys win over the context's.
+      if (extra.reason !== undefined && doc.reason === undefined) doc.reason = capString(extra.reason, limits.maxString);
+      if (extra.meta !== undefined) doc.meta = toStored(fields.meta === undefined ? extra.meta : { ...extra.meta, ...fields.meta }, redactor, limits);
+    }
     return doc;
+  }
+
+  /**
+   * What the frame says beyond actor and request: onBehalfOf, tenant, trace ids, reason and meta. Null when it
+   * says nothing, which is the common case and costs a few property reads; resolvers run only when configured.
+   */
+  function contextFields(frame: AuditContext | undefined, ctx: Context | null): ContextFields | null | Promise<ContextFields | null> {
+    if (frame === undefined) {
+      const span = activeSpanIds();
+      return span === null ? null : { ...span };
+    }
+    const root = frame.ctx !== null ? frameOf.get(frame.ctx) : undefined;
+    const note = root !== undefined && root !== frame ? root.note ?? frame.note : frame.note;
+    const onBehalfOf = frame.onBehalfOf;
+    let tenant = frame.tenant;
+    const rctx = frame.ctx ?? ctx;
+    if (tenant === undefined && frame.tenantOf !== undefined && rctx !== null) tenant = resolveTenant(frame.tenantOf, rctx);
+    let traceId = frame.traceId;
+    let spanId = frame.spanId;
+    if (traceId === undefined && frame.ctx === null) {
+      const span = activeSpanIds();
+      if (span !== null) ({ traceId, spanId } = span);
+    }
+    const reason = frame.reason ?? note?.reason;
+    const meta = note?.meta === undefined ? frame.meta : frame.meta === undefined ? note.meta : { ...note.meta, ...frame.meta };
+    const out: ContextFields = { onBehalfOf, tenant, traceId, spanId, reason, meta };
+    // Only the app's onBehalfOf resolver may be asynchronous: nothing else here waits.
+    if (onBehalfOf === undefined && frame.onBehalfOfOf !== undefined && rctx !== null) {
+      return resolveOnBehalfOf(frame.onBehalfOfOf, rctx).then((ob) => {
+        out.onBehalfOf = ob;
+        return out;
+      });
+    }
+    if (onBehalfOf == null && tenant == null && traceId === undefined && reason === undefined && meta === undefined) return null;
+    return out;
   }
 
   async function build(fields: EventFields, source: EventSource = {}): Promise<StoredDoc> {
@@ -122,7 +199,9 @@ export function createCore(parts: CoreParts): AuditCore {
     const frame = frameFor(source.ctx);
     const ctx = source.ctx ?? frame?.ctx ?? null;
     const actor = source.actor !== undefined ? source.actor : await actorNow(frame);
-    return assemble(fields, actor, frame, ctx);
+    let extra = contextFields(frame, ctx);
+    if (extra instanceof Promise) extra = await extra;
+    return assemble(fields, actor, frame, ctx, extra);
   }
 
   // The first event asks for the indexes; a failure is reported and the next event asks again.

@@ -52,3 +52,26 @@ export class AuditUnavailableError extends Error {
     this.name = 'AuditUnavailableError';
   }
 }
+
+/**
+ * `revert` refused because the document changed since the event (`paths` are those that no longer hold the
+ * event's values; `['_id']` when the document is gone, or back already); `force: true` reverts anyway.
+ */
+export class RevertConflictError extends Error {
+  readonly status = 409;
+  readonly expose = true;
+  constructor(readonly eventId: string, readonly paths: string[], detail = 'changed since the event') {
+    super(`koa-audit: cannot revert event ${eventId}: ${paths.join(', ')} ${detail}`);
+    this.name = 'RevertConflictError';
+  }
+}
+
+/** `revert`/`restore` refused: redacted paths (their values were never stored), or an event that is no change. */
+export class RevertRefusedError extends Error {
+  readonly status = 422;
+  readonly expose = true;
+  constructor(readonly eventId: string, readonly paths: string[], reason: string) {
+    super(`koa-audit: cannot revert event ${eventId}: ${reason}${paths.length > 0 ? `: ${paths.join(', ')}` : ''}`);
+    this.name = 'RevertRefusedError';
+  }
+}

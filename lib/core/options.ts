@@ -9,7 +9,18 @@ import mongoose, { type Connection, type WriteConcern } from 'mongoose';
 import type { ActorResolver, JwtOptions } from './actor.js';
 import type { AuditSink } from './sink.js';
 import { DEFAULT_MAX_EVENT_BYTES } from './bound.js';
-import type { OnFull } from './types.js';
+import type { Context } from 'koa';
+import type { AuditKind, OnFull } from './types.js';
+
+export interface RetentionOptions {
+  /** Days every event is kept (absent with `byKind`: kinds not named there are kept forever). */
+  days?: number;
+  /** Days per kind, e.g. `{ request: 30, login_failed: 365, update: 2555 }`. */
+  byKind?: Partial<Record<AuditKind, number>>;
+}
+
+/** The kinds `retention.byKind` may name. */
+export const RETENTION_KINDS: readonly AuditKind[] = ['request', 'create', 'update', 'delete', 'login', 'login_failed', 'logout', 'loss', 'prune'];
 
 export interface AuditOptions {
   /** The mongoose Connection events are written through. Default: `mongoose.connection`. */
@@ -43,8 +54,13 @@ export interface AuditOptions {
   maxEventBytes?: number;
   /** How long a request waits for room under `onFull: 'block'` before failing with 503. Default 5,000 ms. */
   blockTimeoutMs?: number;
-  /** `{ days }`: keep events this long (TTL index where supported, else `prune()`). */
-  retention?: { days: number };
+  /**
+   * `{ days, byKind }`: keep events `days` long, and events of the kinds named in `byKind` as long as it says
+   * (TTL indexes where supported, partial ones per kind; else a scheduled prune).
+   */
+  retention?: RetentionOptions;
+  /** The tenant of each request's events: `(ctx) => string | null`, run when an event is built. */
+  tenant?: (ctx: Context) => string | null | undefined;
   /** Write concern of the audit inserts. Default: the connection's. */
   writeConcern?: WriteConcern;
   /** Extra key names whose values are stored as `'[REDACTED]'`. */
@@ -92,7 +108,8 @@ export interface ResolvedOptions {
   durability: Durability;
   maxEventBytes: number;
   blockTimeoutMs: number;
-  retention: { days: number } | undefined;
+  retention: { days: number | undefined; byKind: Readonly<Record<string, number>> } | undefined;
+  tenant: ((ctx: Context) => unknown) | undefined;
   writeConcern: WriteConcern | undefined;
   redact: string[];
   batchSize: number;
@@ -250,7 +267,7 @@ function modelsOption(v: unknown): (name: string) => boolean {
 const KNOWN = [
   'connection', 'collection', 'jwt', 'resolveActor', 'mode', 'maxQueue', 'maxQueueBytes', 'onFull', 'spoolDir',
   'blockTimeoutMs', 'retention', 'writeConcern', 'redact', 'batchSize', 'flushIntervalMs', 'degradedAfterMs',
-  'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures', 'durability', 'maxEventBytes', 'sinks',
+  'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures', 'durability', 'maxEventBytes', 'sinks', 'tenant',
 ] as const;
 
 const SINK_NAME = /^[A-Za-z0-9._-]{1,64}$/;
@@ -279,6 +296,27 @@ function maxEventBytes(v: unknown): number {
   return n;
 }
 
+function retentionOption(v: unknown): ResolvedOptions['retention'] {
+  if (v === undefined) return undefined;
+  const expected = 'an object { days?: number > 0, byKind?: { kind: days } } naming at least one';
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail('retention', expected, v);
+  const r = v as Record<string, unknown>;
+  checkKnown(r, ['days', 'byKind'], 'retention');
+  if (r.days !== undefined && (typeof r.days !== 'number' || !(r.days > 0) || !Number.isFinite(r.days))) fail('retention.days', 'a number > 0', r.days);
+  const byKind: Record<string, number> = {};
+  if (r.byKind !== undefined) {
+    const b = r.byKind as Record<string, unknown> | null;
+    if (b === null || typeof b !== 'object' || Array.isArray(b)) fail('retention.byKind', 'an object { kind: days }', b);
+    checkKnown(b, RETENTION_KINDS, 'retention.byKind');
+    for (const [kind, days] of Object.entries(b)) {
+      if (typeof days !== 'number' || !(days > 0) || !Number.isFinite(days)) fail(`retention.byKind.${kind}`, 'a number > 0', days);
+      byKind[kind] = days;
+    }
+  }
+  if (r.days === undefined && Object.keys(byKind).length === 0) fail('retention', expected, v);
+  return { days: r.days as number | undefined, byKind };
+}
+
 export function resolveOptions(options: unknown): ResolvedOptions {
   const o = objectOption('options', options);
   checkKnown(o, KNOWN, 'createAudit');
@@ -287,12 +325,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   if (!(connection instanceof mongoose.Connection)) fail('connection', 'a mongoose Connection', connection);
   const collection = nonEmptyString('collection', o.collection, 'auditevents');
 
-  let retention: { days: number } | undefined;
-  if (o.retention !== undefined) {
-    const r = o.retention as { days?: unknown } | null;
-    if (r === null || typeof r !== 'object' || typeof r.days !== 'number' || !(r.days > 0)) fail('retention', 'an object { days: number > 0 }', o.retention);
-    retention = { days: r.days };
-  }
+  const retention = retentionOption(o.retention);
   if (o.writeConcern !== undefined && (o.writeConcern === null || typeof o.writeConcern !== 'object')) {
     fail('writeConcern', 'an object such as { w: "majority" }', o.writeConcern);
   }
@@ -336,5 +369,6 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     auditsModel: modelsOption(o.models),
     loginFailures,
     sinks: sinksOption(o.sinks),
+    tenant: fnOption<(ctx: Context) => unknown>('tenant', o.tenant, '(ctx) => string | null', false),
   };
 }

@@ -10,7 +10,8 @@ export type AuditKind =
   | 'login_failed'
   | 'logout'
   | 'security'
-  | 'loss';
+  | 'loss'
+  | 'prune';
 
 export type AuditOutcome = 'success' | 'failure';
 
@@ -58,13 +59,29 @@ export interface ErrorInfo {
   stack: string | null;
 }
 
-export interface Change {
+/** A field's change: its value before and after (null: absent). */
+export interface ValueChange {
   path: string;
   from: StoredValue;
   to: StoredValue;
   /** Set on a redacted change whose secret had a value before and after (both sides read `'[REDACTED]'`). */
   changed?: true;
 }
+
+/**
+ * An array of scalars or ObjectIds that changed: the elements added and removed (set semantics). `from`/`to`
+ * are kept too while both arrays are small (ARRAY_FULL_CAP elements), or when the new order cannot be told from
+ * the elements alone (a reorder, duplicates), so that `versionAt` always rebuilds the array as it was.
+ */
+export interface ArrayChange {
+  path: string;
+  added: StoredValue[];
+  removed: StoredValue[];
+  from?: StoredValue;
+  to?: StoredValue;
+}
+
+export type Change = ValueChange | ArrayChange;
 
 /** One audit event, as stored and as returned by the query API. */
 export interface AuditEvent {
@@ -93,6 +110,27 @@ export interface AuditEvent {
   /** kind `security`: what the event was about (a user, a token, a route), as `{ id?, type?, name? }` or a string. */
   target?: StoredValue;
   meta?: { [key: string]: StoredValue };
+  /** Impersonation: whom the accountable `actor` acted as. */
+  onBehalfOf?: Actor;
+  tenant?: string;
+  /** W3C trace context: from a valid `traceparent`, or the active OpenTelemetry span. */
+  traceId?: string;
+  spanId?: string;
+}
+
+/** Why a change is made, and what else to record with it: `{ audit: { reason, meta } }`, withContext, annotate. */
+export interface AuditNote {
+  reason?: string;
+  meta?: Record<string, unknown>;
+}
+
+/** What `withContext` sets for everything `fn` does. */
+export interface AuditScope extends AuditNote {
+  actor?: ActorInput;
+  /** Whom the actor acts as; null clears an outer one. */
+  onBehalfOf?: ActorInput | null;
+  /** The tenant of the scope; null clears an outer one. */
+  tenant?: string | null;
 }
 
 /** An event in its stored form, as built by the core and handed to the store. */

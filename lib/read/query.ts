@@ -35,6 +35,14 @@ export interface QueryFilter {
   after?: string;
   /** `false`: leave out the requests that read the audit trail (`http.auditRead`); `true`: only those. */
   auditRead?: boolean;
+  /** Events of this tenant. */
+  tenant?: string;
+  /** Events of this W3C trace (32 lowercase hex). */
+  traceId?: string;
+  /** `onBehalfOf.id` of the events: what was done as this user (impersonation). */
+  onBehalfOfId?: string;
+  /** Events whose `reason` starts with this text (case-sensitive prefix). */
+  reason?: string;
 }
 
 export interface QueryPage {
@@ -43,18 +51,25 @@ export interface QueryPage {
   next: string | null;
 }
 
-export const AUDIT_KINDS: readonly AuditKind[] = ['request', 'create', 'update', 'delete', 'login', 'login_failed', 'logout', 'security', 'loss'];
+export const AUDIT_KINDS: readonly AuditKind[] = ['request', 'create', 'update', 'delete', 'login', 'login_failed', 'logout', 'security', 'loss', 'prune'];
 export const AUDIT_OUTCOMES: readonly AuditOutcome[] = ['success', 'failure'];
 export const MAX_LIMIT = 500;
 export const DEFAULT_LIMIT = 50;
 
 /** Every filter key, in one order: the JS API, the HTTP API (`?key=`) and the CLI (`--key`) take the same list. */
-export const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'outcome', 'ip', 'name', 'from', 'to', 'limit', 'after', 'auditRead'] as const;
+export const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'outcome', 'ip', 'name', 'from', 'to', 'limit', 'after', 'auditRead', 'tenant', 'traceId', 'onBehalfOfId', 'reason'] as const;
 /** Filter keys whose values are booleans: the HTTP API and the CLI read `true` / `false`. */
 export const BOOLEAN_KEYS: readonly string[] = ['auditRead'];
 /** Older spellings still accepted by the HTTP API and the CLI, and the key each one means. */
 export const FILTER_ALIASES: Readonly<Record<string, (typeof FILTER_KEYS)[number]>> = { actor: 'actorId', since: 'from', until: 'to' };
-const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'ip', 'name'] as const;
+const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'ip', 'name', 'tenant', 'traceId', 'onBehalfOfId', 'reason'] as const;
+/** Stored path of a string filter key, where it is not the key itself. */
+const FIELD_OF: Readonly<Record<string, string>> = { actorId: 'actor.id', onBehalfOfId: 'onBehalfOf.id' };
+
+/** A regular expression matching exactly the strings that start with `text` (anchored: an index serves it). */
+function prefixPattern(text: string): string {
+  return `^${text.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&')}`;
+}
 const MAX_VALUE_LENGTH = 4096;
 const MAX_DATE_MS = 8.64e15;
 
@@ -154,7 +169,7 @@ export function planQuery(input: QueryFilter | undefined): QueryPlan {
     const v = f[key];
     if (v === undefined) continue;
     if (typeof v !== 'string' || v === '' || v.length > MAX_VALUE_LENGTH) bad(key, `a non-empty string of at most ${MAX_VALUE_LENGTH} characters`, v);
-    filter[key === 'actorId' ? 'actor.id' : key] = key === 'ip' ? ipFilter(v) : v;
+    filter[FIELD_OF[key] ?? key] = key === 'ip' ? ipFilter(v) : key === 'reason' ? trusted({ $regex: prefixPattern(v) }) : v;
   }
   if (f.outcome !== undefined && !AUDIT_OUTCOMES.includes(f.outcome as AuditOutcome)) bad('outcome', "'success' or 'failure'", f.outcome);
   if (f.auditRead !== undefined) {

@@ -5,12 +5,16 @@
  *   GET {prefix}/api/events?kind=&actor=&...        { items, next }, newest first
  *   GET {prefix}/api/events/:id                     one event, 404 when unknown, 400 when :id is not an ObjectId
  *   GET {prefix}/api/history/:model/:documentId     { model, documentId, items }, oldest first
+ *   GET {prefix}/api/config                         { revert, tenant }: what the viewer may offer
+ *   POST {prefix}/api/events/:id/revert             only with `authorizeWrite`: undoes a change event
  *
- * Every route asks `authorize(ctx)` first; anything but `true` answers 403 before the database is touched.
+ * Every route asks `authorize(ctx)` first (the revert route `authorizeWrite`); anything but `true` or
+ * `{ tenant }` answers 403 before the database is touched. `{ tenant }` confines every read to that tenant:
+ * each handler gets the grant (ReadAccess) and passes its filters through `scoped()`, the one scoping point.
  */
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import type { Model } from 'mongoose';
+import { mongo, type Model } from 'mongoose';
 import { checkKnown, fail, fnOption, routePrefix } from '../core/options.js';
 import { markAuditRead } from '../core/context.js';
 import { BOOLEAN_KEYS, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, QueryFilterError, type QueryFilter, type QueryPage } from './query.js';
@@ -22,9 +26,36 @@ import { VIEWER_CSP, VIEWER_HTML } from './viewer.js';
 export interface AuditReader {
   readonly model: Model<AuditEvent>;
   query(filter?: QueryFilter): Promise<QueryPage>;
-  history(model: string, documentId: unknown): Promise<AuditEvent[]>;
+  history(model: string, documentId: unknown, scope?: { tenant?: string }): Promise<AuditEvent[]>;
   /** When present (an auditor has it), a refused request is recorded as the security event `authz_fail`. */
   security?(name: 'authz_fail', input: { ctx: Context; target: { type: string; id: string }; reason: string }): Promise<void>;
+  revert?(eventId: string, options?: { reason?: string; force?: boolean }): Promise<unknown>;
+}
+
+/** What `authorize` may answer: `true` (every event), `{ tenant }` (that tenant's only), anything else: 403. */
+export type Authorization = boolean | { tenant: string };
+
+/** What a request was granted. Handlers get it, and pass every filter they read with through `scoped()`. */
+export interface ReadAccess {
+  /** null: every tenant; otherwise reads are confined to this one. */
+  readonly tenant: string | null;
+}
+
+/**
+ * THE tenant scoping point: every read the router serves (list, event by id, history, revert, and any endpoint
+ * added to it: dashboard, export, verify) filters with `scoped(access, filter)`. For a tenant-scoped grant the
+ * tenant is forced into the filter, replacing whatever tenant a client asked for.
+ */
+export function scoped<F extends object>(access: ReadAccess, filter: F): F & { tenant?: string } {
+  return access.tenant === null ? filter : { ...filter, tenant: access.tenant };
+}
+
+/** The grant of an `authorize` answer; null: refused. */
+function accessOf(answer: unknown): ReadAccess | null {
+  if (answer === true) return { tenant: null };
+  const t = (answer as { tenant?: unknown } | null)?.tenant;
+  if (answer !== null && typeof answer === 'object' && typeof t === 'string' && t !== '') return { tenant: t };
+  return null;
 }
 
 export interface AuditRouterOptions {
@@ -32,8 +63,16 @@ export interface AuditRouterOptions {
   auditor: AuditReader;
   /** Where the routes live. Default `'/audit'`; `''` mounts them at the root. */
   prefix?: string;
-  /** Required. Resolve to `true` to let the request read the audit trail; anything else answers 403. */
-  authorize: (ctx: Context) => boolean | Promise<boolean>;
+  /**
+   * Required. Resolve to `true` to let the request read the audit trail, or to `{ tenant }` to let it read that
+   * tenant's events only; anything else answers 403.
+   */
+  authorize: (ctx: Context) => Authorization | Promise<Authorization>;
+  /**
+   * Enables `POST {prefix}/api/events/:id/revert` (and the viewer's revert button): resolve to `true` or
+   * `{ tenant }` to let the request revert (that tenant's) change events. Absent: no write route at all.
+   */
+  authorizeWrite?: (ctx: Context) => Authorization | Promise<Authorization>;
 }
 
 /**
@@ -90,17 +129,40 @@ export function filterFromQuery(querystring: string): { filter: QueryFilter; par
   return { filter: f as QueryFilter, paramOf: names };
 }
 
-function validate(options: unknown): { auditor: AuditReader; prefix: string; authorize: AuditRouterOptions['authorize'] } {
+function validate(options: unknown): { auditor: AuditReader; prefix: string; authorize: AuditRouterOptions['authorize']; authorizeWrite: AuditRouterOptions['authorizeWrite'] } {
   if (options === null || typeof options !== 'object') fail('auditRouter options', 'an object { auditor, authorize, prefix? }', options);
   const o = options as Record<string, unknown>;
-  checkKnown(o, ['auditor', 'prefix', 'authorize'], 'auditRouter');
+  checkKnown(o, ['auditor', 'prefix', 'authorize', 'authorizeWrite'], 'auditRouter');
   const auditor = o.auditor;
   const reader = auditor as { query?: unknown; history?: unknown };
   if (typeof auditor !== 'function' || typeof reader.query !== 'function' || typeof reader.history !== 'function') {
     fail('auditor', 'an auditor (audit, or one made by createAudit)', auditor);
   }
   const authorize = fnOption<AuditRouterOptions['authorize']>('authorize', o.authorize, '(ctx) => boolean deciding who may read the audit trail', true);
-  return { auditor: reader as AuditReader, prefix: routePrefix('prefix', o.prefix, '/audit', true), authorize: authorize as AuditRouterOptions['authorize'] };
+  const authorizeWrite = fnOption<NonNullable<AuditRouterOptions['authorizeWrite']>>('authorizeWrite', o.authorizeWrite, '(ctx) => boolean | { tenant } deciding who may revert changes', false);
+  if (authorizeWrite !== undefined && typeof (reader as { revert?: unknown }).revert !== 'function') fail('auditor', 'an auditor with revert() when authorizeWrite is given', auditor);
+  return { auditor: reader as AuditReader, prefix: routePrefix('prefix', o.prefix, '/audit', true), authorize: authorize as AuditRouterOptions['authorize'], authorizeWrite };
+}
+
+const MAX_BODY = 16 * 1024;
+
+/** The JSON object body of a request: a body parser's result when one ran, else read here (capped). */
+async function jsonBody(ctx: Context): Promise<Record<string, unknown>> {
+  let body = (ctx.request as { body?: unknown }).body;
+  if (body === undefined) {
+    let text = '';
+    for await (const chunk of ctx.req) {
+      text += String(chunk);
+      if (text.length > MAX_BODY) throw new BadRequest(`the body must be at most ${MAX_BODY} bytes`);
+    }
+    try {
+      body = text === '' ? {} : JSON.parse(text);
+    } catch {
+      throw new BadRequest('the body is not valid JSON');
+    }
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new BadRequest('the body must be a JSON object { reason, force? }');
+  return body as Record<string, unknown>;
 }
 
 function send(ctx: Context, status: number, body: unknown): void {
@@ -112,21 +174,25 @@ function send(ctx: Context, status: number, body: unknown): void {
 }
 
 export function auditRouter(options: AuditRouterOptions): Router {
-  const { auditor, prefix, authorize } = validate(options);
+  const { auditor, prefix, authorize, authorizeWrite } = validate(options);
   const router = new Router();
 
-  /** Runs `handler` only for an authorized request; maps a BadRequest (or a filter TypeError) to 400. */
-  const guarded = (handler: (ctx: Context) => Promise<void> | void) => async (ctx: Context): Promise<void> => {
+  /**
+   * Runs `handler` only for an authorized request, with what was granted (pass its filters through `scoped`);
+   * maps a BadRequest (or a filter TypeError) to 400.
+   */
+  const guarded = (handler: (ctx: Context, access: ReadAccess) => Promise<void> | void, decide = authorize, what = 'read the audit trail') => async (ctx: Context): Promise<void> => {
     markAuditRead(ctx); // refused attempts too: they are accesses to the trail
-    if ((await authorize(ctx)) !== true) {
+    const access = accessOf(await decide(ctx));
+    if (access === null) {
       // Reading the audit trail without the right is itself an event an auditor looks for (OWASP authz_fail).
-      await auditor.security?.('authz_fail', { ctx, target: { type: 'audit_trail', id: ctx.path }, reason: 'auditRouter authorize refused' })
+      await auditor.security?.('authz_fail', { ctx, target: { type: 'audit_trail', id: ctx.path }, reason: `auditRouter ${decide === authorize ? 'authorize' : 'authorizeWrite'} refused` })
         .catch(() => {}); // the refusal stands whether or not it could be recorded
-      send(ctx, 403, { error: 'not allowed to read the audit trail' });
+      send(ctx, 403, { error: `not allowed to ${what}` });
       return;
     }
     try {
-      await handler(ctx);
+      await handler(ctx, access);
     } catch (err) {
       // Our own validation errors only (a TypeError from a bug stays a 500, its message unexposed).
       if (err instanceof BadRequest) send(ctx, 400, { error: err.message });
@@ -135,28 +201,62 @@ export function auditRouter(options: AuditRouterOptions): Router {
     }
   };
 
-  router.get(`${prefix}/api/events`, guarded(async (ctx) => {
+  router.get(`${prefix}/api/events`, guarded(async (ctx, access) => {
     const { filter, paramOf } = filterFromQuery(ctx.querystring);
-    const page = await auditor.query(filter).catch((err: unknown) => {
+    const page = await auditor.query(scoped(access, filter)).catch((err: unknown) => {
       throw err instanceof QueryFilterError ? new BadRequest(`parameter "${paramOf[err.key] ?? err.key}" ${err.problem}`) : err;
     });
     send(ctx, 200, { items: page.items.map(eventToJson), next: page.next });
   }));
 
-  router.get(`${prefix}/api/events/:id`, guarded(async (ctx) => {
+  /** The event `:id` as this grant may see it, or null (absent, or another tenant's: the same 404). */
+  const eventById = async (ctx: Context, access: ReadAccess): Promise<{ id: string; doc: AuditEvent | null }> => {
     const id = String((ctx as Context & { params: Record<string, string> }).params.id);
     if (!OBJECT_ID.test(id)) throw new BadRequest(`parameter "id" must be a 24-character hex ObjectId, got ${JSON.stringify(id.slice(0, 80))}`);
-    const doc = await auditor.model.findById(id).lean<AuditEvent>();
+    const doc = await auditor.model.findOne(scoped(access, { _id: new mongo.ObjectId(id) })).setOptions({ strictQuery: false }).lean<AuditEvent>();
+    return { id, doc };
+  };
+
+  router.get(`${prefix}/api/events/:id`, guarded(async (ctx, access) => {
+    const { id, doc } = await eventById(ctx, access);
     if (doc === null) send(ctx, 404, { error: `no event with id ${id}` });
     else send(ctx, 200, eventToJson(doc));
   }));
 
-  router.get(`${prefix}/api/history/:model/:documentId`, guarded(async (ctx) => {
+  router.get(`${prefix}/api/config`, guarded((ctx, access) => {
+    send(ctx, 200, { revert: authorizeWrite !== undefined, tenant: access.tenant });
+  }));
+
+  if (authorizeWrite !== undefined) {
+    router.post(`${prefix}/api/events/:id/revert`, guarded(async (ctx, access) => {
+      // JSON only: a cross-site form cannot send it without the browser asking this server first (CORS).
+      if (!ctx.is('application/json')) throw new BadRequest('the body must be JSON (Content-Type: application/json): { reason, force? }');
+      const body = await jsonBody(ctx);
+      const reason = body.reason;
+      if (reason !== undefined && typeof reason !== 'string') throw new BadRequest('"reason" must be a string');
+      if (body.force !== undefined && typeof body.force !== 'boolean') throw new BadRequest('"force" must be a boolean');
+      const { id, doc } = await eventById(ctx, access);
+      if (doc === null) {
+        send(ctx, 404, { error: `no event with id ${id}` });
+        return;
+      }
+      try {
+        const result = await (auditor.revert as NonNullable<AuditReader['revert']>)(id, { reason: reason === '' ? undefined : reason, force: body.force === true });
+        send(ctx, 200, result);
+      } catch (err) {
+        const e = err as { name?: string; message?: string; paths?: string[]; status?: number };
+        if (e.name === 'RevertConflictError' || e.name === 'RevertRefusedError') send(ctx, e.status ?? 409, { error: String(e.message).replace(OWN_ERROR, ''), paths: e.paths ?? [] });
+        else throw err;
+      }
+    }, authorizeWrite, 'revert changes'));
+  }
+
+  router.get(`${prefix}/api/history/:model/:documentId`, guarded(async (ctx, access) => {
     const { model, documentId } = (ctx as Context & { params: Record<string, string> }).params;
     for (const [name, v] of [['model', model], ['documentId', documentId]] as const) {
       if (v === '' || v.length > MAX_VALUE) badParam(name, `a non-empty string of at most ${MAX_VALUE} characters`, v);
     }
-    const items = await auditor.history(model, documentId);
+    const items = await auditor.history(model, documentId, scoped(access, {}));
     send(ctx, 200, { model, documentId, items: items.map(eventToJson) });
   }));
 

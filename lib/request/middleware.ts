@@ -8,8 +8,9 @@ import type { ServerResponse } from 'node:http';
 import type { Context, Middleware, Next } from 'koa';
 import type { AuditCore, EventFields } from '../core/core.js';
 import { frameOf, ipOf, kAuthzFailRecorded, storage, type AuditContext } from '../core/context.js';
-import { bool, checkKnown, fail, objectOption, positiveInt } from '../core/options.js';
+import { bool, checkKnown, fail, fnOption, objectOption, positiveInt } from '../core/options.js';
 import { capString, toStored } from '../core/safe.js';
+import { traceOf } from '../core/trace.js';
 import type { StoredDoc } from '../core/types.js';
 import type { ErrorInfo, HttpInfo, StoredValue } from '../core/types.js';
 
@@ -28,6 +29,13 @@ export interface MiddlewareOptions {
   maxBodyBytes?: number;
   /** Also record every 401/403 answer as the security event `authz_fail` (OWASP vocabulary). Default false. */
   authzFail?: boolean;
+  /**
+   * Impersonation: whom the authenticated actor acts as in this request (a user-like value, or null), run when
+   * each event of the request is built. `actor` stays the accountable principal.
+   */
+  onBehalfOf?: (ctx: Context) => unknown;
+  /** The tenant of the request's events (wins over createAudit's `tenant`). */
+  tenant?: (ctx: Context) => string | null | undefined;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -217,7 +225,9 @@ function capturedBody(ctx: Context, core: AuditCore, maxBytes: number): StoredVa
 
 export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {}): Middleware {
   objectOption('middleware options', options);
-  checkKnown(options, ['include', 'exclude', 'methods', 'captureBody', 'maxBodyBytes', 'authzFail'], 'middleware');
+  checkKnown(options, ['include', 'exclude', 'methods', 'captureBody', 'maxBodyBytes', 'authzFail', 'onBehalfOf', 'tenant'], 'middleware');
+  const onBehalfOfOf = fnOption<(ctx: Context) => unknown>('onBehalfOf', options.onBehalfOf, '(ctx) => user | null', false);
+  const tenantOf = fnOption<(ctx: Context) => unknown>('tenant', options.tenant, '(ctx) => string | null', false) ?? core.options.tenant;
   const include = compilePaths('include', options.include);
   const exclude = compilePaths('exclude', options.exclude);
   let methods: Set<string> | null = null;
@@ -245,6 +255,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
     ctx.set('X-Request-Id', requestId);
     const ua = ctx.get('user-agent');
+    const trace = traceOf(ctx.get('traceparent'));
     const frame: AuditContext = {
       requestId,
       ip: ipOf(ctx),
@@ -252,6 +263,10 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
       ctx,
       explicitActor: null,
       resolve: core.resolveRequestActor,
+      tenantOf,
+      onBehalfOfOf,
+      traceId: trace?.traceId,
+      spanId: trace?.spanId,
     };
     frameOf.set(ctx, frame);
 

@@ -48,6 +48,10 @@ function eventSchema(collection: string): Schema {
       name: { type: String },
       target: { type: Mixed },
       meta: { type: Mixed },
+      onBehalfOf: { type: Mixed },
+      tenant: { type: String },
+      traceId: { type: String },
+      spanId: { type: String },
     },
     { collection, versionKey: false, autoIndex: false, autoCreate: false, strict: false, minimize: false, [AUDIT_SCHEMA_OPTION]: true },
   );
@@ -65,6 +69,12 @@ function eventSchema(collection: string): Schema {
   schema.index({ ip: 1, ts: -1, _id: -1 });
   // Security events are read by their vocabulary name (`authz_fail` across all users, say).
   schema.index({ name: 1, ts: -1, _id: -1 });
+  // Change context (issue 15): a tenant-scoped viewer filters every read by tenant; traces and impersonation
+  // are looked up by id; a reason by its prefix (an anchored regex walks this index's range).
+  schema.index({ tenant: 1, ts: -1, _id: -1 });
+  schema.index({ traceId: 1, ts: -1, _id: -1 });
+  schema.index({ 'onBehalfOf.id': 1, ts: -1, _id: -1 });
+  schema.index({ reason: 1, ts: -1, _id: -1 });
   return schema;
 }
 

@@ -4,15 +4,29 @@
  */
 import { mongo, trusted } from 'mongoose';
 import type { AuditCore } from '../core/core.js';
+import { RETENTION_KINDS } from '../core/options.js';
 import { OWN_FILTER } from './model.js';
 
 /** Events deleted per round trip by `prune`: bounded work per command, whatever the backlog. */
 export const PRUNE_BATCH = 1000;
 
-/** Retention: a TTL index where the server has them; otherwise a warning, and `prune()` is the way. */
-export async function setUpRetention(core: AuditCore): Promise<void> {
-  const days = core.options.retention?.days;
-  if (days === undefined) return;
+/** How often the scheduled prune runs where TTL indexes cannot do the work. */
+export const PRUNE_EVERY_MS = 60 * 60 * 1000;
+
+function isNetworkError(err: unknown): boolean {
+  const name = (err as { name?: unknown } | null)?.name;
+  return typeof name === 'string' && /^Mongo(Network|NetworkTimeout|ServerSelection)Error$/.test(name);
+}
+
+/**
+ * Retention: TTL indexes where the server has them (with `byKind`, one partial TTL index per kind); otherwise a
+ * warning, and a scheduled prune does the work. Resolves `'prune'` when the caller must schedule it.
+ */
+export async function setUpRetention(core: AuditCore): Promise<'ttl' | 'prune' | 'none'> {
+  const r = core.options.retention;
+  if (r === undefined) return 'none';
+  if (Object.keys(r.byKind).length > 0) return setUpKindRetention(core, r.days, r.byKind);
+  const days = r.days as number;
   const seconds = Math.round(days * 86_400);
   try {
     await core.model.collection.createIndex({ ts: 1 }, { name: 'koa_audit_retention', expireAfterSeconds: seconds });
@@ -24,13 +38,91 @@ export async function setUpRetention(core: AuditCore): Promise<void> {
     if (e.code === 85) {
       try {
         await core.options.connection.db?.command({ collMod: core.model.collection.collectionName, index: { name: 'koa_audit_retention', expireAfterSeconds: seconds } });
-        return;
+        return 'ttl';
       } catch {
         // fall through to the warning
       }
     }
     core.warnOnce('KOA_AUDIT_NO_TTL', `this server cannot create a TTL index (${(err as Error).message}); call audit.prune({ before }) to apply retention`);
+    return 'prune';
   }
+  return 'ttl';
+}
+
+/** The kinds a kind-specific retention covers, with their days (kinds without a number: `days`, or forever). */
+function kindDays(days: number | undefined, byKind: Readonly<Record<string, number>>): [string, number][] {
+  return RETENTION_KINDS.flatMap((k): [string, number][] => {
+    const d = byKind[k] ?? days;
+    return d === undefined ? [] : [[k, d]];
+  });
+}
+
+/**
+ * One partial TTL index per kind (`{ ts: 1 }` where `kind` is that kind: MongoDB 5.0+ allows several indexes of
+ * one key pattern with distinct filters). A whole-collection TTL index of an earlier configuration would
+ * expire every kind at its period: it is dropped. A server without partial TTL indexes (FerretDB) gets the
+ * scheduled prune instead.
+ */
+async function setUpKindRetention(core: AuditCore, days: number | undefined, byKind: Readonly<Record<string, number>>): Promise<'ttl' | 'prune'> {
+  const collection = core.model.collection;
+  try {
+    for (const [kind, d] of kindDays(days, byKind)) {
+      const name = `koa_audit_retention_${kind}`;
+      const seconds = Math.round(d * 86_400);
+      try {
+        await collection.createIndex({ ts: 1 }, { name, expireAfterSeconds: seconds, partialFilterExpression: { kind } });
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== 85) throw err;
+        await core.options.connection.db?.command({ collMod: collection.collectionName, index: { name, expireAfterSeconds: seconds } });
+      }
+    }
+    await collection.dropIndex('koa_audit_retention').catch(() => {});
+    return 'ttl';
+  } catch (err) {
+    if (isNetworkError(err)) throw err;
+    core.warnOnce('KOA_AUDIT_NO_TTL', `this server cannot create partial TTL indexes (${(err as Error).message}); retention by kind runs as a scheduled prune (every ${PRUNE_EVERY_MS / 60_000} minutes, or call prune())`);
+    return 'prune';
+  }
+}
+
+/** Deletes the events `filter` matches, PRUNE_BATCH at a time. */
+async function deleteInBatches(core: AuditCore, filter: Record<string, unknown>): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const ids = await core.model.find(filter).setOptions(OWN_FILTER).select({ _id: 1 }).limit(PRUNE_BATCH).lean<{ _id: mongo.ObjectId }[]>();
+    if (ids.length === 0) break;
+    const res = await core.model.deleteMany({ ...filter, _id: trusted({ $in: ids.map((d) => d._id) }) }).setOptions(OWN_FILTER);
+    total += res.deletedCount;
+    if (ids.length < PRUNE_BATCH || res.deletedCount === 0) break;
+  }
+  return total;
+}
+
+/**
+ * Applies the configured retention now: per kind, the events older than that kind's period are deleted. The
+ * work is recorded as a `prune` event (what was deleted, per kind), so a gap in the trail has its reason in it.
+ * Resolves with the count.
+ */
+export async function pruneExpired(core: AuditCore, now = Date.now()): Promise<number> {
+  const r = core.options.retention;
+  if (r === undefined) throw new TypeError('koa-audit: prune() without { before } applies the retention option, and none is set');
+  const counts: Record<string, number> = {};
+  let total = 0;
+  const named = Object.keys(r.byKind);
+  for (const [kind, days] of Object.entries(r.byKind)) {
+    const n = await deleteInBatches(core, { kind, ts: trusted({ $lt: new Date(now - days * 86_400_000) }) });
+    if (n > 0) counts[kind] = n;
+    total += n;
+  }
+  if (r.days !== undefined) {
+    const filter: Record<string, unknown> = { ts: trusted({ $lt: new Date(now - r.days * 86_400_000) }) };
+    if (named.length > 0) filter.kind = trusted({ $nin: named });
+    const n = await deleteInBatches(core, filter);
+    if (n > 0) counts['*'] = n;
+    total += n;
+  }
+  if (total > 0) await core.accept(core.buildSystem({ kind: 'prune', outcome: 'success', meta: { deleted: total, byKind: counts, retention: { days: r.days ?? null, byKind: r.byKind } } }));
+  return total;
 }
 
 /**
