@@ -45,7 +45,7 @@ export function tenantValue(v: unknown): string | null {
 /** `{ reason, meta }` of an `annotate` call or a write's `{ audit }` option, checked. */
 export function checkNote(where: string, v: unknown, known: readonly string[] = ['reason', 'meta']): AuditNote {
   if (!isPlainObject(v)) bad(where, 'options', 'an object { reason?, meta? }', v);
-  for (const k of Object.keys(v)) if (!known.includes(k)) throw new TypeError(`koa-audit: unknown ${where} option "${k}" (known: ${known.join(', ')})`);
+  for (const k of Object.keys(v)) if (!known.includes(k)) throw new TypeError(`koa-audit: unknown ${where} key "${k}" (known: ${known.join(', ')})`);
   const note: AuditNote = {};
   const reason = checkReason(where, v.reason);
   const meta = checkMeta(where, v.meta);

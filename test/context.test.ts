@@ -1,0 +1,289 @@
+/**
+ * Change context (issue 15): reason and meta through every write path, withContext, annotate; impersonation
+ * (onBehalfOf) across concurrent requests; tenants; W3C trace context and the OpenTelemetry span.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { expect } from 'chai';
+import { context, ROOT_CONTEXT, trace, type Context as OtelContext, type ContextManager } from '@opentelemetry/api';
+import Koa from 'koa';
+import { parseTraceparent } from '../lib/index.js';
+import type { AuditEvent } from '../lib/core/types.js';
+import { changeFixture, type ChangeFixture } from './support/changes.js';
+import { listen, useFixture } from './support/helpers.js';
+
+describe('change context: reason, meta, onBehalfOf, tenant, trace', () => {
+  const f = useFixture('context');
+  let fx: ChangeFixture;
+  before(() => {
+    fx = changeFixture(f.conn, { collection: 'ctx_events' });
+  });
+  after(async () => {
+    await fx.auditor.close({ timeoutMs: 2000 });
+  });
+
+  describe('reason and meta on changes', () => {
+    it('every write path carries its own { audit: { reason, meta } }', async () => {
+      const M = fx.model({ title: String, n: Number });
+      const r = (reason: string) => ({ audit: { reason, meta: { ticket: reason, password: 'hunter2' } } });
+      const a = await new M({ title: 'a' }).save(r('save-create'));
+      a.set('title', 'a2');
+      await a.save(r('save-update'));
+      await M.insertMany([{ title: 'b' }, { title: 'c' }], r('insertMany'));
+      await M.bulkWrite([{ updateOne: { filter: { title: 'b' }, update: { $set: { n: 1 } } } }], r('bulkWrite'));
+      await M.updateOne({ title: 'c' }, { $set: { n: 2 } }, r('updateOne'));
+      await M.updateMany({}, { $inc: { n: 1 } }, r('updateMany'));
+      await M.findOneAndUpdate({ title: 'a2' }, { $set: { n: 9 } }, r('findOneAndUpdate'));
+      await M.replaceOne({ title: 'c' }, { title: 'c2', n: 0 }, r('replaceOne'));
+      await M.findOneAndReplace({ title: 'c2' }, { title: 'c3' }, r('findOneAndReplace'));
+      await M.findOneAndDelete({ title: 'c3' }, r('findOneAndDelete'));
+      await M.deleteOne({ title: 'b' }, r('deleteOne'));
+      await M.deleteMany({}, r('deleteMany'));
+      const events = await fx.events({ model: M.modelName });
+      const byOp = new Map<string, Set<string>>();
+      for (const e of events) {
+        const set = byOp.get(e.operation as string) ?? new Set();
+        set.add(String(e.reason));
+        byOp.set(e.operation as string, set);
+        expect(e.meta).to.deep.equal({ ticket: e.reason, password: '[REDACTED]' });
+      }
+      expect([...byOp.get('save')!].sort()).to.deep.equal(['save-create', 'save-update']);
+      for (const op of ['insertMany', 'bulkWrite', 'updateOne', 'updateMany', 'findOneAndUpdate', 'replaceOne', 'findOneAndReplace', 'findOneAndDelete', 'deleteOne', 'deleteMany']) {
+        expect([...(byOp.get(op) ?? [])], op).to.deep.equal([op]);
+      }
+    });
+
+    it('a bad { audit } option fails the write before anything is written', async () => {
+      const M = fx.model({ title: String });
+      const err = await M.updateOne({}, { $set: { title: 'x' } }, { audit: { reason: 42 as unknown as string } }).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(TypeError);
+      expect(String(err)).to.include('"reason"');
+      expect(await M.countDocuments()).to.equal(0);
+      const err2 = await M.insertMany([{ title: 'x' }], { audit: { why: 'x' } as never }).catch((e: unknown) => e);
+      expect(String(err2)).to.include('unknown { audit } option key "why"');
+      expect(await M.countDocuments()).to.equal(0);
+    });
+
+    it('withContext gives reason, meta, actor, onBehalfOf and tenant to what runs inside; nested scopes add up', async () => {
+      const M = fx.model({ title: String });
+      await fx.auditor.withContext({ actor: { id: 'admin', name: 'Admin' }, onBehalfOf: { id: 'alice' }, tenant: 't1', reason: 'ticket 1', meta: { a: 1 } }, async () => {
+        await M.create({ title: 'x' });
+        await fx.auditor.withContext({ reason: 'inner', meta: { b: 2 } }, () => M.updateOne({ title: 'x' }, { $set: { title: 'y' } }).exec());
+        // A write's own option wins over the scope's reason.
+        await M.updateOne({ title: 'y' }, { $set: { title: 'z' } }, { audit: { reason: 'per call' } });
+      });
+      const [c, u1, u2] = await fx.events({ model: M.modelName });
+      expect(c.actor).to.deep.equal({ id: 'admin', name: 'Admin', via: 'explicit' });
+      expect(c.onBehalfOf).to.deep.equal({ id: 'alice', via: 'explicit' });
+      expect(c.tenant).to.equal('t1');
+      expect([c.reason, u1.reason, u2.reason]).to.deep.equal(['ticket 1', 'inner', 'per call']);
+      expect(u1.meta).to.deep.equal({ a: 1, b: 2 });
+      expect(u2.tenant).to.equal('t1');
+      expect(() => fx.auditor.withContext({ tenant: 5 as unknown as string }, () => 1)).to.throw(TypeError, '"tenant"');
+      expect(() => fx.auditor.withContext({ onBehalfOf: {} }, () => 1)).to.throw(TypeError, '"onBehalfOf"');
+    });
+
+    it('annotate() reaches the later changes of the request and its request event; query({ reason }) matches a prefix', async () => {
+      const M = fx.model({ title: String });
+      const app = new Koa();
+      app.use(fx.auditor());
+      app.use(async (ctx) => {
+        await M.create({ title: 'before' });
+        fx.auditor.annotate({ reason: 'GDPR request 7', meta: { case: 7 } });
+        await M.create({ title: 'after' });
+        ctx.body = 'ok';
+      });
+      const s = await listen(app);
+      try {
+        await (await fetch(`${s.url}/x`)).text();
+      } finally {
+        await s.close();
+      }
+      const [before, after] = await fx.events({ model: M.modelName });
+      expect(before.reason).to.equal(undefined);
+      expect(after.reason).to.equal('GDPR request 7');
+      expect(after.meta).to.deep.equal({ case: 7 });
+      const req = await fx.events({ kind: 'request', requestId: after.requestId });
+      expect(req).to.have.length(1);
+      expect(req[0].reason).to.equal('GDPR request 7');
+      const page = await fx.auditor.query({ reason: 'GDPR req' });
+      expect(page.items.map((e) => e.kind).sort()).to.deep.equal(['create', 'request']);
+      expect((await fx.auditor.query({ reason: 'GDPR.' })).items).to.deep.equal([]); // a dot is literal
+      expect(() => fx.auditor.annotate({ reason: 'outside' })).to.throw(TypeError, 'inside a request');
+    });
+  });
+
+  describe('impersonation', () => {
+    it('1,000 concurrent requests: each event carries its own request\'s actor and onBehalfOf (0 mix-ups)', async () => {
+      const a = f.auditor({ collection: 'imp_events' });
+      const M = f.conn.model('ImpDoc', new (await import('mongoose')).Schema({ n: Number }).plugin(a.plugin));
+      const app = new Koa();
+      app.use(a({ onBehalfOf: (ctx) => (ctx.get('x-as') === '' ? null : { id: ctx.get('x-as') }) }));
+      app.use(async (ctx, next) => {
+        ctx.state.user = { id: ctx.get('x-user') };
+        await next();
+      });
+      app.use(async (ctx) => {
+        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 5)));
+        await M.create({ n: Number(ctx.get('x-n')) });
+        ctx.body = 'ok';
+      });
+      const s = await listen(app);
+      const N = 1000;
+      try {
+        for (let start = 0; start < N; start += 250) {
+          await Promise.all(Array.from({ length: 250 }, (_, k) => start + k).map(async (i) => {
+            const res = await fetch(`${s.url}/r`, { headers: { 'x-user': `admin${i % 7}`, 'x-as': `user${i}`, 'x-n': String(i) } });
+            await res.text();
+          }));
+        }
+      } finally {
+        await s.close();
+      }
+      await a.flush();
+      const events = (await a.model.find({}).lean()) as unknown as AuditEvent[];
+      const creates = events.filter((e) => e.kind === 'create');
+      const requests = events.filter((e) => e.kind === 'request');
+      expect(creates).to.have.length(N);
+      expect(requests).to.have.length(N);
+      let mixups = 0;
+      const byRequest = new Map(requests.map((e) => [e.requestId, e]));
+      for (const e of creates) {
+        const n = (e.changes ?? []).find((c) => c.path === 'n')?.to as number;
+        if (e.onBehalfOf?.id !== `user${n}` || e.actor?.id !== `admin${n % 7}`) mixups++;
+        const r = byRequest.get(e.requestId);
+        if (r?.onBehalfOf?.id !== `user${n}` || r?.actor?.id !== `admin${n % 7}`) mixups++;
+      }
+      expect(mixups).to.equal(0);
+      expect(creates[0].onBehalfOf?.via).to.equal('resolver');
+      expect((await a.query({ onBehalfOfId: 'user5' })).items.map((e) => e.kind).sort()).to.deep.equal(['create', 'request']);
+    });
+
+    it('logins carry onBehalfOf; withActor stays as it was', async () => {
+      const a = f.auditor({ collection: 'imp_login' });
+      await a.withContext({ onBehalfOf: { id: 'alice' } }, () => a.loginSucceeded({ user: { id: 'admin' } }));
+      await a.withActor({ id: 'cron' }, () => a.logout({ user: { id: 'cron' } }));
+      await a.flush();
+      const [login, logout] = (await a.model.find({}).sort({ ts: 1, _id: 1 }).lean()) as unknown as AuditEvent[];
+      expect(login.onBehalfOf).to.deep.equal({ id: 'alice', via: 'explicit' });
+      expect(logout.onBehalfOf).to.equal(undefined);
+    });
+  });
+
+  describe('tenants', () => {
+    it('createAudit({ tenant }) marks every event of the request; the middleware option wins; query({ tenant })', async () => {
+      const a = f.auditor({ collection: 'tenant_events', tenant: (ctx) => ctx.get('x-tenant') || null });
+      const M = f.conn.model('TenantDoc', new (await import('mongoose')).Schema({ n: Number }).plugin(a.plugin));
+      const app = new Koa();
+      app.use(a());
+      app.use(async (ctx) => {
+        await M.create({ n: 1 });
+        ctx.body = 'ok';
+      });
+      const s = await listen(app);
+      try {
+        await (await fetch(`${s.url}/`, { headers: { 'x-tenant': 'acme' } })).text();
+        await (await fetch(`${s.url}/`)).text();
+      } finally {
+        await s.close();
+      }
+      await a.flush();
+      const acme = await a.query({ tenant: 'acme' });
+      expect(acme.items.map((e) => e.kind).sort()).to.deep.equal(['create', 'request']);
+      expect(await a.model.countDocuments({ tenant: { $exists: false } })).to.equal(2);
+      const mw = a({ tenant: () => 'fixed' });
+      const app2 = new Koa();
+      app2.use(mw);
+      app2.use((ctx) => void (ctx.body = 'ok'));
+      const s2 = await listen(app2);
+      try {
+        await (await fetch(`${s2.url}/`, { headers: { 'x-tenant': 'acme' } })).text();
+      } finally {
+        await s2.close();
+      }
+      await a.flush();
+      expect((await a.query({ tenant: 'fixed' })).items).to.have.length(1);
+      await a.ready();
+      const indexes = await a.model.collection.indexes();
+      expect(indexes.some((i) => Object.keys(i.key)[0] === 'tenant')).to.equal(true);
+    });
+  });
+
+  describe('trace correlation', () => {
+    const T = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const S = '00f067aa0ba902b7';
+    const table: [string, string, { traceId: string; spanId: string } | null][] = [
+      ['valid', `00-${T}-${S}-01`, { traceId: T, spanId: S }],
+      ['valid, flags 00', `00-${T}-${S}-00`, { traceId: T, spanId: S }],
+      ['all-zero trace id', `00-${'0'.repeat(32)}-${S}-01`, null],
+      ['all-zero parent id', `00-${T}-${'0'.repeat(16)}-01`, null],
+      ['upper-case hex', `00-${T.toUpperCase()}-${S}-01`, null],
+      ['extra fields on version 00', `00-${T}-${S}-01-extra`, null],
+      ['version ff', `ff-${T}-${S}-01`, null],
+      ['version 01', `01-${T}-${S}-01`, null],
+      ['short trace id', `00-${T.slice(1)}-${S}-01`, null],
+      ['non-hex', `00-${T.slice(0, 31)}g-${S}-01`, null],
+      ['bad flags', `00-${T}-${S}-0z`, null],
+      ['wrong separators', `00_${T}_${S}_01`, null],
+      ['empty', '', null],
+      ['two headers joined', `00-${T}-${S}-01, 00-${T}-${S}-01`, null],
+    ];
+    for (const [name, header, expected] of table) {
+      it(`traceparent: ${name}`, () => {
+        expect(parseTraceparent(header)).to.deep.equal(expected);
+      });
+    }
+
+    it('a valid traceparent gives traceId/spanId to every event of the request; query({ traceId })', async () => {
+      const a = f.auditor({ collection: 'trace_events' });
+      const M = f.conn.model('TraceDoc', new (await import('mongoose')).Schema({ n: Number }).plugin(a.plugin));
+      const s = await f.serve(a, async (ctx) => {
+        await M.create({ n: 1 });
+        ctx.body = 'ok';
+      });
+      await (await fetch(`${s.url}/`, { headers: { traceparent: `00-${T}-${S}-01` } })).text();
+      await (await fetch(`${s.url}/`, { headers: { traceparent: `00-${T.toUpperCase()}-${S}-01` } })).text();
+      await a.flush();
+      const page = await a.query({ traceId: T });
+      expect(page.items.map((e) => e.kind).sort()).to.deep.equal(['create', 'request']);
+      expect(page.items.every((e) => e.spanId === S)).to.equal(true);
+      expect(await a.model.countDocuments({ traceId: { $exists: false } })).to.equal(2);
+    });
+
+    it('an active OpenTelemetry span wins over the header', async () => {
+      // A minimal context manager (what @opentelemetry/context-async-hooks provides), so that spans propagate.
+      const als = new AsyncLocalStorage<OtelContext>();
+      const manager: ContextManager = {
+        active: () => als.getStore() ?? ROOT_CONTEXT,
+        with: (ctx, fn, thisArg, ...args) => als.run(ctx, () => fn.call(thisArg, ...args)),
+        bind: (_ctx, target) => target,
+        enable() {
+          return this;
+        },
+        disable() {
+          return this;
+        },
+      };
+      context.setGlobalContextManager(manager);
+      try {
+        const OT = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1';
+        const OS = 'bbbbbbbbbbbbbbb2';
+        const a = f.auditor({ collection: 'otel_events' });
+        const app = new Koa();
+        app.use((ctx, next) => context.with(trace.setSpan(context.active(), trace.wrapSpanContext({ traceId: OT, spanId: OS, traceFlags: 1 })), next));
+        app.use(a());
+        app.use((ctx) => void (ctx.body = 'ok'));
+        const s = await listen(app);
+        try {
+          await (await fetch(`${s.url}/`, { headers: { traceparent: `00-${T}-${S}-01` } })).text();
+        } finally {
+          await s.close();
+        }
+        await a.flush();
+        const [e] = (await a.model.find({}).lean()) as unknown as AuditEvent[];
+        expect([e.traceId, e.spanId]).to.deep.equal([OT, OS]);
+      } finally {
+        context.disable();
+      }
+    });
+  });
+});
