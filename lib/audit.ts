@@ -229,8 +229,15 @@ export function createAudit(options?: AuditOptions): Auditor {
     },
     withContext: (scope, fn) => withContext(scope, fn),
     annotate: (note) => annotate(note),
-    revert: (eventId, opts) => revert(core, eventId, opts),
-    restore: (m, id, at, opts) => restore(core, m, id, at, opts),
+    // The events read must be stored: what this auditor still holds in memory is written first.
+    revert: async (eventId, opts) => {
+      await api.flush();
+      return revert(core, eventId, opts);
+    },
+    restore: async (m, id, at, opts) => {
+      await api.flush();
+      return restore(core, m, id, at, opts);
+    },
     loginSucceeded: login.loginSucceeded,
     loginFailed: login.loginFailed,
     logout: login.logout,
