@@ -48,9 +48,9 @@ describe('array element diffs, revert and restore', () => {
       expect(events[0].changes).to.deep.equal([{ path: 'tags', added: ['new'], removed: [] }]);
       expect(events[1].changes).to.deep.equal([{ path: 'tags', added: [], removed: ['t7'] }]);
       expect(JSON.stringify(events[0]).length).to.be.below(2000);
-      const now = await fx.auditor.versionAt(M, d._id, new Date(Date.now() + 1000));
+      const now = await fx.auditor.versionAt(M.modelName, d._id, new Date(Date.now() + 1000));
       expect(now?.tags).to.deep.equal((await M.findById(d._id).lean())!.tags);
-      expect((await fx.auditor.versionAt(M, d._id, t1))?.tags).to.deep.equal(tags);
+      expect((await fx.auditor.versionAt(M.modelName, d._id, t1))?.tags).to.deep.equal(tags);
     });
 
     it('ObjectId arrays carry hex elements; a reorder of a long array keeps from/to so the rebuild is exact', async () => {
@@ -62,7 +62,7 @@ describe('array element diffs, revert and restore', () => {
       await M.updateOne({ _id: d._id }, { $set: { refs: [...refs].reverse() } });
       const c = (await lastUpdate()).changes![0];
       expect(c).to.include.keys('from', 'to');
-      expect((await fx.auditor.versionAt(M, d._id, new Date(Date.now() + 1000)))?.refs).to.deep.equal([...refs].reverse().map((r) => r.toHexString()));
+      expect((await fx.auditor.versionAt(M.modelName, d._id, new Date(Date.now() + 1000)))?.refs).to.deep.equal([...refs].reverse().map((r) => r.toHexString()));
     });
 
     it('subdocuments with _id diff per element: items.<id>.qty, added and removed elements; versionAt rebuilds', async () => {
@@ -77,7 +77,7 @@ describe('array element diffs, revert and restore', () => {
       const added = (await lastUpdate()).changes!;
       expect(added).to.have.length(1);
       expect(added[0].path).to.match(/^items\.[0-9a-f]{24}$/);
-      const rebuilt = await fx.auditor.versionAt(M, d._id, new Date(Date.now() + 1000));
+      const rebuilt = await fx.auditor.versionAt(M.modelName, d._id, new Date(Date.now() + 1000));
       const stored = JSON.parse(JSON.stringify((await M.findById(d._id).lean())!.items));
       expect(rebuilt?.items).to.deep.equal(stored);
     });

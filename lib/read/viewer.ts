@@ -66,7 +66,8 @@ const SCRIPT = String.raw`
 (function () {
   'use strict';
   var KINDS = ${JSON.stringify(AUDIT_KINDS)};
-  var TEXT_FIELDS = ['actor', 'model', 'documentId', 'requestId', 'ip', 'name'];
+  var TEXT_FIELDS = ['actor', 'model', 'documentId', 'requestId', 'ip', 'name', 'tenant', 'traceId', 'onBehalfOfId', 'reason'];
+  var config = { revert: false, tenant: null };
   var form = document.getElementById('filters');
   var tbody = document.querySelector('#events tbody');
   var statusEl = document.getElementById('status');
@@ -194,6 +195,11 @@ const SCRIPT = String.raw`
     return str(a.id) + (a.name ? ' (' + str(a.name) + ')' : '');
   }
 
+  // Impersonation: the accountable actor, and whom they acted as ("admin as alice").
+  function whoText(e) {
+    return actorText(e.actor) + (e.onBehalfOf ? ' as ' + actorText(e.onBehalfOf) : '');
+  }
+
   function clipped(text) {
     var td = el('td', 'mono clip', text);
     td.title = str(text);
@@ -217,7 +223,7 @@ const SCRIPT = String.raw`
         add(el('td', 'time'), open),
         add(el('td', 'nowrap'), el('span', kindClass(e.kind), e.kind)),
         el('td', 'nowrap outcome-' + (e.outcome === 'failure' ? 'failure' : 'success'), e.outcome),
-        el('td', 'wrap', actorText(e.actor)),
+        el('td', 'wrap', whoText(e)),
         el('td', 'wrap', what(e)),
         clipped(e.requestId),
         clipped(e.ip));
@@ -234,11 +240,23 @@ const SCRIPT = String.raw`
     return d;
   }
   function value(v) { return v === undefined ? '' : json(v); }
+  // A long array's change stores only its removed and added elements.
+  function elementCells(c) {
+    return [
+      el('td', 'mono from', c.removed && c.removed.length ? '− ' + json(c.removed) : '—'),
+      el('td', 'mono to', c.added && c.added.length ? '+ ' + json(c.added) : '—'),
+    ];
+  }
   function diffTable(changes) {
     var t = el('table', 'diff');
     add(t, add(el('thead'), add(el('tr'), el('th', null, 'Field'), el('th', null, 'From'), el('th', null, 'To'))));
     var body = el('tbody');
     (Array.isArray(changes) ? changes : []).forEach(function (c) {
+      if (c && c.from === undefined && c.to === undefined && (c.added || c.removed)) {
+        var cells = elementCells(c);
+        add(body, add(el('tr'), el('td', 'mono', c.path), cells[0], cells[1]));
+        return;
+      }
       var from = c && c.from !== null && c.from !== undefined;
       var to = c && c.to !== null && c.to !== undefined;
       add(body, add(el('tr'),
@@ -259,6 +277,44 @@ const SCRIPT = String.raw`
       apply(p, true);
     });
     return a;
+  }
+
+  // Why, as whom, for which tenant, in which trace.
+  function contextSection(e) {
+    var pairs = [
+      ['On behalf of', e.onBehalfOf ? actorText(e.onBehalfOf) + ' via ' + str(e.onBehalfOf.via) : null],
+      ['Tenant', e.tenant, 'mono'], ['Trace id', e.traceId, 'mono'], ['Span id', e.spanId, 'mono'],
+    ];
+    if (e.kind !== 'login_failed') pairs.unshift(['Reason', e.reason]);
+    var d = dl(pairs);
+    return d.childNodes.length ? [el('h3', null, 'Context'), d] : [];
+  }
+  function traceLink(e) {
+    return e.traceId ? navLink('All events of trace ' + e.traceId, { traceId: e.traceId }) : null;
+  }
+  // Offered only when the server enables the revert route; the reason prompt is the confirmation.
+  function revertButton(e) {
+    if (!config.revert || !e.model || !e.documentId || e.summary || ['create', 'update', 'delete'].indexOf(e.kind) < 0) return null;
+    var box = el('div', 'revert');
+    var b = el('button', 'revert-button', 'Revert this change…');
+    b.type = 'button';
+    var out = el('p', 'empty');
+    b.addEventListener('click', function () {
+      var reason = window.prompt('Revert this ' + e.kind + ' of ' + e.model + ' ' + e.documentId + '? Reason:', '');
+      if (reason === null) return;
+      b.disabled = true;
+      fetch('api/events/' + encodeURIComponent(e._id) + '/revert', {
+        method: 'POST', credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify({ reason: reason }),
+      }).then(readJson).then(function (r) {
+        out.textContent = 'Reverted (' + str(r.action) + ').';
+      }, function (err) {
+        out.textContent = err.message;
+        b.disabled = false;
+      });
+    });
+    return add(box, b, out);
   }
 
   function closeDetail() {
@@ -283,6 +339,7 @@ const SCRIPT = String.raw`
       ['Actor', e.actor ? actorText(e.actor) + ' via ' + str(e.actor.via) : 'anonymous'],
       ['Request id', e.requestId, 'mono'], ['IP', e.ip, 'mono'], ['User agent', e.userAgent],
     ]));
+    add.apply(null, [detail].concat(contextSection(e)));
     if (e.http) {
       add(detail, el('h3', null, 'Request'), dl([
         ['Method', e.http.method], ['Path', e.http.path, 'mono'], ['Route', e.http.route, 'mono'], ['Query', e.http.query, 'mono'],
@@ -300,6 +357,7 @@ const SCRIPT = String.raw`
         ['Model', e.model], ['Collection', e.collectionName], ['Document id', e.documentId, 'mono'], ['Operation', e.operation],
       ]));
       if (e.changes) add(detail, diffTable(e.changes));
+      add(detail, revertButton(e));
     }
     if (e.summary) add(detail, el('h3', null, 'Summary (bulk write)'), el('pre', 'mono', json(e.summary, 2)));
     if (e.provider || e.identifier || e.reason) {
@@ -309,6 +367,7 @@ const SCRIPT = String.raw`
 
     var links = el('div', 'links');
     if (e.requestId) add(links, navLink('All events of request ' + e.requestId, { requestId: e.requestId }));
+    add(links, traceLink(e));
     if (e.model && e.documentId) {
       add(links, navLink('All events of ' + e.model + ' ' + e.documentId, { model: e.model, documentId: e.documentId }));
       var hb = el('button', 'linkish history-button', 'Show the history of ' + e.model + ' ' + e.documentId);
@@ -367,6 +426,7 @@ const SCRIPT = String.raw`
     apply(p, false);
   }
   window.addEventListener('popstate', fromLocation);
+  getJson('api/config').then(function (c) { if (c) config = c; }, function () {});
   fromLocation();
 })();
 `;
@@ -395,6 +455,10 @@ export const VIEWER_HTML = `<!doctype html>
   <label>Request id <input type="text" name="requestId"></label>
   <label>IP <input type="text" name="ip"></label>
   <label>Security name <input type="text" name="name" placeholder="authz_fail"></label>
+  <label>Tenant <input type="text" name="tenant"></label>
+  <label>Trace id <input type="text" name="traceId"></label>
+  <label>On behalf of (id) <input type="text" name="onBehalfOfId"></label>
+  <label>Reason (starts with) <input type="text" name="reason"></label>
   <label>Outcome <select name="outcome"><option value="">any</option><option value="success">success</option><option value="failure">failure</option></select></label>
   <label>From (UTC) <input type="datetime-local" name="from" step="1"></label>
   <label>To (UTC, before) <input type="datetime-local" name="to" step="1"></label>
