@@ -1,6 +1,6 @@
 /**
  * Trace correlation: a W3C `traceparent` header, or the active OpenTelemetry span when `@opentelemetry/api`
- * is installed (an optional peer dependency, loaded at most once, on first use; its absence or any fault of
+ * is installed (an optional dependency, loaded at most once, on first use; its absence or any fault of
  * it only means no span ids).
  *
  * traceparent (https://www.w3.org/TR/trace-context/#traceparent-header), version 00 only:
