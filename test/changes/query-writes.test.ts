@@ -76,7 +76,7 @@ describe('changes: query writes (updateOne, updateMany, findOneAnd*, replaceOne,
       expect(events).to.have.length(2);
       expect(events[0].operation).to.equal('replaceOne');
       expect(byPath(events[0].changes)).to.deep.equal([
-        { path: 'tags', from: ['t'], to: [] },
+        { path: 'tags', added: [], removed: ['t'], from: ['t'], to: [] },
         { path: 'title', from: 'a', to: 'r' },
       ]);
       expect(events[1].operation).to.equal('findOneAndReplace');
