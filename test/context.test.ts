@@ -6,10 +6,13 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { expect } from 'chai';
 import { context, ROOT_CONTEXT, trace, type Context as OtelContext, type ContextManager } from '@opentelemetry/api';
 import Koa from 'koa';
+import { mongo } from 'mongoose';
 import { parseTraceparent } from '../lib/index.js';
+import { planQuery } from '../lib/read/query.js';
+import { explainStages } from './support/explain.js';
 import type { AuditEvent } from '../lib/core/types.js';
 import { changeFixture, type ChangeFixture } from './support/changes.js';
-import { listen, useFixture } from './support/helpers.js';
+import { listen, serverKind, useFixture } from './support/helpers.js';
 
 describe('change context: reason, meta, onBehalfOf, tenant, trace', () => {
   const f = useFixture('context');
@@ -286,5 +289,76 @@ describe('change context: reason, meta, onBehalfOf, tenant, trace', () => {
         context.disable();
       }
     });
+  });
+  describe('query filters of the change context', () => {
+    const base = Date.UTC(2026, 0, 1);
+    const raw = Array.from({ length: 60 }, (_, i) => ({
+      _id: new mongo.ObjectId(),
+      ts: new Date(base + i * 1000),
+      kind: 'update',
+      outcome: 'success',
+      actor: { id: 'admin', via: 'state' },
+      requestId: `r${i}`,
+      ip: null,
+      userAgent: null,
+      tenant: `t${i % 3}`,
+      traceId: `${(i % 4).toString(16)}`.padStart(32, 'a'),
+      spanId: 'b'.repeat(16),
+      onBehalfOf: { id: `u${i % 5}`, via: 'resolver' },
+      reason: i % 2 ? `ticket ${i}` : `cleanup ${i}`,
+    }));
+    let q: ReturnType<typeof f.auditor>;
+    before(async () => {
+      q = f.auditor({ collection: 'ctx_query' });
+      await q.ready();
+      await q.model.collection.insertMany(raw);
+    });
+    const cases: [string, Record<string, string>, (e: (typeof raw)[number]) => boolean][] = [
+      ['tenant', { tenant: 't1' }, (e) => e.tenant === 't1'],
+      ['traceId', { traceId: raw[2].traceId }, (e) => e.traceId === raw[2].traceId],
+      ['onBehalfOfId', { onBehalfOfId: 'u3' }, (e) => e.onBehalfOf.id === 'u3'],
+      ['reason prefix', { reason: 'ticket 1' }, (e) => e.reason.startsWith('ticket 1')],
+      ['tenant + reason', { tenant: 't0', reason: 'cleanup' }, (e) => e.tenant === 't0' && e.reason.startsWith('cleanup')],
+    ];
+    for (const [name, filter, match] of cases) {
+      it(`filters by ${name}, paged, newest first`, async () => {
+        const want = raw.filter(match).map((e) => String(e._id)).reverse();
+        expect(want.length).to.be.greaterThan(1);
+        const got: string[] = [];
+        let after: string | undefined;
+        do {
+          const page = await q.query({ ...filter, limit: 4, after });
+          got.push(...page.items.map((e) => String(e._id)));
+          after = page.next ?? undefined;
+        } while (after !== undefined);
+        expect(got).to.deep.equal(want);
+      });
+    }
+    it('a reason is matched as a literal prefix (regex characters escaped)', async () => {
+      expect((await q.query({ reason: 'ticket.*' })).items).to.deep.equal([]);
+      expect((await q.query({ reason: '(' })).items).to.deep.equal([]);
+    });
+    it('serves each new filter from an index (explain, where the server reports index use)', async function () {
+      const probe = await explainStages(q.model.find(planQuery({ tenant: 't1' }).filter).sort({ ts: -1, _id: -1 }).limit(5));
+      if ('skip' in probe) {
+        console.log(`      (skipped on ${serverKind()}: ${probe.skip})`);
+        this.skip();
+      }
+      for (const [name, filter] of cases) {
+        const plan = planQuery(filter);
+        const ex = await explainStages(q.model.find(plan.filter).sort(plan.sort).limit(plan.fetch));
+        const names = 'stages' in ex ? ex.stages.map((st) => st.stage) : [];
+        expect(names, `${name}: ${names.join(' > ')}`).to.not.include('COLLSCAN');
+        expect(names.some((st) => st.includes('IXSCAN')), `${name}: ${names.join(' > ')}`).to.equal(true);
+      }
+    });
+  });
+
+  it('a document deleteOne takes the { audit } option too', async () => {
+    const M = fx.model<{ title?: string }>({ title: String });
+    const d = await M.create({ title: 'x' });
+    await d.deleteOne({ audit: { reason: 'doc delete' } } as Record<string, unknown>);
+    const [del] = await fx.events({ model: M.modelName, kind: 'delete' });
+    expect(del.reason).to.equal('doc delete');
   });
 });

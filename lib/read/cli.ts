@@ -38,6 +38,10 @@ Options:
   --ip <address>        events from this client address
   --name <name>         security events of this OWASP vocabulary name (e.g. authz_fail)
   --auditRead <bool>    false: leave out reads of the audit trail itself; true: only those
+  --tenant <tenant>     events of this tenant
+  --traceId <id>        events of this W3C trace (32 hex)
+  --onBehalfOfId <id>   events done as this user (impersonation)
+  --reason <text>       events whose reason starts with this text
   --format <format>     ndjson (default) or csv
   --out <file>          write to this file (progress on stderr) instead of stdout
   --force               replace the --out file if it exists
