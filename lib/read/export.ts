@@ -25,6 +25,7 @@ export type ExportFormat = 'ndjson' | 'csv';
 export const CSV_COLUMNS = [
   'ts', 'kind', 'outcome', 'actor_id', 'actor_name', 'request_id', 'ip', 'method', 'path', 'route', 'status',
   'duration_ms', 'model', 'document_id', 'operation', 'changed_paths', 'provider', 'identifier', 'reason', 'name',
+  'on_behalf_of_id', 'tenant', 'trace_id',
 ] as const;
 
 export type CsvColumn = (typeof CSV_COLUMNS)[number];
@@ -90,6 +91,9 @@ export function csvFields(doc: Record<string, unknown>): Record<CsvColumn, unkno
     identifier: e.identifier,
     reason: e.reason,
     name: e.name,
+    on_behalf_of_id: obj(e.onBehalfOf).id,
+    tenant: e.tenant,
+    trace_id: e.traceId,
   };
 }
 
