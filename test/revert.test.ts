@@ -153,6 +153,18 @@ describe('array element diffs, revert and restore', () => {
     });
   });
 
+  it('an update recorded without a pre-image (fetchBefore: false) is refused, not turned into unsets', async () => {
+    const N = fx.model<{ title?: string }>({ title: String }, { fetchBefore: false });
+    const d = await N.create({ title: 'kept' });
+    await N.updateOne({ _id: d._id }, { $set: { title: 'changed' } });
+    const ev = (await fx.events({ model: N.modelName, kind: 'update' }))[0];
+    expect(ev.changes).to.deep.equal([{ path: 'title', from: null, to: 'changed' }]);
+    const err = await fx.auditor.revert(String(ev._id)).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(RevertRefusedError);
+    expect(String(err)).to.include('fetchBefore: false');
+    expect((await N.findById(d._id).lean())!.title).to.equal('changed');
+  });
+
   describe('restore', () => {
     it('writes back the version versionAt rebuilds, audited with meta.restoredTo', async () => {
       const d = await M.create({ title: 'v1', tags: ['a'], address: { city: 'Lyon' } });

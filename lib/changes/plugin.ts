@@ -13,7 +13,7 @@ import { auditedBulkWrite } from './bulk-write.js';
 import { auditedInsertMany, postInsertMany } from './insert-many.js';
 import { DELETE_QUERIES, UPDATE_QUERIES, postQuery, preQuery, type AuditedQuery } from './query-writes.js';
 import { postSave, preSave, type AuditedDocument } from './save.js';
-import { guard, type AuditedModel, type SchemaAudit } from './recorder.js';
+import { guard, NO_PRE_IMAGE_OPTION, type AuditedModel, type SchemaAudit } from './recorder.js';
 import { pathFilter } from './diff.js';
 import { bool, checkKnown, objectOption, pathList, positiveInt } from '../core/options.js';
 import { createRedactor } from '../core/redact.js';
@@ -131,6 +131,7 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
     const inherited = (hooks.statics.bulkWrite as { [kAuditor]?: AuditCore } | undefined)?.[kAuditor] === core;
     if (isAuditSchema(schema) || applied.has(schema) || inherited) return;
     applied.add(schema);
+    if (!fetchBefore) (schema as unknown as { set(key: string, value: unknown): void }).set(NO_PRE_IMAGE_OPTION, true);
 
     const versionKey = hooks.get('versionKey');
     if (typeof versionKey === 'string' && !(include ?? []).includes(versionKey)) exclude.push(versionKey);

@@ -18,6 +18,12 @@ import type { Change, StoredValue } from '../core/types.js';
 
 export type Doc = Record<string, unknown>;
 
+/**
+ * Marks a schema audited with `fetchBefore: false`: its update events hold no `from` values (each is null), so
+ * `revert` must refuse them rather than unset the fields. A schema option: it survives mongoose's clones.
+ */
+export const NO_PRE_IMAGE_OPTION = 'koaAuditNoPreImage';
+
 /** The parts of a mongoose Model the hooks use (typed structurally: the app's models have any shape). */
 export interface AuditedModel {
   modelName: string;

@@ -17,6 +17,7 @@ import { checkReason } from '../core/scope.js';
 import type { AuditEvent, Change, StoredValue } from '../core/types.js';
 import { flatten, isPlainObject, storedKey } from './diff.js';
 import { checkId, history, modelName, versionAt } from './history.js';
+import { NO_PRE_IMAGE_OPTION } from './recorder.js';
 
 export interface RevertOptions {
   /** Why: stored as the reverting change's `reason`. */
@@ -232,6 +233,9 @@ export async function revertEvent(core: AuditCore, event: AuditEvent, options: {
     return result;
   }
 
+  if ((model.schema.get(NO_PRE_IMAGE_OPTION as never) as unknown) === true) {
+    throw new RevertRefusedError(idText, [], 'the model is audited with fetchBefore: false, so its update events hold no earlier values');
+  }
   if (current === null) throw new RevertConflictError(idText, ['_id'], 'the document no longer exists');
   const { set, unset, conflicts } = inverseUpdate(current, changes);
   if (conflicts.length > 0 && !options.force) throw new RevertConflictError(idText, conflicts);
