@@ -224,6 +224,12 @@ export async function revertEvent(core: AuditCore, event: AuditEvent, options: {
 
   const redacted = changes.filter((c) => isRedacted(core, c)).map((c) => c.path);
   if (redacted.length > 0) throw new RevertRefusedError(idText, redacted, 'redacted values were never stored');
+  // An event cut to maxEventBytes lost values (or whole changes): what it would put back is not known.
+  const cut = changes.filter((c) => (c as { truncated?: unknown }).truncated === true).map((c) => c.path);
+  const omitted = (event as { truncated?: { omittedChanges?: unknown } }).truncated?.omittedChanges;
+  if (cut.length > 0 || (typeof omitted === 'number' && omitted > 0)) {
+    throw new RevertRefusedError(idText, cut, 'the event was cut to maxEventBytes, so some earlier values were not stored');
+  }
 
   if (kind === 'delete') {
     if (current !== null) throw new RevertConflictError(idText, ['_id'], 'a document with this id exists again');
