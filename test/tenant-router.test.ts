@@ -20,7 +20,7 @@ describe('auditRouter: tenant isolation and the revert route', () => {
     a = f.auditor({ collection: 'tr_events' });
     const Post = f.conn.model('TrPost', new Schema({ title: String }).plugin(a.plugin));
     for (const tenant of ['acme', 'globex']) {
-      await a.withContext({ tenant }, async () => {
+      await a.withContext({ tenant, onBehalfOf: { id: `${tenant}-user` } }, async () => {
         const p = await Post.create({ title: `${tenant} v1` });
         await Post.updateOne({ _id: p._id }, { $set: { title: `${tenant} v2` } }).exec();
         docs[tenant] = String(p._id);
@@ -66,6 +66,12 @@ describe('auditRouter: tenant isolation and the revert route', () => {
       expect(r.body.items!.filter((e) => e.tenant !== 'acme'), q).to.deep.equal([]);
     }
     expect((await get('/api/events', 'root')).body.items!.length).to.equal(4);
+  });
+
+  it('filters by onBehalfOfId over HTTP, within the tenant', async () => {
+    const root = await get('/api/events?onBehalfOfId=acme-user', 'root');
+    expect(root.body.items!.map((e) => e.tenant)).to.deep.equal(['acme', 'acme']);
+    expect((await get('/api/events?onBehalfOfId=acme-user', 'globex')).body.items).to.deep.equal([]);
   });
 
   it('another tenant\'s event by id is a 404, its history is empty; config names the tenant', async () => {
