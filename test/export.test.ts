@@ -325,10 +325,10 @@ describe('koa-audit export (command line)', function () {
     const run = await inProcess(['export', '--uri', uri, '--collection', 'flat_events', '--format', 'csv', '--out', out]);
     expect(run.code, run.stderr).to.equal(0);
     expect([...csvRecords(readFileSync(out, 'utf8'))]).to.deep.equal([
-      ['ts', 'kind', 'outcome', 'actor_id', 'actor_name', 'request_id', 'ip', 'method', 'path', 'route', 'status', 'duration_ms', 'model', 'document_id', 'operation', 'changed_paths', 'provider', 'identifier', 'reason', 'name'],
-      [ts.toISOString(), 'request', 'failure', 'u1', 'alice', 'r1', '10.0.0.1', 'POST', '/posts', '/posts', '500', '12.5', '', '', '', '', '', '', '', ''],
-      [new Date(start + 1).toISOString(), 'update', 'success', '', '', '', '', '', '', '', '', '', 'Post', 'd1', 'updateOne', 'title;address.city', '', '', '', ''],
-      [new Date(start + 2).toISOString(), 'login_failed', 'failure', '', '', 'r2', '10.0.0.2', '', '', '', '', '', '', '', '', '', 'local', "' =cmd|x", 'bad_credentials', ''],
+      ['ts', 'kind', 'outcome', 'actor_id', 'actor_name', 'request_id', 'ip', 'method', 'path', 'route', 'status', 'duration_ms', 'model', 'document_id', 'operation', 'changed_paths', 'provider', 'identifier', 'reason', 'name', 'on_behalf_of_id', 'tenant', 'trace_id'],
+      [ts.toISOString(), 'request', 'failure', 'u1', 'alice', 'r1', '10.0.0.1', 'POST', '/posts', '/posts', '500', '12.5', '', '', '', '', '', '', '', '', '', '', ''],
+      [new Date(start + 1).toISOString(), 'update', 'success', '', '', '', '', '', '', '', '', '', 'Post', 'd1', 'updateOne', 'title;address.city', '', '', '', '', '', '', ''],
+      [new Date(start + 2).toISOString(), 'login_failed', 'failure', '', '', 'r2', '10.0.0.2', '', '', '', '', '', '', '', '', '', 'local', "' =cmd|x", 'bad_credentials', '', '', '', ''],
     ]);
   });
 

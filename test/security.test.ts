@@ -208,8 +208,8 @@ describe('security events (OWASP Logging Vocabulary)', () => {
       { stdout: sink((t) => (csv += t)), stderr: sink(() => {}) });
     expect(csvCode).to.equal(0);
     const [header, row] = csv.split('\r\n');
-    // The flat CSV (issue 11) ends with the security event's name.
-    expect(header.endsWith(',reason,name')).to.equal(true, header);
-    expect(row.endsWith(',authz_change')).to.equal(true, row);
+    // The flat CSV (issue 11) has the security event's name after the reason (the change context's columns follow).
+    expect(header.endsWith(',reason,name,on_behalf_of_id,tenant,trace_id')).to.equal(true, header);
+    expect(row.endsWith(',authz_change,,,')).to.equal(true, row);
   });
 });
