@@ -103,7 +103,7 @@ function applyChange(doc: Node, c: Change): void {
     cur = cur[seg] as Node;
   }
   const last = segs[segs.length - 1];
-  if ('added' in c && c.to === undefined) {
+  if (c.added !== undefined && c.to === undefined) {
     // A long array of scalars: what was not removed stays, in order, and what was added is appended.
     const removed = new Set(c.removed.map(storedKey));
     const base = Array.isArray(cur[last]) ? (cur[last] as unknown[]) : [];

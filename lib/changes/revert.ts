@@ -151,7 +151,7 @@ function inverseUpdate(current: Doc, changes: readonly Change[]): { set: Doc; un
       continue;
     }
     const now = getAt(current, c.path);
-    if ('added' in c && c.to === undefined) {
+    if (c.added !== undefined && c.to === undefined) {
       // A long array stored as added/removed: take the added elements out, put the removed back.
       const list = Array.isArray(now) ? now : [];
       const keys = new Set(list.map((v) => storedKey(toStored(v))));

@@ -66,6 +66,8 @@ export interface ValueChange {
   to: StoredValue;
   /** Set on a redacted change whose secret had a value before and after (both sides read `'[REDACTED]'`). */
   changed?: true;
+  added?: undefined;
+  removed?: undefined;
 }
 
 /**
@@ -79,8 +81,10 @@ export interface ArrayChange {
   removed: StoredValue[];
   from?: StoredValue;
   to?: StoredValue;
+  changed?: undefined;
 }
 
+/** One entry of `changes`: every key of both shapes can be read (absent ones are undefined). */
 export type Change = ValueChange | ArrayChange;
 
 /** One audit event, as stored and as returned by the query API. */
