@@ -9,7 +9,7 @@ import mongoose, { type Connection, type WriteConcern } from 'mongoose';
 import type { ActorResolver, JwtOptions } from './actor.js';
 import type { AuditSink } from './sink.js';
 import { DEFAULT_MAX_EVENT_BYTES } from './bound.js';
-import type { OnFull } from './types.js';
+import type { Checkpoint, IntegrityOptions, OnFull } from './types.js';
 
 export interface AuditOptions {
   /** The mongoose Connection events are written through. Default: `mongoose.connection`. */
@@ -65,6 +65,11 @@ export interface AuditOptions {
   loginFailures?: LoginFailuresOptions;
   /** Copies of the trail elsewhere (`webhookSink`, `otlpSink`, `kafkaSink`, or your own): fed after the store. */
   sinks?: AuditSink[];
+  /** Signed checkpoints of the hash chain: `{ key }` (HMAC-SHA256) or `{ privateKey }` (Ed25519). Resolved by
+   *  lib/core/integrity-options.ts (at construction, by createAudit). */
+  integrity?: IntegrityOptions;
+  /** Receives every checkpoint too, to keep it on another system (a witness for `verify`). */
+  onCheckpoint?: (checkpoint: Checkpoint) => unknown;
 }
 
 export interface LoginFailuresOptions {
@@ -250,7 +255,7 @@ function modelsOption(v: unknown): (name: string) => boolean {
 const KNOWN = [
   'connection', 'collection', 'jwt', 'resolveActor', 'mode', 'maxQueue', 'maxQueueBytes', 'onFull', 'spoolDir',
   'blockTimeoutMs', 'retention', 'writeConcern', 'redact', 'batchSize', 'flushIntervalMs', 'degradedAfterMs',
-  'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures', 'durability', 'maxEventBytes', 'sinks',
+  'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures', 'durability', 'maxEventBytes', 'sinks', 'integrity', 'onCheckpoint',
 ] as const;
 
 const SINK_NAME = /^[A-Za-z0-9._-]{1,64}$/;

@@ -5,6 +5,7 @@
  *   GET {prefix}/api/events?kind=&actor=&...        { items, next }, newest first
  *   GET {prefix}/api/events/:id                     one event, 404 when unknown, 400 when :id is not an ObjectId
  *   GET {prefix}/api/history/:model/:documentId     { model, documentId, items }, oldest first
+ *   GET {prefix}/api/verify?from=&to=&chainId=       verify() over that range: { ok, chains, events, problems, omitted }
  *
  * Every route asks `authorize(ctx)` first; anything but `true` answers 403 before the database is touched.
  */
@@ -16,6 +17,8 @@ import { markAuditRead } from '../core/context.js';
 import { BOOLEAN_KEYS, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, QueryFilterError, type QueryFilter, type QueryPage } from './query.js';
 import { eventToJson } from '../core/json.js';
 import type { AuditEvent } from '../core/types.js';
+import type { VerifyResult } from '../integrity/verify.js';
+import type { VerifyOptions } from '../integrity/verify-options.js';
 import { VIEWER_CSP, VIEWER_HTML } from './viewer.js';
 
 /** What the router reads through: an auditor (`audit`, or one made by `createAudit`) has all of it. */
@@ -25,6 +28,8 @@ export interface AuditReader {
   history(model: string, documentId: unknown): Promise<AuditEvent[]>;
   /** When present (an auditor has it), a refused request is recorded as the security event `authz_fail`. */
   security?(name: 'authz_fail', input: { ctx: Context; target: { type: string; id: string }; reason: string }): Promise<void>;
+  /** Serves `/api/verify` (the viewer's "Verify this range"); without it that route answers 501. */
+  verify?(options?: VerifyOptions): Promise<VerifyResult>;
 }
 
 export interface AuditRouterOptions {
@@ -158,6 +163,34 @@ export function auditRouter(options: AuditRouterOptions): Router {
     }
     const items = await auditor.history(model, documentId);
     send(ctx, 200, { model, documentId, items: items.map(eventToJson) });
+  }));
+
+  // One verify at a time per router: it reads the whole range, and a second click must not double the load.
+  let verifying = false;
+  router.get(`${prefix}/api/verify`, guarded(async (ctx) => {
+    if (auditor.verify === undefined) {
+      send(ctx, 501, { error: 'this auditor cannot verify' });
+      return;
+    }
+    const options: VerifyOptions = {};
+    for (const [name, value] of new URLSearchParams(ctx.querystring)) {
+      if (name !== 'from' && name !== 'to' && name !== 'chainId') throw new BadRequest(`unknown parameter "${name}" (known: from, to, chainId)`);
+      if (Object.hasOwn(options, name)) throw new BadRequest(`parameter "${name}" given more than once`);
+      if (name === 'chainId') {
+        if (value === '' || value.length > 128) badParam(name, 'a chain id', value);
+        options.chainId = value;
+      } else options[name] = parseIsoDate(value) ?? badParam(name, ISO_DATE_HINT, value);
+    }
+    if (verifying) {
+      send(ctx, 429, { error: 'a verification is already running' });
+      return;
+    }
+    verifying = true;
+    try {
+      send(ctx, 200, await auditor.verify(options));
+    } finally {
+      verifying = false;
+    }
   }));
 
   // The page's relative links (`api/...`) need the trailing slash: `{prefix}` redirects to `{prefix}/`.

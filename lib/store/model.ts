@@ -65,6 +65,8 @@ function eventSchema(collection: string): Schema {
   schema.index({ ip: 1, ts: -1, _id: -1 });
   // Security events are read by their vocabulary name (`authz_fail` across all users, say).
   schema.index({ name: 1, ts: -1, _id: -1 });
+  // verify reads the hash chains in one pass, in this order.
+  schema.index({ 'chain.id': 1, 'chain.seq': 1, _id: 1 });
   return schema;
 }
 
