@@ -93,6 +93,8 @@ export class Writer {
   private bytes = 0;
   /** Queued events that do not count against maxQueue (see Queued.own). */
   private own = 0;
+  /** The chain's own records this writer put in the spool and not yet replayed: not in close()'s `unwritten`. */
+  private ownSpooled = 0;
   private timer: NodeJS.Timeout | null = null;
   private draining = false;
   /** Write partial batches too (the interval passed, or someone is waiting in flush()). */
@@ -297,6 +299,7 @@ export class Writer {
       this.o.chain?.seal();
       this.o.spool.append(left.map((q) => q.doc));
       this.s.spooled += left.filter((q) => q.own !== true).length;
+      this.ownSpooled += left.length - left.filter((q) => q.own !== true).length;
       for (const q of left) this.release(q.wal);
     } catch (err) {
       // Still in the write-ahead log, if there is one: the next process replays them from there.
@@ -304,7 +307,7 @@ export class Writer {
       this.report(err);
     }
     this.o.wal?.close();
-    const unwritten = this.o.spool.count();
+    const unwritten = Math.max(0, this.o.spool.count() - this.ownSpooled);
     if (unwritten === 0) this.o.spool.release();
     return { unwritten };
   }
@@ -369,7 +372,9 @@ export class Writer {
     try {
       this.o.chain?.seal();
       (this.o.spool as Spool).append(items.map((q) => q.doc));
-      this.s.spooled += items.filter((q) => !isChainRecord(q.doc)).length;
+      const own = items.filter((q) => isChainRecord(q.doc)).length;
+      this.s.spooled += items.length - own;
+      this.ownSpooled += own;
       this.spoolPending = true;
       for (const q of items) this.release(q.wal);
     } catch (err) {
@@ -566,6 +571,7 @@ export class Writer {
         this.succeeded();
       });
       this.spoolPending = spool.files().length > 0;
+      if (!this.spoolPending) this.ownSpooled = 0;
       this.succeeded();
       return true;
     } catch (err) {
