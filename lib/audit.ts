@@ -19,7 +19,7 @@ import { toActor } from './core/actor.js';
 import { resolveIntegrity } from './core/integrity-options.js';
 import { resolveOptions, type AuditOptions } from './core/options.js';
 import type { ActorInput, AuditEvent, AuditorEvents, AuditStats, CloseResult, OnFull } from './core/types.js';
-import type { Chain } from './integrity/chain.js';
+import { isChainRecord, type Chain } from './integrity/chain.js';
 import { createChain, stopChain } from './integrity/trail.js';
 import { verifyTrail, type VerifyResult } from './integrity/verify.js';
 import { verifyRun, type VerifyOptions } from './integrity/verify-options.js';
@@ -153,7 +153,8 @@ export function createAudit(options?: AuditOptions): Auditor {
       chain,
       lossEvent: ({ lost, from, to, policy }) =>
         core.buildSystem({ kind: 'loss', outcome: 'failure', meta: { lost, from: from.toISOString(), to: to.toISOString(), policy } }),
-      onStored: sinks === null ? undefined : (docs) => sinks.offer(docs),
+      // Sinks get the application's events (with their chain fields); the chain's own records stay in the store.
+      onStored: sinks === null ? undefined : (docs) => sinks.offer(docs.filter((d) => !isChainRecord(d))),
     }, events);
   }
 
