@@ -3,17 +3,48 @@
  * directly (no HTTP) with request events shaped as the middleware builds them, so this measures the batching
  * writer and the server, nothing else: N events accepted as fast as possible, then timed until flush() says
  * every one is stored.
+ *
+ * Each batch size runs with integrity off (no chain), with the hash chain alone, and with signed checkpoints
+ * (HMAC-SHA256 and Ed25519, a checkpoint every 1,000 events): the ratio column is events/s against "off". The
+ * chained collections are then read back by `verify` (events/s, checkpoints checked with the key).
  */
+import { generateKeyPairSync } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import mongoose, { mongo } from 'mongoose';
+import type { CheckpointSigner, ResolvedIntegrity } from '../lib/core/integrity-options.js';
+import { Chain } from '../lib/integrity/chain.js';
+import { verifyTrail, type VerifyRun } from '../lib/integrity/verify.js';
 import { eventModel } from '../lib/store/model.js';
 import { Writer } from '../lib/store/writer.js';
 import { fmt, median, table } from './common.js';
 
+export type IntegrityVariant = 'off' | 'chain' | 'hmac' | 'ed25519';
+
 export interface StoreRow {
   batchSize: number;
+  integrity: IntegrityVariant;
   events: number;
   eventsPerSec: number;
+  /** events/s against the same batch size with integrity off. */
+  ratio: number;
+  /** verify over the stored chain, events/s (null with integrity off). */
+  verifyPerSec: number | null;
+}
+
+function signerFor(v: IntegrityVariant): { signer: CheckpointSigner; keys: Pick<VerifyRun, 'key' | 'publicKey'> } {
+  if (v === 'hmac') {
+    const key = Buffer.from('a benchmark integrity key, 32 b.');
+    return { signer: { alg: 'hmac-sha256', key }, keys: { key } };
+  }
+  if (v === 'ed25519') {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    return { signer: { alg: 'ed25519', privateKey, publicKey }, keys: { publicKey } };
+  }
+  return { signer: { alg: 'none' }, keys: {} };
+}
+
+function trailEvent(kind: string, i: number): Record<string, unknown> {
+  return { _id: new mongo.ObjectId(), ts: new Date(), kind, outcome: 'success', actor: { id: 'system', via: 'system' }, requestId: null, ip: null, userAgent: null, meta: { i } };
 }
 
 function requestEvent(i: number): Record<string, unknown> {
@@ -30,42 +61,74 @@ function requestEvent(i: number): Record<string, unknown> {
   };
 }
 
-export async function runStoreBench(uri: string, events: number, rounds: number, batchSizes: number[]): Promise<{ rows: StoreRow[]; text: string }> {
+export async function runStoreBench(
+  uri: string, events: number, rounds: number, batchSizes: number[],
+  variants: IntegrityVariant[] = ['off', 'chain', 'hmac', 'ed25519'],
+): Promise<{ rows: StoreRow[]; text: string }> {
   const conn = await mongoose.createConnection(uri).asPromise();
   await conn.dropDatabase();
   const rows: StoreRow[] = [];
   try {
     for (const batchSize of batchSizes) {
-      const rates: number[] = [];
-      for (let r = 0; r < rounds; r++) {
-        // The audit collection as the library sets it up: every index the queries need.
-        const model = eventModel(conn, `store_bench_${batchSize}_${r}`);
-        await model.createIndexes();
-        const coll = model.collection;
-        const w = new Writer(() => coll, {
-          batchSize, flushIntervalMs: 250, maxQueue: events, maxQueueBytes: 1 << 30, onFull: 'drop', spool: null, wal: null,
-          blockTimeoutMs: 5000, writeConcern: undefined, degradedAfterMs: 5000, retryMinMs: 50, retryMaxMs: 5000,
-          lossEvent: () => { throw new Error('store bench: nothing is dropped under drop with room for every event'); },
-        }, new EventEmitter());
-        const docs = Array.from({ length: events }, (_, i) => requestEvent(i));
-        const t = performance.now();
-        for (const d of docs) w.accept(d);
-        await w.flush();
-        const secs = (performance.now() - t) / 1000;
-        const stats = w.stats();
-        if (stats.stored !== events) throw new Error(`store bench: ${stats.stored} of ${events} stored`);
-        rates.push(events / secs);
-        await w.close(1000);
-        await coll.drop();
+      let off: number | null = null;
+      for (const variant of variants) {
+        const rates: number[] = [];
+        const verifyRates: number[] = [];
+        for (let r = 0; r < rounds; r++) {
+          // The audit collection as the library sets it up: every index the queries need.
+          const model = eventModel(conn, `store_bench_${batchSize}_${variant}_${r}`);
+          await model.createIndexes();
+          const coll = model.collection;
+          const { signer, keys } = signerFor(variant);
+          const integrity: ResolvedIntegrity = { signer, checkpointEvery: 1000, checkpointMs: 60_000, onCheckpoint: undefined };
+          let w: Writer | null = null;
+          const chain = variant === 'off' ? null : new Chain({
+            integrity,
+            startEvent: () => trailEvent('audit_start', -1),
+            recordCheckpoint: (checkpoint) => void (w as Writer).accept({ ...trailEvent('checkpoint', -1), checkpoint }),
+            report: (err) => { throw err; },
+          });
+          w = new Writer(() => coll, {
+            batchSize, flushIntervalMs: 250, maxQueue: events * 2, maxQueueBytes: 1 << 30, onFull: 'drop', spool: null, wal: null,
+            blockTimeoutMs: 5000, writeConcern: undefined, degradedAfterMs: 5000, retryMinMs: 50, retryMaxMs: 5000,
+            lossEvent: () => { throw new Error('store bench: nothing is dropped under drop with room for every event'); },
+            chain,
+          }, new EventEmitter());
+          const docs = Array.from({ length: events }, (_, i) => requestEvent(i));
+          const t = performance.now();
+          for (const d of docs) w.accept(d);
+          await w.flush();
+          const secs = (performance.now() - t) / 1000;
+          const stats = w.stats();
+          // Checkpoints are counted as stored events too; the application's all have to be there.
+          if (stats.stored < events) throw new Error(`store bench: ${stats.stored} of ${events} stored`);
+          rates.push(events / secs);
+          chain?.checkpoint();
+          await w.close(5000);
+          chain?.stop();
+          if (chain !== null) {
+            const vt = performance.now();
+            const result = await verifyTrail(coll, { ...keys, openChains: new Set([chain.id]) });
+            const vsecs = (performance.now() - vt) / 1000;
+            if (!result.ok) throw new Error(`store bench: verify found ${JSON.stringify(result.problems.slice(0, 3))}`);
+            verifyRates.push(result.events / vsecs);
+          }
+          await coll.drop();
+        }
+        const eventsPerSec = median(rates);
+        if (variant === 'off') off = eventsPerSec;
+        rows.push({
+          batchSize, integrity: variant, events, eventsPerSec, ratio: off === null ? 1 : eventsPerSec / off,
+          verifyPerSec: verifyRates.length === 0 ? null : median(verifyRates),
+        });
       }
-      rows.push({ batchSize, events, eventsPerSec: median(rates) });
     }
   } finally {
     await conn.close();
   }
   const text = table(
-    ['batchSize', 'events per round', 'rounds', 'events/s (median)'],
-    rows.map((r) => [r.batchSize, fmt(r.events), rounds, fmt(r.eventsPerSec)]),
+    ['batchSize', 'integrity', 'events per round', 'rounds', 'events/s (median)', 'vs off', 'verify events/s'],
+    rows.map((r) => [r.batchSize, r.integrity, fmt(r.events), rounds, fmt(r.eventsPerSec), `${r.ratio.toFixed(2)}x`, r.verifyPerSec === null ? '-' : fmt(r.verifyPerSec)]),
   );
   return { rows, text };
 }

@@ -18,8 +18,13 @@ import { createPlugin, type PluginOptions } from './changes/plugin.js';
 import { storage, type AuditContext } from './core/context.js';
 import { createCore, type EventSink } from './core/core.js';
 import { toActor } from './core/actor.js';
+import { resolveIntegrity } from './core/integrity-options.js';
 import { resolveOptions, type AuditOptions } from './core/options.js';
 import type { ActorInput, AuditEvent, AuditNote, AuditorEvents, AuditScope, AuditStats, CloseResult, OnFull } from './core/types.js';
+import { isChainRecord, type Chain } from './integrity/chain.js';
+import { createChain, stopChain } from './integrity/trail.js';
+import { verifyTrail, type VerifyResult } from './integrity/verify.js';
+import { verifyRun, type VerifyOptions } from './integrity/verify-options.js';
 import { createLogin, type LoginFailedInput, type LoginSignals, type LoginSucceededInput, type LogoutInput } from './login/login.js';
 import { createSecurity, type SecurityEventName, type SecurityInput } from './login/security.js';
 import { createTokenEvents, type TokenEventInput } from './login/tokens.js';
@@ -78,10 +83,13 @@ export interface AuditorApi {
   /** The document as it was at `date`, rebuilt from its events; null when it did not exist then. */
   versionAt(model: string | Model<never>, documentId: unknown, date: Date): Promise<Record<string, unknown> | null>;
   /**
-   * Deletes events older than `before` (the only delete the library does); without options, applies the
-   * `retention` option now (per kind, recorded as a `prune` event). Resolves with the count.
+   * Deletes events older than `before` (the only delete the library does) and records it in a `prune` event.
+   * With `retention` set, a `before` inside the retention period needs `force: true`. Without options, applies
+   * the `retention` option now (per kind, recorded as a `prune` event). Resolves with the count.
    */
-  prune(options?: { before: Date }): Promise<number>;
+  prune(options?: { before: Date; force?: boolean }): Promise<number>;
+  /** Checks the hash chains, checkpoints and witnesses of the collection (lib/integrity/verify.ts). */
+  verify(options?: VerifyOptions): Promise<VerifyResult>;
   /** Indexes (and the retention index) exist when this resolves. */
   ready(): Promise<void>;
   /** Resolves when every accepted event is stored. */
@@ -101,6 +109,7 @@ export interface Auditor extends AuditorApi {
 
 export function createAudit(options?: AuditOptions): Auditor {
   const o = resolveOptions(options);
+  const integrity = resolveIntegrity((options as AuditOptions | undefined)?.integrity, (options as AuditOptions | undefined)?.onCheckpoint);
   const events = new EventEmitter();
 
   let model: Model<AuditEvent> | null = null;
@@ -158,9 +167,11 @@ export function createAudit(options?: AuditOptions): Auditor {
       degradedAfterMs: o.degradedAfterMs,
       retryMinMs: 50,
       retryMaxMs: 5_000,
+      chain,
       lossEvent: ({ lost, from, to, policy }) =>
         core.buildSystem({ kind: 'loss', outcome: 'failure', meta: { lost, from: from.toISOString(), to: to.toISOString(), policy } }),
-      onStored: sinks === null ? undefined : (docs) => sinks.offer(docs),
+      // Sinks get the application's events (with their chain fields); the chain's own records stay in the store.
+      onStored: sinks === null ? undefined : (docs) => sinks.offer(docs.filter((d) => !isChainRecord(d))),
     }, events);
   }
 
@@ -189,11 +200,17 @@ export function createAudit(options?: AuditOptions): Auditor {
     pruneTimer.unref();
   }
 
+  const chain: Chain = createChain(core, integrity);
   const login = createLogin(core);
   async function shutDown(timeoutMs: number): Promise<CloseResult> {
     const deadline = Date.now() + timeoutMs;
     if (pruneTimer !== null) clearInterval(pruneTimer);
     await within(login.close(), deadline);
+    if (writer !== null) {
+      // audit_stop reports what was stored: what can be written in half the time left is written first.
+      await within(writer.flush(), Date.now() + Math.max(0, deadline - Date.now()) / 2);
+      stopChain(core, chain, writer.stats());
+    }
     const result = writer === null ? { unwritten: 0 } : await writer.close(Math.max(0, deadline - Date.now()));
     // Sinks get what is left of the time; what they cannot deliver waits in their spools for the next process.
     await sinks?.close(Math.max(0, deadline - Date.now()));
@@ -248,6 +265,13 @@ export function createAudit(options?: AuditOptions): Auditor {
     history: (m, id, scope) => history(core, m, id, scope),
     versionAt: (m, id, date) => versionAt(core, m, id, date),
     prune: (opts) => (opts === undefined ? pruneExpired(core) : prune(core, opts)),
+    verify: async (opts) => {
+      const run = verifyRun(opts, integrity.signer, o.retention?.days);
+      // What this auditor accepted is stored first; its chain is the one still open here.
+      await api.flush();
+      const open = closing === null && chain.started ? new Set([chain.id]) : new Set<string>();
+      return verifyTrail(modelNow().collection, { ...run, openChains: open });
+    },
     ready: () => core.ready(),
     // Login events are accepted asynchronously and flood summaries are held in memory: both go first.
     flush: async () => {

@@ -75,3 +75,6 @@ export { kafkaSink, defaultKafkaKey } from './sinks/kafka.js';
 export type { KafkaSinkOptions } from './sinks/kafka.js';
 export { otlpSink, otlpAttributes } from './sinks/otlp.js';
 export type { OtlpSinkOptions } from './sinks/otlp.js';
+export type { VerifyOptions } from './integrity/verify-options.js';
+export type { ProblemType, VerifyProblem, VerifyResult } from './integrity/verify.js';
+export { canonical, eventHash } from './integrity/canonical.js';

@@ -51,11 +51,13 @@ describe('createAudit', () => {
 
   it('takes every option of a complete configuration into effect', async () => {
     const secret = 'all-options-secret';
+    const checkpoints: unknown[] = [];
     const a = createAudit({
       connection: conn, collection: 'valid', jwt: { secret, algorithms: ['HS256'], cookie: 'tok' }, resolveActor: (ctx) => (ctx.get('x-resolve') === '' ? null : { id: 'resolved' }),
       mode: 'sync', maxQueue: 10, maxQueueBytes: 1024 * 1024, onFull: 'drop', blockTimeoutMs: 2000, retention: { days: 30 },
       writeConcern: { w: 1 }, redact: ['pin'], batchSize: 5, flushIntervalMs: 10, models: ['Post'], maxStringLength: 64,
       spoolDir: mkdtempSync(join(tmpdir(), 'ka-all-')),
+      integrity: { key: 'an all-options integrity key....', checkpointEvery: 2, checkpointMs: 60_000 }, onCheckpoint: (cp) => void checkpoints.push(cp),
     });
     const app = new Koa();
     app.use(a());
@@ -67,7 +69,7 @@ describe('createAudit', () => {
       // mode: 'sync': each event is stored before its response arrives, so no flush() is needed below.
       await fetch(`${server.url}/jwt?pin=1234&note=${'x'.repeat(100)}`, { headers: { cookie: `tok=${token}` } });
       await fetch(`${server.url}/resolver`, { headers: { 'x-resolve': '1' } });
-      const events = await a.model.find().sort({ ts: 1, _id: 1 }).lean();
+      const events = await a.model.find({ kind: 'request' }).sort({ ts: 1, _id: 1 }).lean();
       expect(events.map((e) => e.http?.path)).to.deep.equal(['/jwt', '/resolver']);
       expect(events[0].actor).to.deep.equal({ id: 'u-cookie', via: 'jwt' }); // jwt.cookie
       expect(events[1].actor).to.deep.equal({ id: 'resolved', via: 'resolver' });
@@ -83,10 +85,14 @@ describe('createAudit', () => {
       await a.flush();
       expect(await a.model.countDocuments({ kind: 'create' })).to.equal(1);
       expect(await a.model.countDocuments({ kind: 'create', model: 'Post' })).to.equal(1);
+      // integrity: HMAC-signed checkpoints every 2 events, each handed to onCheckpoint.
+      expect(checkpoints.length).to.be.at.least(1);
+      expect(checkpoints[0]).to.include({ alg: 'hmac-sha256' });
     } finally {
       await server.close();
       await a.close();
     }
+    expect((await a.verify()).problems).to.deep.equal([]);
   });
 
   it('has a default instance on the default connection, exported both as default and as `audit`', () => {

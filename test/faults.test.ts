@@ -140,6 +140,10 @@ describe('faults: delivery through outages, crashes and shutdown', function () {
     expect(result).to.deep.equal({ unwritten: 0 });
     expect(await a.model.countDocuments({ kind: 'request' })).to.equal(5000);
     expect(a.stats()).to.include({ stored: 5000, queued: 0 });
+    // Held through the outage and retried, the chain is intact, its checkpoints included.
+    const verified = await a.verify();
+    expect(verified.problems).to.deep.equal([]);
+    expect(await a.model.countDocuments({ kind: 'checkpoint' })).to.be.at.least(5);
   });
 
   it('close() that times out spools what it could not write and says how many; a later auditor stores them', async () => {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { createAudit, type Auditor, type AuditEvent, type AuditOptions, type MiddlewareOptions } from '../lib/index.js';
-import { connectTestDb, eventually, listen, sleep, type Running } from './support/helpers.js';
+import { connectTestDb, eventually, listen, sleep, type Running, APP_EVENTS } from './support/helpers.js';
 
 const SECRET = 'test-secret-which-is-long-enough';
 
@@ -93,7 +93,7 @@ describe('request middleware', () => {
 
   async function events(a: Auditor, filter: Record<string, unknown> = {}): Promise<AuditEvent[]> {
     await a.flush();
-    return a.model.find(filter).sort({ ts: 1, _id: 1 }).lean();
+    return a.model.find({ ...APP_EVENTS, ...filter }).sort({ ts: 1, _id: 1 }).lean();
   }
 
   describe('one event per request', () => {

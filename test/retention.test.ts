@@ -7,7 +7,7 @@ import { createAudit, type Auditor, type AuditOptions } from '../lib/index.js';
 import { PRUNE_BATCH } from '../lib/store/retention.js';
 import { databaseUri, startDatabase } from './support/database.js';
 import { ids, newestFirst, sampleEvents } from './support/events.js';
-import { serverKind } from './support/helpers.js';
+import { serverKind, APP_EVENTS } from './support/helpers.js';
 
 const DAY = 86_400_000;
 
@@ -107,9 +107,9 @@ describe('retention: TTL index, or prune()', () => {
     deletes.length = 0;
     const removed = await a.prune({ before: cutoff });
     expect(removed).to.equal(old.length);
-    const left = await a.model.find({}).sort({ ts: -1, _id: -1 }).lean();
+    const left = await a.model.find(APP_EVENTS).sort({ ts: -1, _id: -1 }).lean();
     expect(ids(left)).to.deep.equal(ids([...kept].sort(newestFirst)));
-    expect(await other.model.countDocuments()).to.equal(50);
+    expect(await other.model.countDocuments(APP_EVENTS)).to.equal(50);
 
     expect(deletes.every((d) => d.collection === 'ret_prune')).to.equal(true);
     expect(deletes.map((d) => d.ids)).to.deep.equal([PRUNE_BATCH, PRUNE_BATCH, 500]);
@@ -131,6 +131,6 @@ describe('retention: TTL index, or prune()', () => {
       }
       expect(caught, JSON.stringify(bad)).to.be.instanceOf(TypeError);
     }
-    expect(await a.model.countDocuments()).to.equal(300);
+    expect(await a.model.countDocuments(APP_EVENTS)).to.equal(300);
   });
 });

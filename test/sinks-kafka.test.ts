@@ -7,7 +7,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Kafka, logLevel, type Consumer } from 'kafkajs';
 import { kafkaSink, type AuditEvent, type Auditor } from '../lib/index.js';
-import { eventually, useFixture, type Running } from './support/helpers.js';
+import { eventually, useFixture, type Running, APP_EVENTS } from './support/helpers.js';
 import { startKafka, type KafkaBroker } from './support/kafka.js';
 
 interface Received {
@@ -67,7 +67,7 @@ describe('kafka sink (real broker)', function () {
     return { topic, got };
   };
   const storedIds = async (a: Auditor): Promise<string[]> =>
-    ((await a.model.find({}, { _id: 1 }).lean()) as { _id: { toHexString(): string } }[]).map((d) => d._id.toHexString()).sort();
+    ((await a.model.find(APP_EVENTS, { _id: 1 }).lean()) as { _id: { toHexString(): string } }[]).map((d) => d._id.toHexString()).sort();
   /** `count` requests, ten at a time, each by user u<i % 5>. */
   const hit = async (r: Running, count: number): Promise<void> => {
     let next = 0;
@@ -120,7 +120,7 @@ describe('kafka sink (real broker)', function () {
     const twice = [...got.ids.values()].filter((c) => c > 1).length;
     expect(twice).to.equal(0, 'no event reached the topic twice');
     // Keys: the actor's id (no tenant on these events); one actor's events share a partition, hence their order.
-    const events = (await a.model.find({}).lean()) as AuditEvent[];
+    const events = (await a.model.find(APP_EVENTS).lean()) as AuditEvent[];
     const byActor = new Map<string, Set<number>>();
     for (const e of events) {
       const id = e._id.toHexString();

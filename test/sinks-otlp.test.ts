@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { otlpSink, type Auditor, type JsonEvent } from '../lib/index.js';
-import { eventually, useFixture, type Running } from './support/helpers.js';
+import { eventually, useFixture, type Running, APP_EVENTS } from './support/helpers.js';
 import { otlpReceiver, type OtlpReceiver } from './support/sink-receivers.js';
 
 describe('OTLP sink', function () {
@@ -19,7 +19,7 @@ describe('OTLP sink', function () {
     return r;
   };
   const storedIds = async (a: Auditor): Promise<string[]> =>
-    ((await a.model.find({}, { _id: 1 }).lean()) as { _id: { toHexString(): string } }[]).map((d) => d._id.toHexString()).sort();
+    ((await a.model.find(APP_EVENTS, { _id: 1 }).lean()) as { _id: { toHexString(): string } }[]).map((d) => d._id.toHexString()).sort();
   const hit = async (r: Running, count: number): Promise<void> => {
     let next = 0;
     await Promise.all(Array.from({ length: 10 }, async () => {

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { signWebhook, verifyWebhook, webhookSink, WebhookVerificationError, type AuditEvent, type Auditor } from '../lib/index.js';
-import { eventually, useFixture, type Running } from './support/helpers.js';
+import { eventually, useFixture, type Running, APP_EVENTS } from './support/helpers.js';
 import { webhookReceiver, type Receiver } from './support/sink-receivers.js';
 
 const SECRET = 'whsec-0123456789abcdef-test';
@@ -20,7 +20,7 @@ describe('webhook sink', () => {
     return r;
   };
   const storedIds = async (a: Auditor): Promise<string[]> =>
-    ((await a.model.find({}, { _id: 1 }).lean()) as { _id: { toHexString(): string } }[]).map((d) => d._id.toHexString()).sort();
+    ((await a.model.find(APP_EVENTS, { _id: 1 }).lean()) as { _id: { toHexString(): string } }[]).map((d) => d._id.toHexString()).sort();
   const hit = async (r: Running, count: number, parallel = 10): Promise<void> => {
     let next = 0;
     await Promise.all(Array.from({ length: parallel }, async () => {

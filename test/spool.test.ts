@@ -7,7 +7,7 @@ import { createAudit, type Auditor } from '../lib/index.js';
 import type { StoredDoc } from '../lib/core/types.js';
 import { Spool } from '../lib/store/spool.js';
 import { defaultSpoolBase, defaultSpoolDir, headerLine, type Destination } from '../lib/store/spool-files.js';
-import { connectTestDb, useFixture } from './support/helpers.js';
+import { APP_EVENTS, connectTestDb, useFixture } from './support/helpers.js';
 
 const doc = (n: number): StoredDoc => ({ _id: new mongo.ObjectId(), ts: new Date(1_700_000_000_000 + n), kind: 'request', outcome: 'success', n });
 
@@ -128,8 +128,8 @@ describe('spool', () => {
     await fx.conn.collection('spool_leftover').insertOne({ ...docs[0] });
     const a = fx.auditor({ collection: 'spool_leftover', spoolDir: dir });
     await a.flush();
-    expect(await a.model.countDocuments()).to.equal(3);
-    expect((await a.model.find().sort({ ts: 1 }).lean()).map((e) => (e as { n?: number }).n)).to.deep.equal([0, 1, 2]);
+    expect(await a.model.countDocuments(APP_EVENTS)).to.equal(3);
+    expect((await a.model.find(APP_EVENTS).sort({ ts: 1 }).lean()).map((e) => (e as { n?: number }).n)).to.deep.equal([0, 1, 2]);
     expect(a.stats().stored).to.equal(2, 'the duplicate was counted by whoever stored it first');
     expect(readdirSync(dir)).to.deep.equal([]);
   });
@@ -204,8 +204,8 @@ describe('spool isolation and trust', () => {
       expect(statSync(defaultSpoolBase()).mode & 0o777).to.equal(0o700);
       await a.flush();
       await b.flush();
-      expect((await a.model.find().lean()).map((e) => e.identifier).sort()).to.deep.equal(['a-0', 'a-1']);
-      expect((await b.model.find().lean()).map((e) => e.identifier).sort()).to.deep.equal(['b-0', 'b-1']);
+      expect((await a.model.find(APP_EVENTS).lean()).map((e) => e.identifier).sort()).to.deep.equal(['a-0', 'a-1']);
+      expect((await b.model.find(APP_EVENTS).lean()).map((e) => e.identifier).sort()).to.deep.equal(['b-0', 'b-1']);
       await b.close();
     } finally {
       await other.close();
@@ -228,7 +228,7 @@ describe('spool isolation and trust', () => {
     expect(warned).to.have.length(1, 'reported once');
     expect(warned[0]).to.contain(file).and.contain('someone_else');
     expect(readdirSync(dir)).to.deep.equal([file], 'left alone');
-    expect((await (a as Auditor).model.find().lean()).map((e) => e.identifier)).to.deep.equal(['own'], 'never replayed here');
+    expect((await (a as Auditor).model.find(APP_EVENTS).lean()).map((e) => e.identifier)).to.deep.equal(['own'], 'never replayed here');
   });
 
   it('a spool directory other users can write is refused with a clear warning; the file planted there is not replayed', async () => {
@@ -244,7 +244,7 @@ describe('spool isolation and trust', () => {
     expect(warned).to.have.length(1);
     expect(warned[0]).to.contain(dir).and.contain('can be written by other users').and.contain('777');
     await (a as Auditor).flush();
-    expect(await (a as Auditor).model.countDocuments()).to.equal(0, 'the planted login was not replayed');
+    expect(await (a as Auditor).model.countDocuments(APP_EVENTS)).to.equal(0, 'the planted login was not replayed');
     expect(existsSync(planted)).to.equal(true);
     expect(() => createAudit({ connection: fx.conn, collection: 'planted', spoolDir: dir, durability: 'disk' })).to.throw(/durability 'disk' needs a spool directory it can trust.*other users/);
   });
@@ -274,7 +274,7 @@ describe('spool isolation and trust', () => {
       a = fx.auditor({ collection: 'bad_files', spoolDir: dir });
       await a.flush();
     });
-    expect(await (a as Auditor).model.countDocuments()).to.equal(0);
+    expect(await (a as Auditor).model.countDocuments(APP_EVENTS)).to.equal(0);
     expect(warned.some((w) => w.includes(writable) && w.includes('can be written by other users'))).to.equal(true);
     if (foreignOwned !== null) expect(warned.some((w) => w.includes(foreignOwned as string) && w.includes('owned by uid 65534'))).to.equal(true);
     expect(readdirSync(dir)).to.have.length(foreignOwned === null ? 1 : 2);

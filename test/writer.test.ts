@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import { createAudit, type Auditor } from '../lib/index.js';
 import { AuditUnavailableError } from '../lib/core/errors.js';
 import { Writer, type WriterOptions } from '../lib/store/writer.js';
-import { useFixture, type Running } from './support/helpers.js';
+import { useFixture, type Running, APP_EVENTS } from './support/helpers.js';
 
 describe('writer: queue policies, duplicates, sync mode', () => {
   const fx = useFixture('writer');
@@ -101,7 +101,7 @@ describe('writer: queue policies, duplicates, sync mode', () => {
     const w = new Writer(() => coll, writerOptions(), events);
     for (const d of docs) w.accept({ ...d });
     await w.flush();
-    expect(await coll.countDocuments()).to.equal(10);
+    expect(await coll.countDocuments(APP_EVENTS)).to.equal(10);
     expect(await coll.distinct('n')).to.have.length(10);
     expect(w.stats()).to.include({ accepted: 10, stored: 10, queued: 0, retried: 0 });
     expect(errors).to.deep.equal([]);
@@ -196,11 +196,13 @@ describe('writer: queue policies, duplicates, sync mode', () => {
     // The 503 request reached the spool; an auditor on the same directory and a live store stores it.
     const b = make({ collection: 'sync_fail', spoolDir: dir });
     await b.flush();
-    const stored = await b.model.find().lean();
+    const stored = await b.model.find(APP_EVENTS).lean();
     expect(stored).to.have.length(1);
     expect(stored[0]).to.deep.include({ kind: 'request', outcome: 'failure' });
     expect(stored[0].http).to.include({ path: '/sync-fail', status: 503 });
     expect(stored[0].error).to.include({ name: 'AuditUnavailableError', status: 503 });
+    // The 503 replacement took the failed write's place in the chain: the trail verifies.
+    expect((await b.verify()).problems).to.deep.equal([]);
   });
 
   it('passes writeConcern to the inserts, and the connection\'s own by default', async () => {
@@ -222,7 +224,7 @@ describe('writer: queue policies, duplicates, sync mode', () => {
       const i = seen.find((s) => s.collection === 'wc_inherited');
       expect(e?.wc).to.deep.include({ w: 1, wtimeout: 2000 });
       expect(i?.wc).to.deep.equal({ w: 1 }, "the connection's write concern");
-      expect(await explicit.model.countDocuments()).to.equal(1);
+      expect(await explicit.model.countDocuments(APP_EVENTS)).to.equal(1);
     } finally {
       // The auditors first: their connection is this test's own, closed here rather than by the fixture.
       await explicit.close();

@@ -10,7 +10,7 @@ import type { ActorResolver, JwtOptions } from './actor.js';
 import type { AuditSink } from './sink.js';
 import { DEFAULT_MAX_EVENT_BYTES } from './bound.js';
 import type { Context } from 'koa';
-import type { AuditKind, OnFull } from './types.js';
+import type { AuditKind, Checkpoint, IntegrityOptions, OnFull } from './types.js';
 
 export interface RetentionOptions {
   /** Days every event is kept (absent with `byKind`: kinds not named there are kept forever). */
@@ -81,6 +81,11 @@ export interface AuditOptions {
   loginFailures?: LoginFailuresOptions;
   /** Copies of the trail elsewhere (`webhookSink`, `otlpSink`, `kafkaSink`, or your own): fed after the store. */
   sinks?: AuditSink[];
+  /** Signed checkpoints of the hash chain: `{ key }` (HMAC-SHA256) or `{ privateKey }` (Ed25519). Resolved by
+   *  lib/core/integrity-options.ts (at construction, by createAudit). */
+  integrity?: IntegrityOptions;
+  /** Receives every checkpoint too, to keep it on another system (a witness for `verify`). */
+  onCheckpoint?: (checkpoint: Checkpoint) => unknown;
 }
 
 export interface LoginFailuresOptions {
@@ -268,6 +273,7 @@ const KNOWN = [
   'connection', 'collection', 'jwt', 'resolveActor', 'mode', 'maxQueue', 'maxQueueBytes', 'onFull', 'spoolDir',
   'blockTimeoutMs', 'retention', 'writeConcern', 'redact', 'batchSize', 'flushIntervalMs', 'degradedAfterMs',
   'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures', 'durability', 'maxEventBytes', 'sinks', 'tenant',
+  'integrity', 'onCheckpoint',
 ] as const;
 
 const SINK_NAME = /^[A-Za-z0-9._-]{1,64}$/;

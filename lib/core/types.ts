@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import type { Types } from 'mongoose';
 
 /** What happened. `loss` records events the library could not keep (queue full with `onFull: 'drop'`). */
@@ -11,6 +12,9 @@ export type AuditKind =
   | 'logout'
   | 'security'
   | 'loss'
+  | 'audit_start'
+  | 'audit_stop'
+  | 'checkpoint'
   | 'prune';
 
 export type AuditOutcome = 'success' | 'failure';
@@ -120,6 +124,56 @@ export interface AuditEvent {
   /** W3C trace context: from a valid `traceparent`, or the active OpenTelemetry span. */
   traceId?: string;
   spanId?: string;
+  /** Tamper evidence (lib/integrity/): this event's position in its auditor's hash chain. */
+  chain?: ChainFields;
+  /** kind `checkpoint`: the signed statement of a chain's head. */
+  checkpoint?: Checkpoint;
+  /** kind `prune`: what a prune deleted, and where each chain it cut now starts. */
+  prune?: PruneRecord;
+}
+
+/** `createAudit({ integrity })`. */
+export interface IntegrityOptions {
+  /** HMAC-SHA256 secret (at least 16 bytes) that signs checkpoints. */
+  key?: string | Buffer;
+  /** Ed25519 private key (KeyObject or PEM) that signs checkpoints; verifiers need only its public key. */
+  privateKey?: KeyObject | string | Buffer;
+  /** A checkpoint after this many events of the chain. Default 1,000. */
+  checkpointEvery?: number;
+  /** A checkpoint at least this often while events flow, in ms. Default 60,000. */
+  checkpointMs?: number;
+}
+
+/** An event's position in a hash chain: one chain per auditor per process run. */
+export interface ChainFields {
+  id: string;
+  seq: number;
+  /** The previous event's `hash`; null at seq 0. */
+  prev: string | null;
+  /** SHA-256 (hex) of the canonical event without `chain.hash` (lib/integrity/canonical.ts). */
+  hash: string;
+}
+
+/** A signed statement "chain `chainId` had reached `seq`, whose hash is `hash`, at `ts`". */
+export interface Checkpoint {
+  chainId: string;
+  seq: number;
+  hash: string;
+  /** ISO 8601. */
+  ts: string;
+  alg: 'hmac-sha256' | 'ed25519' | 'none';
+  /** hex (HMAC) or base64 (Ed25519) over the canonical `{ chainId, seq, hash, ts }`; null with alg 'none'. */
+  sig: string | null;
+}
+
+export interface PruneRecord {
+  /** ISO 8601: events older than this were deleted. */
+  before: string;
+  deleted: number;
+  /** True when `before` was later than the retention period allows (`prune({ before, force: true })`). */
+  force: boolean;
+  /** For each chain the prune cut: the last deleted position, where the remaining chain is verified from. */
+  chains: { id: string; seq: number; hash: string }[];
 }
 
 /** Why a change is made, and what else to record with it: `{ audit: { reason, meta } }`, withContext, annotate. */

@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { mongo } from 'mongoose';
+import { runIntegrityCommand } from './cli-integrity.js';
 import { exportEvents, type ExportFilter, type ExportFormat } from './export.js';
 import { AUDIT_KINDS, BOOLEAN_KEYS, FILTER_ALIASES, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, planQuery, QueryFilterError } from './query.js';
 
@@ -53,6 +54,8 @@ koa-audit --version     the version of koa-audit
 The filters are those of the query API and the HTTP API, with the same names and rules.
 Exit status: 0 done, 2 bad arguments, 1 database unreachable, database or collection
 missing, or export failed.
+
+Other commands: koa-audit verify --help, koa-audit roles --help.
 `;
 
 /** The package's version, from the package.json above this file (lib/read/ in a checkout, dist/cjs/read/ installed). */
@@ -296,6 +299,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       (command === undefined ? io.stderr : io.stdout).write(USAGE);
       return command === undefined ? 2 : 0;
     }
+    if (command === 'verify' || command === 'roles') return await runIntegrityCommand(command, rest, io);
     if (command !== 'export') throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     const args = parseExport(rest);
     if (args === 'help') {

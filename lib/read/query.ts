@@ -51,7 +51,9 @@ export interface QueryPage {
   next: string | null;
 }
 
-export const AUDIT_KINDS: readonly AuditKind[] = ['request', 'create', 'update', 'delete', 'login', 'login_failed', 'logout', 'security', 'loss', 'prune'];
+export const AUDIT_KINDS: readonly AuditKind[] = [
+  'request', 'create', 'update', 'delete', 'login', 'login_failed', 'logout', 'security', 'loss', 'audit_start', 'audit_stop', 'checkpoint', 'prune',
+];
 export const AUDIT_OUTCOMES: readonly AuditOutcome[] = ['success', 'failure'];
 export const MAX_LIMIT = 500;
 export const DEFAULT_LIMIT = 50;

@@ -7,6 +7,7 @@
  *   GET {prefix}/api/history/:model/:documentId     { model, documentId, items }, oldest first
  *   GET {prefix}/api/config                         { revert, tenant }: what the viewer may offer
  *   POST {prefix}/api/events/:id/revert             only with `authorizeWrite`: undoes a change event
+ *   GET {prefix}/api/verify?from=&to=&chainId=       verify() over that range: { ok, chains, events, problems, omitted }
  *
  * Every route asks `authorize(ctx)` first (the revert route `authorizeWrite`); anything but `true` or
  * `{ tenant }` answers 403 before the database is touched. `{ tenant }` confines every read to that tenant:
@@ -20,6 +21,8 @@ import { markAuditRead } from '../core/context.js';
 import { BOOLEAN_KEYS, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, QueryFilterError, type QueryFilter, type QueryPage } from './query.js';
 import { eventToJson } from '../core/json.js';
 import type { AuditEvent } from '../core/types.js';
+import type { VerifyResult } from '../integrity/verify.js';
+import type { VerifyOptions } from '../integrity/verify-options.js';
 import { VIEWER_CSP, VIEWER_HTML } from './viewer.js';
 
 /** What the router reads through: an auditor (`audit`, or one made by `createAudit`) has all of it. */
@@ -30,6 +33,8 @@ export interface AuditReader {
   /** When present (an auditor has it), a refused request is recorded as the security event `authz_fail`. */
   security?(name: 'authz_fail', input: { ctx: Context; target: { type: string; id: string }; reason: string }): Promise<void>;
   revert?(eventId: string, options?: { reason?: string; force?: boolean }): Promise<unknown>;
+  /** Serves `/api/verify` (the viewer's "Verify this range"); without it that route answers 501. */
+  verify?(options?: VerifyOptions): Promise<VerifyResult>;
 }
 
 /** What `authorize` may answer: `true` (every event), `{ tenant }` (that tenant's only), anything else: 403. */
@@ -258,6 +263,40 @@ export function auditRouter(options: AuditRouterOptions): Router {
     }
     const items = await auditor.history(model, documentId, scoped(access, {}));
     send(ctx, 200, { model, documentId, items: items.map(eventToJson) });
+  }));
+
+  // One verify at a time per router: it reads the whole range, and a second click must not double the load.
+  let verifying = false;
+  router.get(`${prefix}/api/verify`, guarded(async (ctx, access) => {
+    // A chain interleaves every tenant's events, and its problems name their ids: only a grant over every
+    // tenant may verify.
+    if (access.tenant !== null) {
+      send(ctx, 403, { error: 'verify reads every tenant\'s events: a tenant-scoped grant cannot run it' });
+      return;
+    }
+    if (auditor.verify === undefined) {
+      send(ctx, 501, { error: 'this auditor cannot verify' });
+      return;
+    }
+    const options: VerifyOptions = {};
+    for (const [name, value] of new URLSearchParams(ctx.querystring)) {
+      if (name !== 'from' && name !== 'to' && name !== 'chainId') throw new BadRequest(`unknown parameter "${name}" (known: from, to, chainId)`);
+      if (Object.hasOwn(options, name)) throw new BadRequest(`parameter "${name}" given more than once`);
+      if (name === 'chainId') {
+        if (value === '' || value.length > 128) badParam(name, 'a chain id', value);
+        options.chainId = value;
+      } else options[name] = parseIsoDate(value) ?? badParam(name, ISO_DATE_HINT, value);
+    }
+    if (verifying) {
+      send(ctx, 429, { error: 'a verification is already running' });
+      return;
+    }
+    verifying = true;
+    try {
+      send(ctx, 200, await auditor.verify(options));
+    } finally {
+      verifying = false;
+    }
   }));
 
   // The page's relative links (`api/...`) need the trailing slash: `{prefix}` redirects to `{prefix}/`.

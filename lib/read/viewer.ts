@@ -60,6 +60,10 @@ table.diff td.none { color: var(--muted); background: none; font-style: italic; 
 .links { display: flex; flex-direction: column; gap: 4px; margin-top: 8px; }
 .history-item { border-top: 1px solid var(--line); padding: 6px 0; }
 .empty { color: var(--muted); padding: 16px 8px; }
+#verify-result { margin: 0 0 8px; padding: 6px 10px; border: 1px solid var(--line); border-radius: 6px; background: #fff; }
+#verify-result.verify-ok { border-color: #2e7d32; }
+#verify-result.verify-bad { border-color: #c62828; }
+#verify-result ul { margin: 4px 0 0; padding-left: 18px; }
 `;
 
 const SCRIPT = String.raw`
@@ -364,6 +368,11 @@ const SCRIPT = String.raw`
       add(detail, el('h3', null, 'Login'), dl([['Provider', e.provider], ['Identifier', e.identifier], ['Reason', e.reason]]));
     }
     if (e.meta) add(detail, el('h3', null, 'Meta'), el('pre', 'mono', json(e.meta, 2)));
+    if (e.chain) {
+      add(detail, el('h3', null, 'Chain position'), dl([
+        ['Chain', e.chain.id, 'mono'], ['Seq', e.chain.seq, 'mono'], ['Previous hash', e.chain.prev, 'mono'], ['Hash', e.chain.hash, 'mono'],
+      ]));
+    }
 
     var links = el('div', 'links');
     if (e.requestId) add(links, navLink('All events of request ' + e.requestId, { requestId: e.requestId }));
@@ -400,6 +409,30 @@ const SCRIPT = String.raw`
       box.replaceChildren(el('p', 'error', err.message));
     });
   }
+
+  // Verify this range: the time filter only (a chain is verified whole within it, whatever the other filters).
+  var verifyBox = document.getElementById('verify-result');
+  document.getElementById('verify').addEventListener('click', function () {
+    var p = paramsFromForm();
+    var q = new URLSearchParams();
+    ['from', 'to'].forEach(function (n) { if (p.get(n)) q.set(n, p.get(n)); });
+    verifyBox.hidden = false;
+    verifyBox.className = '';
+    verifyBox.replaceChildren(el('p', null, 'Verifying…'));
+    getJson('api/verify' + (q.toString() ? '?' + q.toString() : '')).then(function (r) {
+      var failing = r.problems.filter(function (x) { return x.type !== 'unsealed_tail' && x.type !== 'expired'; }).length + r.omitted;
+      verifyBox.className = r.ok ? 'verify-ok' : 'verify-bad';
+      verifyBox.replaceChildren(el('p', null, (r.ok ? 'Intact: ' : 'Tampering found: ' + failing + ' problems in ') + r.events + ' events, ' + r.chains + ' chains'));
+      if (r.problems.length) {
+        var list = el('ul');
+        r.problems.forEach(function (x) { add(list, el('li', 'mono', x.type + ' · chain ' + str(x.chainId) + ' · seq ' + str(x.seq) + (x.eventId ? ' · ' + x.eventId : '') + ' · ' + x.detail)); });
+        verifyBox.appendChild(list);
+      }
+    }, function (err) {
+      verifyBox.className = 'verify-bad';
+      verifyBox.replaceChildren(el('p', 'error', err.message));
+    });
+  });
 
   form.addEventListener('submit', function (ev) { ev.preventDefault(); apply(paramsFromForm(), true); });
   document.getElementById('clear').addEventListener('click', function () {
@@ -466,7 +499,9 @@ export const VIEWER_HTML = `<!doctype html>
   <label><input type="checkbox" name="showAuditReads"> Show reads of the audit trail</label>
   <button type="submit">Apply</button>
   <button type="button" id="clear">Clear</button>
+  <button type="button" id="verify">Verify this range</button>
 </form>
+<section id="verify-result" hidden></section>
 <main>
   <section id="list">
     <table id="events">

@@ -75,6 +75,8 @@ function eventSchema(collection: string): Schema {
   schema.index({ traceId: 1, ts: -1, _id: -1 });
   schema.index({ 'onBehalfOf.id': 1, ts: -1, _id: -1 });
   schema.index({ reason: 1, ts: -1, _id: -1 });
+  // verify reads the hash chains in one pass, in this order.
+  schema.index({ 'chain.id': 1, 'chain.seq': 1, _id: 1 });
   return schema;
 }
 

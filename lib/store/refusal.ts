@@ -39,5 +39,8 @@ export function isRefusal(err: unknown): boolean {
  */
 export function reducedForm(doc: StoredDoc, reason: string): StoredDoc {
   const why = reason.slice(0, 1024);
-  return { ...identifying(doc, { bytes: bsonDocumentSize(doc), reason: why }), meta: { storeError: why } };
+  const reduced: StoredDoc = { ...identifying(doc, { bytes: bsonDocumentSize(doc), reason: why }), meta: { storeError: why } };
+  // Its chain position stays taken (`verify` reports it as modified: what was hashed is not what is stored).
+  if (doc.chain !== undefined) reduced.chain = doc.chain;
+  return reduced;
 }

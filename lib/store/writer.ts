@@ -22,6 +22,7 @@ import type { AuditStats, OnFull, StoredDoc } from '../core/types.js';
 import { isRefusal, reducedForm } from './refusal.js';
 import type { Spool } from './spool.js';
 import type { Segment, WriteAheadLog } from './wal.js';
+import { isChainRecord, type ChainLink } from '../integrity/chain.js';
 
 export interface WriterOptions {
   batchSize: number;
@@ -41,6 +42,12 @@ export interface WriterOptions {
   lossEvent: (fields: { lost: number; from: Date; to: Date; policy: OnFull }) => StoredDoc;
   /** Receives every batch the store has taken (duplicates of an earlier attempt included); must not throw. */
   onStored?: (docs: readonly StoredDoc[]) => void;
+  /**
+   * The auditor's hash chain: every event the writer keeps is linked when it is taken in (queue, spool, sync
+   * write, loss record), and sealed (hashed) before it leaves memory (insert, spool append, write-ahead line),
+   * so whatever path it takes it is stored with its chain fields. Absent or null: no chain.
+   */
+  chain?: ChainLink | null;
 }
 
 interface Queued {
@@ -50,6 +57,8 @@ interface Queued {
   stubbed?: boolean;
   /** Its line in the write-ahead log, let go once it is stored. */
   wal: Segment | null;
+  /** The chain's own record (audit_start, audit_stop, checkpoint): no room, slot or count of the application's. */
+  own?: boolean;
 }
 
 const DUPLICATE_KEY = 11000;
@@ -82,6 +91,10 @@ export class Writer {
   private readonly insertOptions: { ordered: false; writeConcern?: WriteConcern };
   private queue: Queued[] = [];
   private bytes = 0;
+  /** Queued events that do not count against maxQueue (see Queued.own). */
+  private own = 0;
+  /** The chain's own records this writer put in the spool and not yet replayed: not in close()'s `unwritten`. */
+  private ownSpooled = 0;
   private timer: NodeJS.Timeout | null = null;
   private draining = false;
   /** Write partial batches too (the interval passed, or someone is waiting in flush()). */
@@ -124,11 +137,11 @@ export class Writer {
   }
 
   stats(): AuditStats {
-    return { ...this.s, queued: this.queue.length };
+    return { ...this.s, queued: this.queue.length - this.own };
   }
 
   isFull(): boolean {
-    return this.queue.length >= this.o.maxQueue || this.bytes >= this.o.maxQueueBytes;
+    return this.queue.length - this.own >= this.o.maxQueue || this.bytes >= this.o.maxQueueBytes;
   }
 
   /**
@@ -137,18 +150,17 @@ export class Writer {
    * then counted as dropped, and the loss recorded).
    */
   accept(doc: StoredDoc): void | Promise<void> {
-    this.s.accepted++;
+    if (!isChainRecord(doc)) this.s.accepted++;
     if (this.closed) return this.afterClose(doc);
-    const wal = this.o.wal === null ? null : this.o.wal.append(doc);
-    if (!this.isFull()) return this.enqueue(doc, wal);
+    // The write-ahead line is written where the event is queued (enqueue): linked and hashed first.
+    if (!this.isFull()) return this.enqueue(doc);
     switch (this.o.onFull) {
       case 'spool':
-        return this.toSpool([{ doc, bytes: 0, wal }]);
+        return this.toSpool([doc]);
       case 'drop':
-        this.release(wal);
-        return this.drop(1, doc.ts);
+        return this.drop(1, doc.ts); // never linked: no gap in the chain
       case 'block':
-        return this.acceptBlocking(doc, wal);
+        return this.acceptBlocking(doc);
     }
   }
 
@@ -182,6 +194,13 @@ export class Writer {
    */
   async writeNow(doc: StoredDoc, instead?: (doc: StoredDoc) => StoredDoc): Promise<void> {
     this.s.accepted++;
+    // A chain's opening event goes through the queue; this one is written now.
+    for (const d of this.link(doc)) {
+      if (d === doc) continue;
+      this.push(d);
+      this.schedule(this.o.flushIntervalMs);
+    }
+    this.o.chain?.seal();
     const started = Date.now();
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -205,14 +224,16 @@ export class Writer {
         // Not the store's fault: the reduced form goes through the queue, the request is not failed for it.
         this.report(new Error(`audit event ${String(doc._id)} refused by the server (${errorText(err)}); stored in a reduced form`));
         this.s.accepted--;
-        const queued = this.accept(reducedForm(doc, errorText(err)));
+        const reduced = reducedForm(doc, errorText(err)); // same chain position: verify reports it as modified
+        const queued = this.o.chain == null ? this.accept(reduced) : this.acceptLinked([reduced]);
         if (queued instanceof Promise) queued.catch((e: unknown) => this.report(e));
         return;
       }
       this.failed(err, started);
       if (instead !== undefined) {
         this.s.accepted--; // the same event, accepted once
-        const queued = this.accept(instead(doc));
+        const replacement = instead(doc);
+        const queued = this.o.chain == null ? this.accept(replacement) : this.acceptLinked(this.o.chain.relink(replacement));
         if (queued instanceof Promise) queued.catch((e: unknown) => this.report(e));
       }
       throw new AuditUnavailableError();
@@ -267,6 +288,7 @@ export class Writer {
     }
     const left = this.queue.splice(0);
     this.bytes = 0;
+    this.own = 0;
     if (this.o.spool === null) {
       this.s.dropped += left.length;
       for (const q of left) this.release(q.wal);
@@ -274,8 +296,10 @@ export class Writer {
       return { unwritten: left.length };
     }
     try {
+      this.o.chain?.seal();
       this.o.spool.append(left.map((q) => q.doc));
-      this.s.spooled += left.length;
+      this.s.spooled += left.filter((q) => q.own !== true).length;
+      this.ownSpooled += left.length - left.filter((q) => q.own !== true).length;
       for (const q of left) this.release(q.wal);
     } catch (err) {
       // Still in the write-ahead log, if there is one: the next process replays them from there.
@@ -283,43 +307,74 @@ export class Writer {
       this.report(err);
     }
     this.o.wal?.close();
-    const unwritten = this.o.spool.count();
+    const unwritten = Math.max(0, this.o.spool.count() - this.ownSpooled);
     if (unwritten === 0) this.o.spool.release();
     return { unwritten };
   }
 
   private afterClose(doc: StoredDoc): void {
-    if (this.o.spool !== null) this.toSpool([{ doc, bytes: 0, wal: null }]);
+    if (this.o.spool !== null) this.toSpool([doc]);
     else this.s.dropped++;
   }
 
-  private async acceptBlocking(doc: StoredDoc, wal: Segment | null): Promise<void> {
+  private async acceptBlocking(doc: StoredDoc): Promise<void> {
     const deadline = Date.now() + this.o.blockTimeoutMs;
     try {
       // Woken waiters race for the room a write freed: whoever finds the queue full again waits again.
       while (this.isFull()) await this.waitForRoom(deadline - Date.now());
     } catch (err) {
-      this.release(wal);
       this.drop(1, doc.ts);
       throw err;
     }
-    if (this.closed) {
-      this.release(wal);
-      this.afterClose(doc);
-    } else this.enqueue(doc, wal);
+    if (this.closed) this.afterClose(doc);
+    else this.enqueue(doc);
   }
 
-  private enqueue(doc: StoredDoc, wal: Segment | null): void {
+  private enqueue(doc: StoredDoc): void {
+    for (const d of this.link(doc)) this.push(d);
+    this.schedule(this.queue.length - this.own >= this.o.batchSize ? 0 : this.o.flushIntervalMs);
+  }
+
+  /** Queues a linked event; with a write-ahead log, its line (chain fields included) is on disk first. */
+  private push(doc: StoredDoc): void {
+    let wal: Segment | null = null;
+    if (this.o.wal !== null) {
+      this.o.chain?.seal();
+      wal = this.o.wal.append(doc);
+    }
+    const own = isChainRecord(doc);
     const bytes = approximateSize(doc);
-    this.queue.push({ doc, bytes, wal });
+    this.queue.push(own ? { doc, bytes, wal, own } : { doc, bytes, wal });
     this.bytes += bytes;
-    this.schedule(this.queue.length >= this.o.batchSize ? 0 : this.o.flushIntervalMs);
+    if (own) this.own++;
   }
 
-  private toSpool(items: Queued[]): void {
+  /** Links an event into the chain (with the chain's opening event before the first one). */
+  private link(doc: StoredDoc): StoredDoc[] {
+    return this.o.chain == null ? [doc] : this.o.chain.link(doc);
+  }
+
+  /** Accepts events the chain has already linked (a failed sync write's replacement). */
+  private acceptLinked(docs: StoredDoc[]): void {
+    this.s.accepted++;
+    if (!this.closed && !this.isFull()) {
+      for (const d of docs) this.push(d);
+      this.schedule(0);
+    } else if (this.o.spool !== null) this.appendToSpool(docs.map((doc) => ({ doc, bytes: 0, wal: null })));
+    else this.drop(docs.length, docs[0].ts);
+  }
+
+  private toSpool(docs: StoredDoc[]): void {
+    this.appendToSpool(docs.flatMap((d) => this.link(d)).map((doc) => ({ doc, bytes: 0, wal: null })));
+  }
+
+  private appendToSpool(items: Queued[]): void {
     try {
+      this.o.chain?.seal();
       (this.o.spool as Spool).append(items.map((q) => q.doc));
-      this.s.spooled += items.length;
+      const own = items.filter((q) => isChainRecord(q.doc)).length;
+      this.s.spooled += items.length - own;
+      this.ownSpooled += own;
       this.spoolPending = true;
       for (const q of items) this.release(q.wal);
     } catch (err) {
@@ -379,7 +434,7 @@ export class Writer {
         // A loss is recorded with the next write; when nothing else is left to write, on its own.
         if (this.lost !== null && this.force && this.queue.length === 0 && !this.spoolPending) this.recordLoss();
         let ok: boolean;
-        if (this.queue.length >= this.o.batchSize || ((this.force || this.singles > 0) && this.queue.length > 0)) ok = await this.writeHead();
+        if (this.queue.length - this.own >= this.o.batchSize || ((this.force || this.singles > 0) && this.queue.length > 0)) ok = await this.writeHead();
         else if (this.spoolPending && (this.force || this.queue.length === 0)) ok = await this.replaySpool();
         else break;
         if (ok) {
@@ -405,11 +460,12 @@ export class Writer {
 
   /** Writes the head of the queue; true when the store answered (even if some documents were refused). */
   private async writeHead(): Promise<boolean> {
-    const batch = this.queue.slice(0, this.singles > 0 ? 1 : this.o.batchSize);
+    this.o.chain?.seal();
+    const batch = this.queue.slice(0, this.singles > 0 ? 1 : this.o.batchSize + this.own);
     const started = Date.now();
     try {
       await this.coll().insertMany(batch.map((q) => q.doc), this.insertOptions);
-      this.countWritten(batch.length, batch.length);
+      this.countWritten(batch.length, batch.length - ownIn(batch));
       this.o.onStored?.(batch.map((q) => q.doc));
       return true;
     } catch (err) {
@@ -438,7 +494,7 @@ export class Writer {
         refused.add(e.index);
         this.refused(batch[e.index], e.message, keep);
       }
-      this.countWritten(batch.length, stored);
+      this.countWritten(batch.length, Math.max(0, stored - ownIn(batch)));
       this.o.onStored?.(batch.filter((_, i) => !refused.has(i)).map((q) => q.doc));
       this.queue.unshift(...keep);
       for (const k of keep) this.bytes += k.bytes;
@@ -474,12 +530,13 @@ export class Writer {
     this.singles = Math.max(0, this.singles - removed);
     for (const q of out) {
       this.bytes -= q.bytes;
+      if (q.own === true) this.own--;
       this.release(q.wal);
     }
     this.s.stored += stored;
     this.succeeded();
     // Wake only as many waiters as there is room for: the queue's bound holds under `block` too.
-    let room = this.bytes >= this.o.maxQueueBytes ? 0 : this.o.maxQueue - this.queue.length;
+    let room = this.bytes >= this.o.maxQueueBytes ? 0 : this.o.maxQueue - (this.queue.length - this.own);
     while (room-- > 0 && this.space.length > 0) (this.space.shift() as () => void)();
   }
 
@@ -490,7 +547,7 @@ export class Writer {
       await spool.replay(this.o.batchSize, async (docs) => {
         try {
           await this.coll().insertMany(docs, this.insertOptions);
-          this.s.stored += docs.length;
+          this.s.stored += docs.length - ownOf(docs);
           this.o.onStored?.(docs);
         } catch (err) {
           const errors = documentErrors(err);
@@ -514,6 +571,7 @@ export class Writer {
         this.succeeded();
       });
       this.spoolPending = spool.files().length > 0;
+      if (!this.spoolPending) this.ownSpooled = 0;
       this.succeeded();
       return true;
     } catch (err) {
@@ -559,8 +617,7 @@ export class Writer {
     const { count, from, to } = this.lost;
     this.lost = null;
     const doc = this.o.lossEvent({ lost: count, from, to, policy: this.o.onFull });
-    this.queue.push({ doc, bytes: 256, wal: null });
-    this.bytes += 256;
+    for (const d of this.link(doc)) this.push(d);
   }
 
   private succeeded(): void {
@@ -590,6 +647,19 @@ export class Writer {
   private report(err: unknown): void {
     reportError(this.events, err);
   }
+}
+
+/** The chain's own records in a batch: they are not the application's, and not counted as stored. */
+function ownIn(batch: Queued[]): number {
+  let n = 0;
+  for (const q of batch) if (q.own === true) n++;
+  return n;
+}
+
+function ownOf(docs: StoredDoc[]): number {
+  let n = 0;
+  for (const d of docs) if (isChainRecord(d)) n++;
+  return n;
 }
 
 function errorText(err: unknown): string {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createAudit } from '../../lib/index.js';
 import { byPath, useChanges } from '../support/changes.js';
 import { databaseUri, startDatabase } from '../support/database.js';
-import { listen, type Running } from '../support/helpers.js';
+import { APP_EVENTS, listen, type Running } from '../support/helpers.js';
 
 interface Account {
   _id: mongo.ObjectId;
@@ -215,7 +215,7 @@ describe('changes: attribution and plugin options', () => {
         await Skipped.create({ v: 1 });
         await Skipped.updateMany({}, { $set: { v: 2 } });
         await only.flush();
-        const events = await only.model.find().lean();
+        const events = await only.model.find(APP_EVENTS).lean();
         expect(events.map((e) => e.model)).to.deep.equal(['Kept']);
       } finally {
         await only.close({ timeoutMs: 2000 });
@@ -239,7 +239,7 @@ describe('changes: attribution and plugin options', () => {
         o.items[0].q = 5;
         await o.save();
         await auditor.flush();
-        const events = await auditor.model.find().sort({ ts: 1, _id: 1 }).lean();
+        const events = await auditor.model.find(APP_EVENTS).sort({ ts: 1, _id: 1 }).lean();
         expect(events.map((e) => [e.kind, e.model])).to.deep.equal([['create', 'Order'], ['update', 'Order']]);
         expect(events[1].changes).to.deep.equal([{ path: 'title', from: 'o', to: 'p' }]);
         // A discriminator is audited once, under its own name; its key is not mistaken for a change.
@@ -261,7 +261,7 @@ describe('changes: attribution and plugin options', () => {
         // A mongoose write to the audit collection itself is not audited (it would feed itself).
         await auditor.model.updateOne({ _id: events[0]._id }, { $set: { meta: { touched: true } } });
         await auditor.flush();
-        expect(await auditor.model.countDocuments()).to.equal(2);
+        expect(await auditor.model.countDocuments(APP_EVENTS)).to.equal(2);
       } finally {
         await auditor.close({ timeoutMs: 2000 });
         await c.close();

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Koa from 'koa';
 import mongoose, { type Connection } from 'mongoose';
-import { createAudit, type Auditor, type AuditOptions } from '../../lib/index.js';
+import { createAudit, type Auditor, type AuditKind, type AuditOptions } from '../../lib/index.js';
 import { databaseUri, startDatabase } from './database.js';
 
 export function serverKind(): string {
@@ -111,3 +111,6 @@ export function useFixture(name: string, connect: () => Promise<Connection> = ()
     },
   };
 }
+
+/** A filter for the application's events: the trail's own (chain start and stop, checkpoints, prunes) left out. */
+export const APP_EVENTS: { kind: { $nin: AuditKind[] } } = { kind: { $nin: ['audit_start', 'audit_stop', 'checkpoint', 'prune'] } };
