@@ -76,6 +76,8 @@ export interface AuditorApi {
   tokenIssued(input: TokenEventInput): Promise<void>;
   /** Records `authn_token_revoked`. */
   tokenRevoked(input: TokenEventInput): Promise<void>;
+  /** The identifier as `login_failed` of an unknown user stores it: its HMAC under `failedIdentifiers: 'hmac'`, else itself. */
+  hashIdentifier(identifier: string): string;
   /** Newest first, keyset-paged: pass the previous page's `next` as `after`. */
   query(filter?: QueryFilter): Promise<QueryPage>;
   /** The change events of one document, oldest first. */
@@ -261,6 +263,7 @@ export function createAudit(options?: AuditOptions): Auditor {
     security,
     tokenIssued: tokens.tokenIssued,
     tokenRevoked: tokens.tokenRevoked,
+    hashIdentifier: (identifier) => login.hashIdentifier(identifier) ?? identifier,
     query: (filter) => query(core, filter),
     history: (m, id, scope) => history(core, m, id, scope),
     versionAt: (m, id, date) => versionAt(core, m, id, date),

@@ -16,7 +16,6 @@ import { postSave, preSave, type AuditedDocument } from './save.js';
 import { guard, NO_PRE_IMAGE_OPTION, type AuditedModel, type SchemaAudit } from './recorder.js';
 import { pathFilter } from './diff.js';
 import { bool, checkKnown, objectOption, pathList, positiveInt } from '../core/options.js';
-import { createRedactor } from '../core/redact.js';
 import { isAuditSchema } from '../store/model.js';
 
 export interface PluginOptions {
@@ -136,7 +135,7 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
     const versionKey = hooks.get('versionKey');
     if (typeof versionKey === 'string' && !(include ?? []).includes(versionKey)) exclude.push(versionKey);
     const audited = pathFilter(include, exclude);
-    const redactor = extraRedact.length === 0 ? core.redactor : createRedactor([...core.options.redact, ...extraRedact]);
+    const redactor = core.redactor.with(extraRedact);
     let projection: Record<string, 0 | 1> | null = null;
     if (include !== null) projection = Object.fromEntries(outermost(include).map((p) => [p, 1 as const]));
     else if (exclude.some((p) => p !== '_id')) projection = Object.fromEntries(outermost(exclude.filter((p) => p !== '_id')).map((p) => [p, 0 as const]));

@@ -96,6 +96,12 @@ function resolveTenant(fn: (ctx: Context) => unknown, ctx: Context): string | nu
   }
 }
 
+/** A request's user agent as stored: scrubbed (a token pasted there is still a token), at most 512 characters. */
+export function userAgentOf(ctx: Context | null, redactor: Redactor): string | null {
+  const ua = ctx === null ? '' : ctx.get('user-agent');
+  return ua === '' ? null : capString(redactor.text(ua.length > 1024 ? ua.slice(0, 1024) : ua), 512);
+}
+
 export interface CoreParts {
   options: ResolvedOptions;
   events: EventEmitter;
@@ -108,7 +114,7 @@ export interface CoreParts {
 
 export function createCore(parts: CoreParts): AuditCore {
   const { options: o, events, sink } = parts;
-  const redactor = createRedactor(o.redact);
+  const redactor = createRedactor(o.redact, o.scrub);
   const limits: SafeLimits = { ...DEFAULT_LIMITS, maxString: o.maxStringLength };
   const warned = new Set<string>();
 
@@ -136,7 +142,7 @@ export function createCore(parts: CoreParts): AuditCore {
       actor,
       requestId: frame?.requestId ?? null,
       ip: frame?.ip ?? ipOf(ctx),
-      userAgent: frame?.userAgent ?? (ctx === null ? null : capString(ctx.get('user-agent'), 512) || null),
+      userAgent: frame?.userAgent ?? userAgentOf(ctx, redactor),
     };
     if (extra !== null) {
       if (extra.onBehalfOf != null) doc.onBehalfOf = extra.onBehalfOf;

@@ -5,8 +5,10 @@
  * is an error too, with the nearest known name suggested (a typo would otherwise silently turn a safety
  * feature off). Resolved options are final: nothing rewrites them later.
  */
+import { hkdfSync } from 'node:crypto';
 import mongoose, { type Connection, type WriteConcern } from 'mongoose';
 import type { ActorResolver, JwtOptions } from './actor.js';
+import { SCRUB_RULES, type ScrubOptions, type ScrubRule } from './scrub.js';
 import type { AuditSink } from './sink.js';
 import { DEFAULT_MAX_EVENT_BYTES } from './bound.js';
 import type { Context } from 'koa';
@@ -86,6 +88,14 @@ export interface AuditOptions {
   integrity?: IntegrityOptions;
   /** Receives every checkpoint too, to keep it on another system (a witness for `verify`). */
   onCheckpoint?: (checkpoint: Checkpoint) => unknown;
+  /** Value scrubbing of free text: extra `patterns`, and built-in rules to `disable` (`true`: all of them). */
+  scrub?: ScrubOptions;
+  /** Use a well-formed incoming `X-Request-Id` as the request id (only for ids set by your own proxy). Default false. */
+  trustRequestId?: boolean;
+  /** `'hmac'`: `login_failed` of an unknown user stores a keyed HMAC of the identifier, not what was typed. Default `'plain'`. */
+  failedIdentifiers?: 'plain' | 'hmac';
+  /** The HMAC key of `failedIdentifiers: 'hmac'` (16+ bytes). Default: derived from `jwt.secret`. */
+  identifierKey?: string | Buffer;
 }
 
 export interface LoginFailuresOptions {
@@ -125,6 +135,11 @@ export interface ResolvedOptions {
   auditsModel: (modelName: string) => boolean;
   loginFailures: { max: number; windowMs: number; store: 'memory' | 'mongo'; collection: string; timeoutMs: number };
   sinks: AuditSink[];
+  scrub: { patterns: RegExp[]; disable: ScrubRule[] };
+  trustRequestId: boolean;
+  failedIdentifiers: 'plain' | 'hmac';
+  /** The key of `failedIdentifiers: 'hmac'`; null under `'plain'`. */
+  identifierKey: Buffer | null;
 }
 
 export type Durability = 'memory' | 'disk';
@@ -273,7 +288,7 @@ const KNOWN = [
   'connection', 'collection', 'jwt', 'resolveActor', 'mode', 'maxQueue', 'maxQueueBytes', 'onFull', 'spoolDir',
   'blockTimeoutMs', 'retention', 'writeConcern', 'redact', 'batchSize', 'flushIntervalMs', 'degradedAfterMs',
   'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures', 'durability', 'maxEventBytes', 'sinks', 'tenant',
-  'integrity', 'onCheckpoint',
+  'integrity', 'onCheckpoint', 'scrub', 'trustRequestId', 'failedIdentifiers', 'identifierKey',
 ] as const;
 
 const SINK_NAME = /^[A-Za-z0-9._-]{1,64}$/;
@@ -323,6 +338,41 @@ function retentionOption(v: unknown): ResolvedOptions['retention'] {
   return { days: r.days as number | undefined, byKind };
 }
 
+function scrubOption(v: unknown): ResolvedOptions['scrub'] {
+  const o = objectOption('scrub', v);
+  checkKnown(o, ['patterns', 'disable'], 'scrub');
+  const patterns = o.patterns ?? [];
+  if (!Array.isArray(patterns) || patterns.some((p) => !(p instanceof RegExp))) fail('scrub.patterns', 'an array of RegExps', patterns);
+  let disable: ScrubRule[] = [];
+  if (o.disable === true) disable = [...SCRUB_RULES];
+  else if (o.disable !== undefined) {
+    const ok = Array.isArray(o.disable) && o.disable.every((r) => (SCRUB_RULES as readonly unknown[]).includes(r));
+    if (!ok) fail('scrub.disable', `true or an array of ${SCRUB_RULES.map((r) => `'${r}'`).join(', ')}`, o.disable);
+    disable = [...(o.disable as ScrubRule[])];
+  }
+  return { patterns: [...(patterns as RegExp[])], disable };
+}
+
+/**
+ * The key of `failedIdentifiers: 'hmac'`: `identifierKey`, else one derived (HKDF) from `jwt.secret`, the
+ * deployment's own secret, so that every process of one deployment hashes an identifier alike and the JWT
+ * secret itself is never the HMAC key. Without either, construction fails: a random key would stop repeated
+ * attempts from grouping across restarts without anyone noticing.
+ */
+function identifierKeyOption(mode: 'plain' | 'hmac', v: unknown, jwt: JwtOptions | undefined): Buffer | null {
+  if (v !== undefined) {
+    const key = typeof v === 'string' ? Buffer.from(v, 'utf8') : Buffer.isBuffer(v) ? v : null;
+    if (key === null || key.length < 16) fail('identifierKey', 'a string or Buffer of at least 16 bytes', Buffer.isBuffer(v) ? `${v.length} bytes` : typeof v === 'string' ? `${v.length} characters` : v);
+    return mode === 'hmac' ? Buffer.from(key) : null;
+  }
+  if (mode === 'plain') return null;
+  const secret = jwt?.secret;
+  if (typeof secret === 'string' || Buffer.isBuffer(secret)) {
+    return Buffer.from(hkdfSync('sha256', secret, 'koa-audit', 'failed login identifiers', 32));
+  }
+  return fail('identifierKey', "given with failedIdentifiers: 'hmac' (16+ bytes; or a jwt.secret to derive it from)", v);
+}
+
 export function resolveOptions(options: unknown): ResolvedOptions {
   const o = objectOption('options', options);
   checkKnown(o, KNOWN, 'createAudit');
@@ -351,10 +401,12 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     };
   }
 
+  const jwt = jwtOptions(o.jwt);
+  const failedIdentifiers = oneOf('failedIdentifiers', o.failedIdentifiers, ['plain', 'hmac'] as const, 'plain');
   return {
     connection: connection as Connection,
     collection,
-    jwt: jwtOptions(o.jwt),
+    jwt,
     resolveActor: fnOption<ActorResolver>('resolveActor', o.resolveActor, '(ctx) => user | null', false),
     mode: oneOf('mode', o.mode, ['async', 'sync'] as const, 'async'),
     maxQueue: positiveInt('maxQueue', o.maxQueue, 10_000),
@@ -376,5 +428,9 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     loginFailures,
     sinks: sinksOption(o.sinks),
     tenant: fnOption<(ctx: Context) => unknown>('tenant', o.tenant, '(ctx) => string | null', false),
+    scrub: scrubOption(o.scrub),
+    trustRequestId: bool('trustRequestId', o.trustRequestId, false),
+    failedIdentifiers,
+    identifierKey: identifierKeyOption(failedIdentifiers, o.identifierKey, jwt),
   };
 }

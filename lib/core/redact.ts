@@ -1,58 +1,36 @@
 /**
- * Redaction: decides which keys hold secrets, and rewrites query strings.
- *
- * Keys are compared after lower-casing and removing `-` and `_`, so `access_token`, `accessToken` and
- * `Access-Token` are one name; a dotted key is secret when one of its segments is. Besides exact names, a key that merely contains one of a few strong words
- * (`newPassword`, `x-api-key`, `client_secret_v2`) is redacted too: in an audit log a false positive costs a
- * value, a false negative leaks a credential.
+ * The redactor: the one place that decides what of a value may be stored. It judges names by their words
+ * (lib/core/secret-names.ts) and free text by its content (lib/core/scrub.ts), and every producer uses it:
+ * query strings, bodies, headers, cookies, documents, diffs, summaries, login meta, error structures, paths
+ * and user agents (through `toStored`, lib/core/safe.ts, and the request middleware).
  */
+import { createNameMatcher, REDACTED, type NameMatcher } from './secret-names.js';
+import { createScrubber, type ScrubOptions } from './scrub.js';
 
-export const REDACTED = '[REDACTED]';
-
-export const BUILT_IN_REDACT_KEYS: readonly string[] = [
-  'password', 'passwd', 'pwd', 'secret', 'token', 'access_token', 'refresh_token', 'id_token', 'authorization',
-  'cookie', 'set-cookie', 'api_key', 'apikey', 'client_secret', 'credit_card', 'card_number', 'cvv', 'ssn',
-];
-
-const STRONG_WORDS: readonly string[] = ['password', 'passwd', 'secret', 'token', 'apikey', 'credential', 'privatekey'];
-
-export function normalizeKey(key: string): string {
-  let out = '';
-  for (let i = 0; i < key.length; i++) {
-    const c = key.charCodeAt(i);
-    if (c === 45 /* - */ || c === 95 /* _ */) continue;
-    out += c >= 65 && c <= 90 ? String.fromCharCode(c + 32) : key[i];
-  }
-  return out;
-}
+export { BUILT_IN_REDACT_KEYS, REDACTED } from './secret-names.js';
 
 export interface Redactor {
   /** True when the value stored under `key` must be replaced by `[REDACTED]`. */
   isSecret(key: string): boolean;
+  /** True when a URL parameter (query string, route parameter) of this name must be hidden. */
+  isSecretParam(name: string): boolean;
   /**
    * A raw query string (no leading `?`) with the values of secret parameters replaced; `also` names parameters
    * secret for this one request (an OAuth callback's `code`).
    */
   query(raw: string, maxLength: number, also?: readonly string[]): string;
+  /** Free text with the secrets found in it (tokens, credentials, card numbers, secret pairs) replaced. */
+  text(text: string): string;
+  /** A redactor that also hides these names (a plugin's own `redact`), scrubbing alike. */
+  with(extra: readonly string[]): Redactor;
 }
 
-export function createRedactor(extra: readonly string[] = []): Redactor {
-  const exact = new Set<string>();
-  for (const k of BUILT_IN_REDACT_KEYS) exact.add(normalizeKey(k));
-  for (const k of extra) exact.add(normalizeKey(k));
-  // Keys repeat a lot (the same schema fields, the same parameters): remember verdicts, within a bound.
-  const seen = new Map<string, boolean>();
+export function createRedactor(extra: readonly string[] = [], scrub: ScrubOptions = {}): Redactor {
+  return fromMatcher(createNameMatcher(extra), scrub);
+}
 
-  function isSecret(key: string): boolean {
-    const known = seen.get(key);
-    if (known !== undefined) return known;
-    const n = normalizeKey(key);
-    // A dotted key (`user.ssn`, a form's `creds.pin`, a mongo path) is secret when any of its segments is.
-    let secret = exact.has(n) || (n.includes('.') && n.split('.').some((segment) => exact.has(segment)));
-    for (let i = 0; !secret && i < STRONG_WORDS.length; i++) secret = n.includes(STRONG_WORDS[i]);
-    if (seen.size < 10_000) seen.set(key, secret);
-    return secret;
-  }
+function fromMatcher(names: NameMatcher, scrubOptions: ScrubOptions): Redactor {
+  const scrubber = createScrubber(names.isSecret, scrubOptions);
 
   function query(raw: string, maxLength: number, also?: readonly string[]): string {
     if (raw === '') return raw;
@@ -67,13 +45,20 @@ export function createRedactor(extra: readonly string[] = []): Redactor {
       const rawKey = eq === -1 ? part : part.slice(0, eq);
       if (out !== '' || start > 0) out += '&';
       const key = eq === -1 ? '' : decodeQueryKey(rawKey);
-      out += eq !== -1 && (isSecret(key) || (also !== undefined && also.includes(key))) ? `${rawKey}=${REDACTED}` : part;
+      out += eq !== -1 && (names.isSecretParam(key) || (also !== undefined && also.includes(key))) ? `${rawKey}=${REDACTED}` : part;
       start = end + 1;
     }
     return raw.length > maxLength ? `${out}…[truncated]` : out;
   }
 
-  return { isSecret, query };
+  const redactor: Redactor = {
+    isSecret: names.isSecret,
+    isSecretParam: names.isSecretParam,
+    query,
+    text: scrubber.text,
+    with: (more) => (more.length === 0 ? redactor : fromMatcher(names.with(more), scrubOptions)),
+  };
+  return redactor;
 }
 
 function decodeQueryKey(key: string): string {

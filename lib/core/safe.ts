@@ -20,9 +20,14 @@
  * | function, symbol           | `'[Function name]'`, `'Symbol(desc)'`             |
  * | Error                      | `{ name, message }`                               |
  * | object that throws on read | `'[Unreadable: message]'`                         |
- * | secret key (lib/redact.ts) | `'[REDACTED]'`                                    |
+ * | secret key (lib/core/redact.ts) | `'[REDACTED]'`                               |
+ *
+ * With a redactor, every string (keys included) is also scrubbed of the secrets its text holds (tokens,
+ * credentials, card numbers: lib/core/scrub.ts) before it is capped, and an Error's message is the one of its
+ * structure (lib/core/error-shape.ts), rebuilt without the values of secret paths.
  */
 import { binaryBytes, bsonScalar, bsonType, documentData, isMongooseDocument } from './bson.js';
+import { shapeError } from './error-shape.js';
 import { REDACTED, type Redactor } from './redact.js';
 import type { StoredValue } from './types.js';
 
@@ -99,10 +104,19 @@ export function toStored(value: unknown, redactor: Redactor | null = null, limit
   return convert(value, { limits, redactor, path: [] }, 0);
 }
 
+/** Room scrubbing may need before capping: a secret cut in half would no longer be recognized. */
+const SCRUB_ROOM = 512;
+
+/** A string scrubbed (with a redactor) and capped. */
+function text(s: string, w: Walk, max: number): string {
+  if (w.redactor === null) return capString(s, max);
+  return capString(w.redactor.text(s.length > max + SCRUB_ROOM ? s.slice(0, max + SCRUB_ROOM) : s), max);
+}
+
 function convert(value: unknown, w: Walk, depth: number): StoredValue {
   switch (typeof value) {
     case 'string':
-      return capString(value, w.limits.maxString);
+      return text(value, w, w.limits.maxString);
     case 'number':
       return Number.isFinite(value) ? value : String(value);
     case 'boolean':
@@ -166,7 +180,11 @@ function convertObject(obj: object, w: Walk, depth: number): StoredValue {
   if (ArrayBuffer.isView(obj)) return bytesToBase64(obj, w.limits.maxString);
   if (obj instanceof ArrayBuffer) return bytesToBase64(new Uint8Array(obj), w.limits.maxString);
   if (obj instanceof RegExp) return capString(obj.toString(), w.limits.maxString);
-  if (obj instanceof Error) return { name: capString(obj.name, 256), message: capString(String(obj.message), w.limits.maxString) };
+  if (obj instanceof Error) {
+    if (w.redactor === null) return { name: capString(obj.name, 256), message: capString(String(obj.message), w.limits.maxString) };
+    const shaped = shapeError(obj, w.redactor);
+    return { name: capString(shaped.name, 256), message: text(shaped.message, w, w.limits.maxString) };
+  }
 
   if (w.path.includes(obj)) return CIRCULAR;
   if (depth >= w.limits.maxDepth) return TRUNCATED;
@@ -206,7 +224,8 @@ function convertEntries(entries: [unknown, unknown][], w: Walk, depth: number): 
   for (let i = 0; i < keep; i++) {
     const [rawKey, item] = entries[i];
     const key = capString(typeof rawKey === 'string' ? rawKey : String(rawKey), 256);
-    out[escapeKey(key)] = w.redactor !== null && w.redactor.isSecret(key) ? REDACTED : convert(item, w, depth + 1);
+    const secret = w.redactor !== null && w.redactor.isSecret(key);
+    out[escapeKey(w.redactor === null ? key : text(key, w, 256))] = secret ? REDACTED : convert(item, w, depth + 1);
   }
   if (keep < entries.length) out['…'] = TRUNCATED;
   return out;

@@ -51,6 +51,8 @@ export interface HttpInfo {
   status: number;
   durationMs: number;
   aborted?: boolean;
+  /** A well-formed `X-Request-Id` the client sent (searchable; the request id only with `trustRequestId`). */
+  clientRequestId?: string;
   requestBody?: StoredValue;
   /** The request read the audit trail (auditRouter): recorded like any request, hidden by the viewer by default. */
   auditRead?: boolean;
@@ -61,6 +63,10 @@ export interface ErrorInfo {
   message: string;
   status: number | null;
   stack: string | null;
+  /** The driver's or the error's own code (`11000` for a duplicate key). */
+  code?: number | string;
+  /** Validation, cast and duplicate-key errors: each path involved and its validator kind; never its value. */
+  errors?: { path: string; kind: string | null; name: string }[];
 }
 
 /** A field's change: its value before and after (null: absent). */

@@ -10,6 +10,7 @@ import type { AuditCore, EventFields } from '../core/core.js';
 import { frameFor, ipOf, storage, type AuditContext } from '../core/context.js';
 import { FloodControl, type FloodSummary } from './flood.js';
 import { SharedFloodControl } from './flood-store.js';
+import { identifierHasher } from './identifiers.js';
 import { capString } from '../core/safe.js';
 import type { Actor } from '../core/types.js';
 
@@ -29,6 +30,12 @@ export interface LoginFailedInput {
   ctx?: Context;
   /** The name that was tried (never a password), or null when none was given. */
   identifier: string | null;
+  /**
+   * True when the identifier names an account that exists (a wrong password for a real user, a locked account,
+   * an identity a provider vouched for). Under `failedIdentifiers: 'hmac'` only such identifiers are stored as
+   * given; any other is an unknown user's, possibly a password typed into the wrong field, and is hashed.
+   */
+  knownUser?: boolean;
   /** Default `'local'`. */
   provider?: string;
   reason: string;
@@ -107,6 +114,8 @@ export function createLogin(core: AuditCore) {
     return p;
   }
 
+  const hashIdentifier = identifierHasher(core.options.identifierKey);
+
   const onSummary = (s: FloodSummary): void => {
     track(recordSummary(s)).catch(core.report);
   };
@@ -172,7 +181,9 @@ export function createLogin(core: AuditCore) {
       const i = inputOf(input, 'loginFailed');
       const reason = text(i.reason, MAX_REASON);
       if (reason === null) throw new TypeError('koa-audit: loginFailed needs a reason (a non-empty string)');
-      const identifier = text(i.identifier, MAX_NAME);
+      const typed = text(i.identifier, MAX_NAME);
+      // Hashed before flood control counts it: a summary keyed by identifier must not repeat what was typed.
+      const identifier = hashIdentifier !== null && i.knownUser !== true ? hashIdentifier(typed) : typed;
       const provider = providerOf(i.provider);
       const frame = frameFor(i.ctx);
       const ip = frame?.ip ?? ipOf(i.ctx);
@@ -227,6 +238,6 @@ export function createLogin(core: AuditCore) {
     while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
   }
 
-  return { signals, loginSucceeded, loginFailed, logout, flush, close };
+  return { signals, loginSucceeded, loginFailed, logout, flush, close, hashIdentifier: (id: string | null) => hashIdentifier?.(id) ?? id };
 }
 

@@ -35,6 +35,7 @@ Options:
   --model <name>        change events of this mongoose model
   --documentId <id>     change events of this document
   --requestId <id>      events of this request
+  --clientRequestId <id> request events whose client sent this X-Request-Id
   --outcome <outcome>   success or failure
   --ip <address>        events from this client address
   --name <name>         security events of this OWASP vocabulary name (e.g. authz_fail)

@@ -21,6 +21,8 @@ export interface QueryFilter {
   /** On its own or with `model` (each has an index). */
   documentId?: string;
   requestId?: string;
+  /** `http.clientRequestId`: the `X-Request-Id` a client sent, kept apart from the server's request id. */
+  clientRequestId?: string;
   outcome?: AuditOutcome;
   ip?: string;
   /** The `name` of `security` events (`authz_fail`, ...). */
@@ -59,14 +61,14 @@ export const MAX_LIMIT = 500;
 export const DEFAULT_LIMIT = 50;
 
 /** Every filter key, in one order: the JS API, the HTTP API (`?key=`) and the CLI (`--key`) take the same list. */
-export const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'outcome', 'ip', 'name', 'from', 'to', 'limit', 'after', 'auditRead', 'tenant', 'traceId', 'onBehalfOfId', 'reason'] as const;
+export const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'clientRequestId', 'outcome', 'ip', 'name', 'from', 'to', 'limit', 'after', 'auditRead', 'tenant', 'traceId', 'onBehalfOfId', 'reason'] as const;
 /** Filter keys whose values are booleans: the HTTP API and the CLI read `true` / `false`. */
 export const BOOLEAN_KEYS: readonly string[] = ['auditRead'];
 /** Older spellings still accepted by the HTTP API and the CLI, and the key each one means. */
 export const FILTER_ALIASES: Readonly<Record<string, (typeof FILTER_KEYS)[number]>> = { actor: 'actorId', since: 'from', until: 'to' };
-const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'ip', 'name', 'tenant', 'traceId', 'onBehalfOfId', 'reason'] as const;
+const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'clientRequestId', 'ip', 'name', 'tenant', 'traceId', 'onBehalfOfId', 'reason'] as const;
 /** Stored path of a string filter key, where it is not the key itself. */
-const FIELD_OF: Readonly<Record<string, string>> = { actorId: 'actor.id', onBehalfOfId: 'onBehalfOf.id' };
+const FIELD_OF: Readonly<Record<string, string>> = { actorId: 'actor.id', onBehalfOfId: 'onBehalfOf.id', clientRequestId: 'http.clientRequestId' };
 
 /** A regular expression matching exactly the strings that start with `text` (anchored: an index serves it). */
 function prefixPattern(text: string): string {

@@ -6,13 +6,15 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { Context, Middleware, Next } from 'koa';
-import type { AuditCore, EventFields } from '../core/core.js';
+import { userAgentOf, type AuditCore, type EventFields } from '../core/core.js';
 import { frameOf, ipOf, kAuthzFailRecorded, storage, type AuditContext } from '../core/context.js';
-import { bool, checkKnown, fail, fnOption, objectOption, positiveInt } from '../core/options.js';
+import { errorInfo } from '../core/error-info.js';
+import { bool, checkKnown, fail, fnOption, objectOption, positiveInt, stringList } from '../core/options.js';
 import { capString, toStored } from '../core/safe.js';
 import { traceOf } from '../core/trace.js';
 import type { StoredDoc } from '../core/types.js';
 import type { ErrorInfo, HttpInfo, StoredValue } from '../core/types.js';
+import { requestSecrets, storedPath } from './secrets.js';
 
 export type PathPattern = string | RegExp;
 
@@ -36,11 +38,12 @@ export interface MiddlewareOptions {
   onBehalfOf?: (ctx: Context) => unknown;
   /** The tenant of the request's events (wins over createAudit's `tenant`). */
   tenant?: (ctx: Context) => string | null | undefined;
+  /** Route parameters hidden in `http.path` besides those with a secret name (`:token`, `:resetCode`). */
+  redactParams?: string[];
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const MAX_PATH = 2048;
-const MAX_STACK = 8 * 1024;
 
 /** Paths compiled once: a Set for exact paths, a list of prefixes, and the caller's own RegExps. */
 interface PathSet {
@@ -72,17 +75,6 @@ function matches(set: PathSet, path: string): boolean {
   return false;
 }
 
-/** Koa's own rule for the status an error will get, so the event says what the client receives. */
-function statusOf(err: unknown): number {
-  const e = err as { status?: unknown; statusCode?: unknown; code?: unknown } | null;
-  if (e === null || typeof e !== 'object') return 500;
-  if (e.code === 'ENOENT') return 404;
-  const s = e.status ?? e.statusCode;
-  return typeof s === 'number' && s >= 400 && s < 600 ? s : 500;
-}
-
-const UNREADABLE_MESSAGE = '[Unreadable: message]';
-
 /** Reads one part of a thrown value: a getter or Proxy trap that throws gives `fallback`, never an exception. */
 function attempt<T>(read: () => T, fallback: T): T {
   try {
@@ -92,37 +84,14 @@ function attempt<T>(read: () => T, fallback: T): T {
   }
 }
 
-/**
- * What can be read of a thrown value. Never throws: the middleware rethrows the app's own throwable untouched, so
- * a hostile one (a throwing `message` getter, a null-prototype cyclic object) must not be replaced by ours.
- */
-function errorInfo(err: unknown, maxString: number): ErrorInfo {
-  const status = attempt(() => statusOf(err), 500);
-  if (attempt(() => err instanceof Error, false)) {
-    const e = err as Error;
-    const name = attempt(() => e.name, 'Error');
-    const message = attempt(() => e.message as unknown, UNREADABLE_MESSAGE);
-    const stack = attempt(() => e.stack as unknown, undefined);
-    return {
-      name: capString(typeof name === 'string' && name !== '' ? name : 'Error', 256),
-      message: typeof message === 'string' ? capString(message, maxString) : attempt(() => capString(String(message), maxString), UNREADABLE_MESSAGE),
-      status,
-      stack: typeof stack === 'string' ? capString(stack, MAX_STACK) : null,
-    };
-  }
-  let message: string;
-  if (err === undefined) message = 'undefined';
-  // The stored form copes with cycles, null prototypes and throwing getters.
-  else message = attempt(() => JSON.stringify(toStored(err)), '[Unreadable]');
-  return { name: 'NonError', message: capString(message, maxString), status, stack: null };
-}
-
 /** What one middleware decided at construction, shared by all its requests. */
 interface RequestAuditing {
   core: AuditCore;
   captureBody: boolean;
   maxBodyBytes: number;
   authzFail: boolean;
+  /** Extra route parameter names to hide (`redactParams`). */
+  params: ReadonlySet<string>;
 }
 
 /** Per-response state, kept on the response so that the finish listeners can be shared functions. */
@@ -132,6 +101,8 @@ interface Pending {
   frame: AuditContext;
   start: number;
   error: ErrorInfo | undefined;
+  /** A well-formed `X-Request-Id` of the client, kept apart from the request id. */
+  clientRequestId: string | undefined;
 }
 
 const kPending = Symbol('koa-audit.pending');
@@ -185,7 +156,8 @@ function requestFields(p: Pending, status: number, aborted: boolean): EventField
   const route = (ctx as { _matchedRoute?: unknown })._matchedRoute;
   const http: HttpInfo = {
     method: capString(ctx.method, 32),
-    path: capString(ctx.path, MAX_PATH),
+    // Scrubbed before it is cut: a secret cut in half would no longer be recognized.
+    path: capString(core.redactor.text(storedPath(ctx, core.redactor, s.params).slice(0, MAX_PATH + 512)), MAX_PATH),
     route: route === undefined || route === null ? null : capString(String(route), MAX_PATH),
     query: core.redactor.query(ctx.querystring, core.limits.maxString, p.frame.secretQuery),
     status,
@@ -193,6 +165,7 @@ function requestFields(p: Pending, status: number, aborted: boolean): EventField
   };
   if (aborted) http.aborted = true;
   if (p.frame.auditRead === true) http.auditRead = true;
+  if (p.clientRequestId !== undefined) http.clientRequestId = p.clientRequestId;
   if (s.captureBody) {
     // A body the app made hostile (a throwing getter, a Proxy) is recorded as far as it can be read.
     const body = attempt(() => capturedBody(ctx, core, s.maxBodyBytes), '[Unreadable: request body]');
@@ -212,20 +185,46 @@ function capturedBody(ctx: Context, core: AuditCore, maxBytes: number): StoredVa
   const body = (ctx.request as { body?: unknown }).body;
   if (body === undefined || body === null) return undefined;
   if (Buffer.isBuffer(body) || body instanceof Uint8Array) return { binary: true, bytes: body.byteLength };
+  let value: unknown = body;
   if (typeof body === 'string') {
-    const bytes = Buffer.byteLength(body);
-    return bytes <= maxBytes ? capString(body, maxBytes) : { truncated: true, bytes, text: capString(body, maxBytes) };
+    // A raw body left as text: form-encoded and JSON are redacted as the structures they are, the rest scrubbed.
+    value = parseText(body, ctx.request.type);
+    if (typeof value === 'string') {
+      const bytes = Buffer.byteLength(body);
+      const text = toStored(body, core.redactor, { ...core.limits, maxString: maxBytes }) as string;
+      return bytes <= maxBytes ? text : { truncated: true, bytes, text };
+    }
   }
   if (typeof attempt(() => (body as { pipe?: unknown }).pipe, undefined) === 'function') return { binary: true, bytes: null };
-  const stored = toStored(body, core.redactor, core.limits);
+  const stored = toStored(value, core.redactor, core.limits);
   const json = JSON.stringify(stored);
   const bytes = Buffer.byteLength(json);
   return bytes <= maxBytes ? stored : { truncated: true, bytes, json: capString(json, maxBytes) };
 }
 
+/** A text body in the structure its content type says, or the text itself when it is neither form nor JSON. */
+function parseText(body: string, type: string): unknown {
+  if (type === 'application/x-www-form-urlencoded') {
+    const out: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
+    for (const [k, v] of new URLSearchParams(body)) {
+      const prev = out[k];
+      out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+    }
+    return out;
+  }
+  if (type === 'application/json' || type.endsWith('+json')) {
+    try {
+      return JSON.parse(body) as unknown;
+    } catch {
+      return body;
+    }
+  }
+  return body;
+}
+
 export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {}): Middleware {
   objectOption('middleware options', options);
-  checkKnown(options, ['include', 'exclude', 'methods', 'captureBody', 'maxBodyBytes', 'authzFail', 'onBehalfOf', 'tenant'], 'middleware');
+  checkKnown(options, ['include', 'exclude', 'methods', 'captureBody', 'maxBodyBytes', 'authzFail', 'onBehalfOf', 'tenant', 'redactParams'], 'middleware');
   const onBehalfOfOf = fnOption<(ctx: Context) => unknown>('onBehalfOf', options.onBehalfOf, '(ctx) => user | null', false);
   const tenantOf = fnOption<(ctx: Context) => unknown>('tenant', options.tenant, '(ctx) => string | null', false) ?? core.options.tenant;
   const include = compilePaths('include', options.include);
@@ -235,10 +234,17 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     if (!Array.isArray(options.methods) || options.methods.some((m) => typeof m !== 'string')) fail('methods', 'an array of HTTP method names', options.methods);
     methods = new Set(options.methods.map((m) => m.toUpperCase()));
   }
-  const s: RequestAuditing = { core, captureBody: bool('captureBody', options.captureBody, false), maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024), authzFail: bool('authzFail', options.authzFail, false) };
+  const s: RequestAuditing = {
+    core,
+    captureBody: bool('captureBody', options.captureBody, false),
+    maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, 8 * 1024),
+    authzFail: bool('authzFail', options.authzFail, false),
+    params: new Set(stringList('redactParams', options.redactParams)),
+  };
   const sync = core.options.mode === 'sync';
   // `durability: 'disk'`: the event is on disk before the response leaves, so an answered request always has one.
   const early = sync || core.options.durability === 'disk';
+  const trustRequestId = core.options.trustRequestId;
   const blocking = core.blocking;
   const order = { stackChecked: false, warned: false };
 
@@ -251,15 +257,17 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
   return async function koaAudit(ctx: Context, next: Next): Promise<void> {
     const start = performance.now();
     if (!order.warned) checkOrder(ctx, koaAudit, core, order);
+    // The request id is the server's: a client's id could be anyone's (two users sending one id would share a
+    // request in the trail). A well-formed one is kept as `http.clientRequestId`, and used only when trusted.
     const incoming = ctx.get('x-request-id');
-    const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    const clientRequestId = incoming !== '' && REQUEST_ID.test(incoming) ? incoming : undefined;
+    const requestId = trustRequestId && clientRequestId !== undefined ? clientRequestId : randomUUID();
     ctx.set('X-Request-Id', requestId);
-    const ua = ctx.get('user-agent');
     const trace = traceOf(ctx.get('traceparent'));
     const frame: AuditContext = {
       requestId,
       ip: ipOf(ctx),
-      userAgent: ua === '' ? null : capString(ua, 512),
+      userAgent: userAgentOf(ctx, core.redactor),
       ctx,
       explicitActor: null,
       resolve: core.resolveRequestActor,
@@ -275,7 +283,7 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     // Fail closed before the action happens, not after: under `block`, wait for room first.
     if (blocking) await core.waitForRoom().catch((err: unknown) => Promise.reject(keepRequestId(err, requestId)));
 
-    const p: Pending = { s, ctx, frame, start, error: undefined };
+    const p: Pending = { s, ctx, frame, start, error: undefined, clientRequestId };
     if (early) return runSync(p, next);
 
     const res = ctx.res as TrackedResponse;
@@ -286,12 +294,24 @@ export function createMiddleware(core: AuditCore, options: MiddlewareOptions = {
     try {
       await storage.run(frame, next);
     } catch (err) {
-      p.error = errorInfo(err, core.limits.maxString);
+      p.error = errorOf(err, s, ctx);
       // Koa answers nothing at all to `throw null`/`throw undefined`: no finish will come, so record now.
       if (err === null || err === undefined) finishRequest(res, false);
       throw keepRequestId(err, requestId);
     }
   };
+}
+
+/** The error's stored form, without the request's own secret values (its secret parameters and body fields). */
+function errorOf(err: unknown, s: RequestAuditing, ctx: Context): ErrorInfo {
+  const { core } = s;
+  let known: string[] = [];
+  try {
+    known = requestSecrets(ctx, core.redactor, s.params);
+  } catch {
+    // a hostile body or parameter object: the error is still described, by its own structure
+  }
+  return errorInfo(err, core.redactor, core.limits, known);
 }
 
 /**
@@ -340,7 +360,7 @@ async function runSync(p: Pending, next: Next): Promise<void> {
     await storage.run(p.frame, next);
   } catch (err) {
     thrown = { err };
-    p.error = errorInfo(err, p.s.core.limits.maxString);
+    p.error = errorOf(err, p.s, p.ctx);
   }
   const status = p.error !== undefined ? p.error.status ?? 500 : p.ctx.status;
   const doc = await p.s.core.build(requestFields(p, status, false), { ctx: p.ctx });

@@ -64,6 +64,7 @@ function eventSchema(collection: string): Schema {
   // A model alone cannot sort on the index above (documentId sits between model and ts).
   schema.index({ model: 1, ts: -1, _id: -1 });
   schema.index({ requestId: 1, ts: -1, _id: -1 });
+  schema.index({ 'http.clientRequestId': 1, ts: -1, _id: -1 });
   schema.index({ kind: 1, ts: -1, _id: -1 });
   schema.index({ outcome: 1, ts: -1, _id: -1 });
   schema.index({ ip: 1, ts: -1, _id: -1 });

@@ -230,7 +230,8 @@ export function providerRouter<U, T>(provider: LoginProvider<U, T>, options: Pro
   }
 
   function failed(ctx: Context, err: ProviderError, identifier: string | null): void {
-    signals.emit('login_failed', { ctx, identifier, provider: provider.name, reason: err.reason, meta: err.detail });
+    // An identifier here is one the provider vouched for, never something typed: a known user.
+    signals.emit('login_failed', { ctx, identifier, knownUser: identifier !== null, provider: provider.name, reason: err.reason, meta: err.detail });
     if (failureRedirect !== undefined) {
       const sep = failureRedirect.includes('?') ? '&' : '?';
       ctx.redirect(`${failureRedirect}${sep}error=${encodeURIComponent(err.reason)}`);
@@ -302,7 +303,7 @@ export function providerRouter<U, T>(provider: LoginProvider<U, T>, options: Pro
     try {
       appUser = await (frame === undefined ? run() : storage.run({ ...frame, explicitActor: toActor(who, 'explicit') }, run));
     } catch (err) {
-      signals.emit('login_failed', { ctx, identifier: identity.id, provider: provider.name, reason: 'on_login_error' });
+      signals.emit('login_failed', { ctx, identifier: identity.id, knownUser: true, provider: provider.name, reason: 'on_login_error' });
       throw err;
     }
     if (appUser === false) return failed(ctx, new ProviderError('rejected'), identity.id);
