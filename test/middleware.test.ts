@@ -171,8 +171,11 @@ describe('request middleware', () => {
       const r = await serve(a);
       const res = await fetch(`${r.url}/boom`, { headers: { 'x-request-id': 'err-req-1' } });
       expect(res.status).to.equal(502);
-      expect(res.headers.get('x-request-id')).to.equal('err-req-1');
-      expect((await events(a))[0].requestId).to.equal('err-req-1');
+      const sent = res.headers.get('x-request-id') as string;
+      expect(sent).to.match(/^[0-9a-f-]{36}$/);
+      const [ev] = await events(a);
+      expect(ev.requestId).to.equal(sent);
+      expect(ev.http?.clientRequestId).to.equal('err-req-1');
     });
 
     it('stores error name, message, status and stack, with outcome failure', async () => {
@@ -225,13 +228,48 @@ describe('request middleware', () => {
   });
 
   describe('request id', () => {
-    it('keeps a well-formed incoming X-Request-Id and sends it back', async () => {
+    it('generates its own id, keeps a well-formed incoming X-Request-Id as http.clientRequestId, and sends its id back', async () => {
       const a = auditor();
       const r = await serve(a);
       const id = 'abc-123_X.y:z';
       const res = await fetch(`${r.url}/posts/1`, { headers: { 'x-request-id': id } });
+      const sent = res.headers.get('x-request-id') as string;
+      expect(sent).to.match(/^[0-9a-f-]{36}$/);
+      const [ev] = await events(a);
+      expect(ev.requestId).to.equal(sent);
+      expect(ev.http?.clientRequestId).to.equal(id);
+      expect((await a.query({ clientRequestId: id })).items.map((e) => e.requestId)).to.deep.equal([sent]);
+    });
+
+    it('uses a well-formed incoming X-Request-Id as the request id with trustRequestId: true, and sends it back', async () => {
+      const a = auditor({ trustRequestId: true });
+      const r = await serve(a);
+      const id = 'abc-123_X.y:z';
+      const res = await fetch(`${r.url}/posts/1`, { headers: { 'x-request-id': id } });
       expect(res.headers.get('x-request-id')).to.equal(id);
-      expect((await events(a))[0].requestId).to.equal(id);
+      const [ev] = await events(a);
+      expect(ev.requestId).to.equal(id);
+      expect(ev.http?.clientRequestId).to.equal(id);
+    });
+
+    it('gives two users sending one X-Request-Id two distinct request ids', async () => {
+      const a = auditor();
+      const r = await serve(a, {}, (_app, router) => {
+        router.get('/me', (ctx) => {
+          ctx.body = { requestId: a.context()?.requestId };
+        });
+      });
+      const shared = 'same-id-1';
+      const [alice, mallory] = await Promise.all(['alice', 'mallory'].map((user) => fetch(`${r.url}/me?u=${user}`, { headers: { 'x-request-id': shared } })));
+      const ids = [alice.headers.get('x-request-id'), mallory.headers.get('x-request-id')];
+      expect(ids[0]).not.to.equal(ids[1]);
+      expect(((await alice.json()) as { requestId: string }).requestId).to.equal(ids[0]);
+      expect(((await mallory.json()) as { requestId: string }).requestId).to.equal(ids[1]);
+      const evs = await events(a);
+      expect(new Set(evs.map((e) => e.requestId)).size).to.equal(2);
+      expect(evs.map((e) => e.http?.clientRequestId)).to.deep.equal([shared, shared]);
+      // "All events of request" of one of them shows that user's request only.
+      for (const id of ids) expect((await a.query({ requestId: id as string })).items).to.have.length(1);
     });
 
     for (const [label, bad] of [['too long', 'a'.repeat(129)], ['bad characters', 'abc<script>'], ['spaces', 'a b'], ['empty', '']] as const) {
@@ -242,7 +280,9 @@ describe('request middleware', () => {
         const sent = res.headers.get('x-request-id') as string;
         expect(sent).to.match(/^[0-9a-f-]{36}$/);
         expect(sent).not.to.equal(bad);
-        expect((await events(a))[0].requestId).to.equal(sent);
+        const [ev] = await events(a);
+        expect(ev.requestId).to.equal(sent);
+        expect(ev.http).not.to.have.property('clientRequestId');
       });
     }
   });
@@ -422,7 +462,7 @@ describe('request middleware', () => {
           await sleep(Math.random() * 20);
           const mid = a.context();
           await new Promise((resolve) => setTimeout(resolve, Math.random() * 10));
-          if (mid?.requestId !== ctx.get('x-request-id')) mismatches.push(`request id of ${i}`);
+          if (mid?.requestId !== ctx.response.get('x-request-id')) mismatches.push(`request id of ${i}`);
           if (a.context() !== mid) mismatches.push(`context of ${i}`);
           ctx.body = i;
         });
@@ -436,12 +476,13 @@ describe('request middleware', () => {
         expect(await res.text()).to.equal(String(i));
         return res.headers.get('x-request-id');
       }));
-      expect(ids).to.deep.equal(Array.from({ length: N }, (_, i) => `req-${i}`));
+      expect(new Set(ids).size).to.equal(N);
       expect(mismatches).to.deep.equal([]);
       const evs = await events(a);
       expect(evs).to.have.length(N);
       for (const ev of evs) {
-        const i = (ev.requestId as string).slice(4);
+        const i = (ev.http?.clientRequestId as string).slice(4);
+        expect(ev.requestId).to.equal(ids[Number(i)]);
         expect(ev.actor, ev.requestId as string).to.deep.equal({ id: `user-${i}`, via: 'jwt' });
         expect(ev.http?.path).to.equal(`/who/${i}`);
       }

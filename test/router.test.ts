@@ -247,17 +247,17 @@ describe('HTTP API (auditRouter)', () => {
     expect((await get('/audit/api/events?limit=3', { headers: { 'x-test-role': 'viewer', 'x-request-id': `${rid}-denied` } })).status).to.equal(403);
     expect((await get('/audit/api/events?limit=0', { headers: { ...admin.headers, 'x-request-id': `${rid}-bad` } })).status).to.equal(400);
     await a.flush();
-    const [ok] = (await a.query({ requestId: rid })).items;
+    const [ok] = (await a.query({ clientRequestId: rid })).items;
     expect(ok.kind).to.equal('request');
     expect(ok.outcome).to.equal('success');
     expect(ok.actor).to.deep.include({ id: 'admin-1' });
     expect(ok.http).to.deep.include({ method: 'GET', path: '/audit/api/events', status: 200 });
     expect(ok.http?.query).to.equal('kind=update&limit=3');
-    const [denied] = (await a.query({ requestId: `${rid}-denied` })).items;
+    const [denied] = (await a.query({ clientRequestId: `${rid}-denied` })).items;
     expect(denied.outcome).to.equal('failure');
     expect(denied.http?.status).to.equal(403);
     expect(denied.actor).to.deep.include({ id: 'viewer-1' });
-    const [bad] = (await a.query({ requestId: `${rid}-bad` })).items;
+    const [bad] = (await a.query({ clientRequestId: `${rid}-bad` })).items;
     expect(bad.http?.status).to.equal(400);
   });
 

@@ -44,8 +44,12 @@ function fromMatcher(names: NameMatcher, scrubOptions: ScrubOptions): Redactor {
       const eq = part.indexOf('=');
       const rawKey = eq === -1 ? part : part.slice(0, eq);
       if (out !== '' || start > 0) out += '&';
-      const key = eq === -1 ? '' : decodeQueryKey(rawKey);
-      out += eq !== -1 && (names.isSecretParam(key) || (also !== undefined && also.includes(key))) ? `${rawKey}=${REDACTED}` : part;
+      if (eq === -1) out += part;
+      else {
+        const key = decodeQueryKey(rawKey);
+        if (names.isSecretParam(key) || (also !== undefined && also.includes(key))) out += `${rawKey}=${REDACTED}`;
+        else out += `${rawKey}=${encodedValue(part.slice(eq + 1), scrubber.text)}`;
+      }
       start = end + 1;
     }
     return raw.length > maxLength ? `${out}…[truncated]` : out;
@@ -59,6 +63,17 @@ function fromMatcher(names: NameMatcher, scrubOptions: ScrubOptions): Redactor {
     with: (more) => (more.length === 0 ? redactor : fromMatcher(names.with(more), scrubOptions)),
   };
   return redactor;
+}
+
+/**
+ * A parameter value as it is written, unless its decoded text holds a secret: the raw string is scrubbed when
+ * stored, but `https%3A%2F%2Fbob%3Apass%40host` only shows its userinfo once decoded.
+ */
+function encodedValue(raw: string, scrub: (text: string) => string): string {
+  if (!raw.includes('%')) return raw;
+  const text = decodeQueryKey(raw);
+  const scrubbed = scrub(text);
+  return scrubbed === text ? raw : encodeURIComponent(scrubbed).replaceAll('%5BREDACTED%5D', REDACTED);
 }
 
 function decodeQueryKey(key: string): string {

@@ -39,7 +39,7 @@ const BASIC = /\b(basic)(\s+)([A-Za-z0-9+/]{4,}={0,2})/gi;
 const JWT = /\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g;
 const PAIR_EQ = /([A-Za-z0-9_.\-[\]%]{1,64})=(\[REDACTED\]|"[^"\n]*"|'[^'\n]*'|[^\s&;,"'<>)}\]]*)/g;
 const PAIR_QUOTED_KEY = /(["'])([^"'\\\n]{1,64})\1(\s*:\s*)("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|-?\d[\d.]*|true|false)/g;
-const PAIR_BARE_KEY = /(^|[\s{,(])([A-Za-z_$][\w$.\-[\]]{0,63})(\s*:[ \t]*)((?:[Bb]earer|[Bb]asic)\s+\[REDACTED\]|\[REDACTED\]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[^\s,;}'")\]]+)/g;
+const PAIR_BARE_KEY = /(^|[\s{,(])([A-Za-z_$][\w$.\-[\]]{0,63})(\s*:[ \t]*)((?:[Bb]earer|[Bb]asic)\s+\[REDACTED\]|\[REDACTED\]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[^\s,;{}[\]'")][^\s,;}'")\]]*)/g;
 const CARD = /(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)/g;
 
 const TOKEN_PUNCT = /[0-9\-._~+/]/;
@@ -165,7 +165,7 @@ export function createScrubber(isSecret: (name: string) => boolean, options: Scr
       if (s.includes(':')) {
         s = s.replace(PAIR_QUOTED_KEY, (m, q: string, name: string, sep: string, value: string) => (isSecret(name) ? `${q}${name}${q}${sep}${pairValue(value)}` : m));
         s = s.replace(PAIR_BARE_KEY, (m, lead: string, name: string, sep: string, value: string) =>
-          !value.includes(REDACTED) && isSecret(name) ? `${lead}${name}${sep}${value.startsWith('"') || value.startsWith("'") ? pairValue(value) : REDACTED}` : m);
+          !value.includes('[REDACTED') && isSecret(name) ? `${lead}${name}${sep}${value.startsWith('"') || value.startsWith("'") ? pairValue(value) : REDACTED}` : m);
       }
     }
     if (on('card')) s = s.replace(CARD, scrubCardRun);

@@ -59,16 +59,19 @@ describe('changes: attribution and plugin options', () => {
 
       const res = await fetch(`${r.url}/signed`, { headers: { 'x-user': 'u-42', 'x-request-id': 'req-plugin-1' } });
       expect(res.status).to.equal(200);
+      const requestId = res.headers.get('x-request-id') as string;
+      expect(requestId).not.to.equal('req-plugin-1');
       const { id } = (await res.json()) as { id: string };
       const events = await fx.events({ model: Note.modelName, documentId: id });
       expect(events.map((e) => e.kind)).to.deep.equal(['create', 'update']);
       for (const e of events) {
         expect(e.actor).to.deep.equal({ id: 'u-42', name: 'alice', via: 'state' });
-        expect(e.requestId).to.equal('req-plugin-1');
+        expect(e.requestId).to.equal(requestId);
         expect(e.ip).to.be.a('string');
       }
-      const request = await fx.events({ kind: 'request', requestId: 'req-plugin-1' });
+      const request = await fx.events({ kind: 'request', requestId });
       expect(request).to.have.length(1);
+      expect(request[0].http?.clientRequestId).to.equal('req-plugin-1');
 
       const anon = await fetch(`${r.url}/anonymous`);
       const anonId = ((await anon.json()) as { id: string }).id;
@@ -106,7 +109,7 @@ describe('changes: attribution and plugin options', () => {
         { path: 'pin', from: null, to: R },
         { path: 'profile.apiKey', from: null, to: R },
         { path: 'profile.bio', from: null, to: 'b' },
-        { path: 'profile.pinCode', from: null, to: '9' }, // 'pinCode' is not the key 'pin'
+        { path: 'profile.pinCode', from: R, to: R }, // judged by its words: pin code
       ]);
       expect(byPath(update.changes)).to.deep.equal([
         { path: 'password', from: R, to: R, changed: true },
@@ -114,7 +117,8 @@ describe('changes: attribution and plugin options', () => {
         { path: 'profile.apiKey', from: R, to: R, changed: true },
         { path: 'profile.bio', from: 'b', to: 'b2' },
       ]);
-      expect(byPath(del.changes).filter((c) => c.from === R).map((c) => c.path)).to.deep.equal(['password', 'pin', 'profile.apiKey']);
+      expect(byPath(del.changes).filter((c) => c.from === R).map((c) => c.path)).to.deep.equal(['password', 'pin', 'profile.apiKey', 'profile.pinCode']);
+      expect(byPath(del.changes).filter((c) => c.from !== R).map((c) => c.path)).to.deep.equal(['name', 'profile.bio']);
       const raw = JSON.stringify(await fx.auditor.model.find({ model: M.modelName }).lean());
       for (const secret of ['hunter2', 'hunter3', '1234', '5678', 'k1', 'k2']) expect(raw).to.not.include(secret);
     });
