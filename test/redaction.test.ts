@@ -25,7 +25,7 @@ describe('redaction: names judged by their words', () => {
     ['pin', true], ['otp', true], ['passphrase', true], ['cvc', true], ['creditCardNumber', true], ['sessionId', true],
     ['recoveryCodes', true],
     // in query strings
-    ['jwt', true], ['key', true], ['auth', true], ['sig', true], ['signature', true], ['session', true], ['pan', true],
+    ['jwt', true], ['auth', true], ['sig', true], ['signature', true], ['pan', true],
     // split names
     ['user[pwd]', true], ['api.key', true], ['api key', true], ['APIKey', true], ['x-api-key', true],
     // the old list, and names containing a strong word
@@ -43,7 +43,7 @@ describe('redaction: names judged by their words', () => {
     ['user', false], ['status', false], ['address', false], ['sortKey', false], ['keyName', false], ['spinner', false],
     ['pinned', false], ['company', false], ['expand', false], ['panel', false], ['session_timeout', false],
     ['author', false], ['authority', false], ['signed', false], ['codec', false], ['user.name', false], ['a.b.c', false],
-    ['postcode', false], ['code', false], ['country_code', false], ['monkeyKey', false],
+    ['postcode', false], ['code', false], ['country_code', false], ['monkeyKey', false], ['key', false], ['session', false],
   ];
   for (const [name, secret] of table) {
     it(`${JSON.stringify(name)} is ${secret ? 'secret' : 'visible'}`, () => {
@@ -51,9 +51,12 @@ describe('redaction: names judged by their words', () => {
     });
   }
 
-  it('hides an OAuth `code` in URLs only (query strings, route parameters), not in documents', () => {
-    expect(r.isSecret('code')).to.equal(false);
-    expect(r.isSecretParam('code')).to.equal(true);
+  it('hides `key`, `session` and an OAuth `code` in URLs only (query strings, route parameters), not in documents', () => {
+    for (const name of ['key', 'session', 'code']) {
+      expect(r.isSecret(name), name).to.equal(false);
+      expect(r.isSecretParam(name), name).to.equal(true);
+    }
+    expect(r.isSecretParam('keyboard')).to.equal(false);
     expect(r.query('code=abc&state=xyz', 4096)).to.equal(`code=${REDACTED}&state=xyz`);
     expect(toStored({ code: 'FR' }, r)).to.deep.equal({ code: 'FR' });
   });

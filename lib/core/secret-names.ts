@@ -45,10 +45,11 @@ const SECRET_PHRASES: readonly string[] = [
 const WHOLE_NAMES: readonly string[] = ['key', 'auth', 'sig', 'session', 'pan', 'pass', 'pw', 'code'];
 
 /**
- * Of the whole names, those secret only in URLs (query strings and route parameters): `code` there is the OAuth
- * authorization code of a callback; in a document it is an SKU or a country, which the trail must keep.
+ * Of the whole names, those secret only in URLs (query strings and route parameters), where they carry
+ * credentials (`?key=` an API key, `?code=` the OAuth authorization code of a callback, `?session=` a session
+ * id); in a document or a meta object they are an SKU, a map key or a conference session, which the trail keeps.
  */
-const URL_ONLY_NAMES: readonly string[] = ['code'];
+const URL_ONLY_NAMES: readonly string[] = ['key', 'session', 'code'];
 
 /** The built-in list, as documented: every entry above in its written form. */
 export const BUILT_IN_REDACT_KEYS: readonly string[] = [
