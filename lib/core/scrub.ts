@@ -12,8 +12,9 @@
  * | `card`   | 13 to 19 digits (spaces or dashes between them allowed) with a card prefix (2, 3, 4, 5, 6) that pass the Luhn check |
  *
  * The request path pays for it on every stored string, so a string is first read once, character by character,
- * for anything any rule could match (a digit run, `=`, `:`, `eyJ`, `bearer`, `basic`); most strings (titles,
- * names, ids, user agents) have none and cost no regular expression at all. The expressions are compiled once.
+ * for what each rule needs (a run of 13 digits, `=`, `:`, `eyJ`, `bearer `/`basic `), and only the rules that
+ * could match run; most strings (titles, names, ids, paths, user agents) need none and cost no regular expression
+ * at all. The expressions are compiled once.
  * Scrubbing is idempotent: scrubbed text scrubbed again is the same text.
  */
 import { REDACTED } from './secret-names.js';
@@ -37,32 +38,42 @@ const URL_USERINFO = /\b([a-z][a-z0-9+.-]{0,31}:\/\/)([^\s/?#@"'<>]+)@/gi;
 const BEARER = /\b(bearer)(\s+)([A-Za-z0-9\-._~+/]+=*)/gi;
 const BASIC = /\b(basic)(\s+)([A-Za-z0-9+/]{4,}={0,2})/gi;
 const JWT = /\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g;
-const PAIR_EQ = /([A-Za-z0-9_.\-[\]%]{1,64})=(\[REDACTED\]|"[^"\n]*"|'[^'\n]*'|[^\s&;,"'<>)}\]]*)/g;
+const PAIR_EQ = /(?<![A-Za-z0-9_.\-[\]%])([A-Za-z0-9_.\-[\]%]{1,64})=(\[REDACTED\]|"[^"\n]*"|'[^'\n]*'|[^\s&;,"'<>)}\]]*)/g;
 const PAIR_QUOTED_KEY = /(["'])([^"'\\\n]{1,64})\1(\s*:\s*)("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|-?\d[\d.]*|true|false)/g;
 const PAIR_BARE_KEY = /(^|[\s{,(])([A-Za-z_$][\w$.\-[\]]{0,63})(\s*:[ \t]*)((?:[Bb]earer|[Bb]asic)\s+\[REDACTED\]|\[REDACTED\]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[^\s,;{}[\]'")][^\s,;}'")\]]*)/g;
 const CARD = /(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)/g;
 
 const TOKEN_PUNCT = /[0-9\-._~+/]/;
 
-/** True when `s` may hold anything a built-in rule matches: one pass, no allocation for most strings. */
-function mayHoldSecret(s: string): boolean {
+// What a string may hold, from one pass over it: only the rules that could match are run.
+const HAS_DIGITS = 1;
+const HAS_EQ = 2;
+const HAS_COLON = 4;
+const HAS_EYJ = 8;
+const HAS_SCHEME = 16;
+
+/** The rules `s` may need (a bit set of HAS_*): one pass, no allocation for most strings; 0 for most strings. */
+function sniff(s: string): number {
+  let found = 0;
   let run = 0;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     if (c >= 48 && c <= 57) {
-      if (++run >= 13) return true;
+      if (++run >= 13) found |= HAS_DIGITS;
       continue;
     }
     if ((c === 32 || c === 45) && run > 0) continue;
     run = 0;
-    if (c === 61 || c === 58) return true; // '=' ':'
-    if (c === 101 && s.charCodeAt(i + 1) === 121 && s.charCodeAt(i + 2) === 74) return true; // eyJ
-    if ((c | 32) === 98) {
+    if (c === 61) found |= HAS_EQ;
+    else if (c === 58) found |= HAS_COLON;
+    else if (c === 101) {
+      if (s.charCodeAt(i + 1) === 121 && s.charCodeAt(i + 2) === 74) found |= HAS_EYJ;
+    } else if ((c | 32) === 98) {
       const n = s.charCodeAt(i + 1) | 32;
-      if ((n === 101 || n === 97) && /^b(earer|asic)\s/i.test(s.slice(i, i + 7))) return true;
+      if ((n === 101 || n === 97) && /^b(earer|asic)\s/i.test(s.slice(i, i + 7))) found |= HAS_SCHEME;
     }
   }
-  return false;
+  return found;
 }
 
 /** The Luhn check of a string of digits. */
@@ -151,29 +162,35 @@ export function createScrubber(isSecret: (name: string) => boolean, options: Scr
 
   const pairValue = (v: string): string => (v.startsWith("'") ? `'${REDACTED}'` : `"${REDACTED}"`);
 
-  function builtInRules(input: string): string {
+  function builtInRules(input: string, found: number): string {
     let s = input;
-    if (on('url') && s.includes('://')) s = s.replace(URL_USERINFO, `$1${REDACTED}@`);
-    if (on('bearer')) {
-      s = s.replace(BEARER, (m, word: string, space: string, token: string) =>
-        token.length >= 16 || (token.length >= 8 && TOKEN_PUNCT.test(token)) ? `${word}${space}${REDACTED}` : m);
+    if (found & HAS_COLON && on('url') && s.includes('://')) s = s.replace(URL_USERINFO, `$1${REDACTED}@`);
+    if (found & HAS_SCHEME) {
+      if (on('bearer')) {
+        s = s.replace(BEARER, (m, word: string, space: string, token: string) =>
+          token.length >= 16 || (token.length >= 8 && TOKEN_PUNCT.test(token)) ? `${word}${space}${REDACTED}` : m);
+      }
+      if (on('basic')) s = s.replace(BASIC, (m, word: string, space: string, b64: string) => (base64Credentials(b64) ? `${word}${space}${REDACTED}` : m));
     }
-    if (on('basic')) s = s.replace(BASIC, (m, word: string, space: string, b64: string) => (base64Credentials(b64) ? `${word}${space}${REDACTED}` : m));
-    if (on('jwt') && s.includes('eyJ')) s = s.replace(JWT, REDACTED);
+    if (found & HAS_EYJ && on('jwt')) s = s.replace(JWT, REDACTED);
     if (on('pairs')) {
-      if (s.includes('=')) s = s.replace(PAIR_EQ, (m, name: string, value: string) => (value !== '' && value !== REDACTED && isSecret(decodeName(name)) ? `${name}=${REDACTED}` : m));
-      if (s.includes(':')) {
+      if (found & HAS_EQ) s = s.replace(PAIR_EQ, (m, name: string, value: string) => (value !== '' && value !== REDACTED && isSecret(decodeName(name)) ? `${name}=${REDACTED}` : m));
+      if (found & HAS_COLON) {
         s = s.replace(PAIR_QUOTED_KEY, (m, q: string, name: string, sep: string, value: string) => (isSecret(name) ? `${q}${name}${q}${sep}${pairValue(value)}` : m));
         s = s.replace(PAIR_BARE_KEY, (m, lead: string, name: string, sep: string, value: string) =>
           !value.includes('[REDACTED') && isSecret(name) ? `${lead}${name}${sep}${value.startsWith('"') || value.startsWith("'") ? pairValue(value) : REDACTED}` : m);
       }
     }
-    if (on('card')) s = s.replace(CARD, scrubCardRun);
+    if (found & HAS_DIGITS && on('card')) s = s.replace(CARD, scrubCardRun);
     return s;
   }
 
   function text(input: string): string {
-    let s = builtIn && mayHoldSecret(input) ? builtInRules(input) : input;
+    let s = input;
+    if (builtIn) {
+      const found = sniff(input);
+      if (found !== 0) s = builtInRules(input, found);
+    }
     for (let i = 0; i < custom.length; i++) {
       const p = custom[i];
       p.lastIndex = 0;
