@@ -37,6 +37,7 @@ interface Account {
   pin?: number;
   apiKey?: string;
   note?: string;
+  extra?: Record<string, unknown>;
   profile?: { creditCardNumber?: string; recoveryCodes?: string[]; otp?: string; nickname?: string };
 }
 
@@ -57,6 +58,7 @@ describe('no secret reaches the store', function () {
       pin: Number,
       apiKey: { type: String, unique: true, sparse: true },
       note: String,
+      extra: Schema.Types.Mixed,
       profile: { creditCardNumber: String, recoveryCodes: [String], otp: String, nickname: String },
     });
     schema.plugin(a.plugin, { maxDocuments: 1 });
@@ -188,7 +190,9 @@ describe('no secret reaches the store', function () {
       username: 'carol', password: S('create password').padEnd(40, 'x'), pin: 1234,
       profile: { creditCardNumber: S('create card'), recoveryCodes: [S('create recovery')], otp: S('create otp'), nickname: 'cc' },
       note: `my card is ${card}, password=${S('create note')}`,
+      extra: { [`Bearer ${S('mixed key')}`]: 1, plain: 'visible' },
     })).json()) as { id: string };
+    expect(created.id).to.be.a('string');
     await a.withActor({ id: 'admin' }, async () => {
       await Account.updateOne({ _id: created.id }, { $set: { password: S('update password').padEnd(40, 'y'), 'profile.otp': S('update otp') } });
       await Account.create({ username: 'dave', apiKey: S('summary apiKey') });
@@ -238,6 +242,11 @@ describe('no secret reaches the store', function () {
     expect(form?.http?.requestBody).to.deep.equal({ username: 'alice', password: R, pin: R });
     const changes = stored.filter((e) => e.kind === 'create' || e.kind === 'update');
     expect(changes.length).to.be.at.least(4);
+    const carolChanges = changes.find((e) => e.kind === 'create' && e.changes?.some((c) => c.path === 'username' && c.to === 'carol'))?.changes ?? [];
+    expect(carolChanges.find((c) => c.path === `extra.Bearer ${R}`)).to.deep.equal({ path: `extra.Bearer ${R}`, from: R, to: R });
+    expect(carolChanges.find((c) => c.path === 'extra.plain')).to.deep.equal({ path: 'extra.plain', from: null, to: 'visible' });
+    expect(carolChanges.find((c) => c.path === 'profile.creditCardNumber')).to.deep.equal({ path: 'profile.creditCardNumber', from: R, to: R });
+    expect(carolChanges.find((c) => c.path === 'note')?.to).to.equal(`my card is ${R}, password=${R}`);
     expect(stored.some((e) => e.summary !== undefined)).to.equal(true);
     const failures = stored.filter((e) => e.kind === 'login_failed');
     expect(failures.map((e) => e.identifier)).to.deep.equal(['alice', a.hashIdentifier(typed)]);

@@ -140,10 +140,12 @@ function normalizeDecimal(s: string): string {
   return out === '-0' ? '0' : out;
 }
 
-function entry(path: string, from: unknown, to: unknown, c: ChangeContext): Change {
+function entry(rawPath: string, from: unknown, to: unknown, c: ChangeContext): Change {
+  // A path is text too: a Mixed field keyed by tokens would otherwise store them in the path.
+  const path = c.redactor.text(rawPath);
   // A dotted path is secret when one of its segments is (the redactor judges segments): only what happened to it is
   // kept (set, removed, or changed), never a value.
-  if (c.redactor.isSecret(path)) return redactedEntry(path, from, to);
+  if (c.redactor.isSecret(rawPath)) return redactedEntry(path, from, to);
   return { path, from: stored(from, c), to: stored(to, c) };
 }
 
