@@ -27,6 +27,9 @@ import { eventModel } from '../lib/store/model.js';
 
 type Variant = 'bare' | 'floor' | 'audited' | 'durable' | 'discard' | 'naive' | 'sync' | 'webhook' | 'deadsink';
 
+/** `BENCH_SCRUB=off`: koa-audit without value scrubbing, so that two runs show what scrubbing costs end to end. */
+const scrubOff = process.env.BENCH_SCRUB === 'off' ? { scrub: { disable: true as const } } : {};
+
 async function main(): Promise<void> {
   const [variant, uri, collection, hook] = process.argv.slice(2) as [Variant, string, string, string];
   const app = new Koa();
@@ -46,7 +49,7 @@ async function main(): Promise<void> {
     });
     void kept;
   } else if (variant === 'discard') {
-    const options = resolveOptions({ connection: conn as mongoose.Connection, collection });
+    const options = resolveOptions({ connection: conn as mongoose.Connection, collection, ...scrubOff });
     let discarded = 0;
     const sink: EventSink = {
       onFull: 'drop',
@@ -65,6 +68,7 @@ async function main(): Promise<void> {
       spoolDir: mkdtempSync(join(tmpdir(), 'koa-audit-bench-spool-')),
       // 'webhook': a live receiver (in the parent process); 'deadsink': a closed port, the sink failing throughout.
       ...(variant === 'webhook' || variant === 'deadsink' ? { sinks: [webhookSink({ url: hook, secret: 'bench-secret-0123456789', retryMaxMs: 1000 })] } : {}),
+      ...scrubOff,
     });
     // Requests cut off by the shutdown at the end of a sample may fail their sync write: not a benchmark error.
     auditor.on('error', () => {});

@@ -5,8 +5,9 @@
  * (lib/core/secret-names.ts). This measures, per call, the strings a request event stores (path, query, user
  * agent), the text an error adds (message and stack), and the whole `toStored` of a request event's fields with
  * scrubbing on (the default), off (`scrub: { disable: true }`), and without any redactor, so that the difference
- * is the redactor's own cost. Medians of 5 rounds, in this process (no HTTP: the HTTP bench's variance on a shared
- * machine is far larger than what is measured here).
+ * is the redactor's own cost. CPU time, medians of 5 rounds, in this process (no HTTP: the HTTP bench's variance
+ * on a shared machine is far larger than what is measured here; `BENCH_SCRUB=off npm run bench` runs the HTTP
+ * bench with scrubbing off, for the end-to-end comparison).
  */
 import { createRedactor, type Redactor } from '../lib/core/redact.js';
 import { DEFAULT_LIMITS, toStored } from '../lib/core/safe.js';
@@ -31,13 +32,15 @@ const failedFields = {
   error: { name: 'Error', message: 'upstream answered 502', status: 502, stack: STACK },
 };
 
+/** CPU time (this process's, not wall time: the machine is shared) per call, in ns; median of 5 rounds. */
 function nsPerCall(fn: () => unknown, iterations: number): number {
   for (let i = 0; i < 1000; i++) fn(); // warm-up
   const rounds: number[] = [];
   for (let r = 0; r < 5; r++) {
-    const t = process.hrtime.bigint();
+    const t = process.cpuUsage();
     for (let i = 0; i < iterations; i++) fn();
-    rounds.push(Number(process.hrtime.bigint() - t) / iterations);
+    const used = process.cpuUsage(t);
+    rounds.push(((used.user + used.system) * 1000) / iterations);
   }
   return median(rounds);
 }
