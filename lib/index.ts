@@ -63,6 +63,7 @@ export type { HistoryScope } from './changes/history.js';
 export type { RetentionOptions } from './core/options.js';
 export { parseTraceparent } from './core/trace.js';
 export { REDACTED, BUILT_IN_REDACT_KEYS } from './core/redact.js';
+export type { ScrubOptions, ScrubRule } from './core/scrub.js';
 export { toStored, escapeKey, unescapeKey } from './core/safe.js';
 export type * from './core/types.js';
 export type { AuditSink } from './core/sink.js';

@@ -36,6 +36,11 @@ describe('createAudit', () => {
     ['batchSize', { batchSize: 0 }],
     ['loginFailures.max', { loginFailures: { max: 0, windowMs: 10 } }],
     ['jsonwebtoken', { jsonwebtoken: {} }],
+    ['scrub', { scrub: 'off' }],
+    ['scrub.disable', { scrub: { disable: ['everything'] } }],
+    ['trustRequestId', { trustRequestId: 1 }],
+    ['failedIdentifiers', { failedIdentifiers: 'md5' }],
+    ['identifierKey', { failedIdentifiers: 'hmac' }],
   ];
   for (const [name, opts] of bad) {
     it(`throws a TypeError naming "${name}" for ${JSON.stringify(opts)}`, () => {
@@ -58,6 +63,7 @@ describe('createAudit', () => {
       writeConcern: { w: 1 }, redact: ['pin'], batchSize: 5, flushIntervalMs: 10, models: ['Post'], maxStringLength: 64,
       spoolDir: mkdtempSync(join(tmpdir(), 'ka-all-')),
       integrity: { key: 'an all-options integrity key....', checkpointEvery: 2, checkpointMs: 60_000 }, onCheckpoint: (cp) => void checkpoints.push(cp),
+      scrub: { patterns: [/INT-\d{4}/], disable: ['card'] }, trustRequestId: true, failedIdentifiers: 'hmac', identifierKey: 'sixteen-bytes-or-more',
     });
     const app = new Koa();
     app.use(a());
@@ -68,9 +74,14 @@ describe('createAudit', () => {
       const token = jwt.sign({ sub: 'u-cookie' }, secret, { algorithm: 'HS256' });
       // mode: 'sync': each event is stored before its response arrives, so no flush() is needed below.
       await fetch(`${server.url}/jwt?pin=1234&note=${'x'.repeat(100)}`, { headers: { cookie: `tok=${token}` } });
-      await fetch(`${server.url}/resolver`, { headers: { 'x-resolve': '1' } });
+      await fetch(`${server.url}/resolver`, { headers: { 'x-resolve': '1', 'x-request-id': 'proxy-id-1' } });
+      await fetch(`${server.url}/INT-1234/4539578763621486`);
       const events = await a.model.find({ kind: 'request' }).sort({ ts: 1, _id: 1 }).lean();
-      expect(events.map((e) => e.http?.path)).to.deep.equal(['/jwt', '/resolver']);
+      expect(events.map((e) => e.http?.path)).to.deep.equal(['/jwt', '/resolver', '/[REDACTED]/4539578763621486']); // scrub
+      expect(events[1].requestId).to.equal('proxy-id-1'); // trustRequestId
+      await a.loginFailed({ identifier: 'typed-password', reason: 'unknown user' });
+      await a.flush();
+      expect((await a.model.findOne({ kind: 'login_failed' }).lean())?.identifier).to.match(/^hmac:[0-9a-f]{32}$/); // failedIdentifiers, identifierKey
       expect(events[0].actor).to.deep.equal({ id: 'u-cookie', via: 'jwt' }); // jwt.cookie
       expect(events[1].actor).to.deep.equal({ id: 'resolved', via: 'resolver' });
       expect(events[0].http?.query).to.match(/^pin=\[REDACTED\]&note=x+…\[truncated/); // redact, maxStringLength

@@ -6,6 +6,8 @@
 import type { Context } from 'koa';
 import { REDACTED, type Redactor } from '../core/redact.js';
 
+const MAX_TEXT_BODY = 256 * 1024;
+
 /** A route pattern's parameters (`:name`, `*name`), remembered per pattern: routes are few, requests many. */
 const routeParams = new Map<string, string[]>();
 const PARAM = /[:*]([A-Za-z_$][\w$]*)/g;
@@ -99,7 +101,8 @@ export function requestSecrets(ctx: Context, redactor: Redactor, extra: Readonly
     for (const [k, v] of new URLSearchParams(ctx.querystring)) if (redactor.isSecretParam(k)) out.push(v);
   }
   const body = (ctx.request as { body?: unknown }).body;
-  if (typeof body === 'string') {
+  // A text body is read for its secret fields only within a bound: this runs on the error path, not for free.
+  if (typeof body === 'string' && body.length <= MAX_TEXT_BODY) {
     if (body.trimStart().startsWith('{')) {
       try {
         secretFields(JSON.parse(body), redactor, out, 0);
