@@ -32,6 +32,7 @@ function reference(all: RawEvent[], f: QueryFilter): string[] {
     (f.model === undefined || e.model === f.model) &&
     (f.documentId === undefined || e.documentId === f.documentId) &&
     (f.requestId === undefined || e.requestId === f.requestId) &&
+    (f.clientRequestId === undefined || (e.http as { clientRequestId?: string } | undefined)?.clientRequestId === f.clientRequestId) &&
     (f.outcome === undefined || e.outcome === f.outcome) &&
     (f.ip === undefined || e.ip === f.ip) &&
     (f.from === undefined || e.ts >= f.from) &&
@@ -69,6 +70,7 @@ describe('query API', () => {
     ['requestId', { requestId: 'r17' }],
     ['outcome', { outcome: 'failure' }],
     ['ip', { ip: '10.0.0.2' }],
+    ['clientRequestId', { clientRequestId: 'client-2' }],
     ['from', { from }],
     ['to', { to }],
     ['from + to', { from, to }],
@@ -242,6 +244,7 @@ describe('query API', () => {
       requestId: 'requestId_1_ts_-1__id_-1',
       outcome: 'outcome_1_ts_-1__id_-1',
       ip: 'ip_1_ts_-1__id_-1',
+      clientRequestId: 'http.clientRequestId_1_ts_-1__id_-1',
     };
     const cursor = encodeCursor(all[200].ts, all[200]._id);
     // ('from after to' is left out: a server may answer an empty range with an EOF plan, which is fine.)

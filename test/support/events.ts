@@ -37,6 +37,8 @@ export function sampleEvents(n: number, start = Date.UTC(2026, 0, 1), stepMs = 1
     };
     if (kind === 'request') {
       e.http = { method: i % 2 ? 'GET' : 'POST', path: `/p/${i}`, route: '/p/:id', query: '', status: e.outcome === 'failure' ? 500 : 200, durationMs: 3 };
+      // Some clients send their own X-Request-Id, and several send the same one.
+      if (i % 3 !== 0) (e.http as Record<string, unknown>).clientRequestId = `client-${i % 5}`;
       if (e.outcome === 'failure') e.error = { name: 'Error', message: `boom ${i}`, status: 500, stack: `Error: boom ${i}\n    at x` };
     } else if (kind === 'create' || kind === 'update' || kind === 'delete') {
       e.model = i % 2 ? 'Post' : 'User';
