@@ -44,6 +44,7 @@ export interface MiddlewareOptions {
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const MAX_PATH = 2048;
+const MAX_PARSED_TEXT = 1024 * 1024;
 
 /** Paths compiled once: a Set for exact paths, a list of prefixes, and the caller's own RegExps. */
 interface PathSet {
@@ -188,7 +189,8 @@ function capturedBody(ctx: Context, core: AuditCore, maxBytes: number): StoredVa
   let value: unknown = body;
   if (typeof body === 'string') {
     // A raw body left as text: form-encoded and JSON are redacted as the structures they are, the rest scrubbed.
-    value = parseText(body, ctx.request.type);
+    // (Only within a bound: a huge text body is kept truncated anyway, and its head is scrubbed as text.)
+    value = body.length <= MAX_PARSED_TEXT ? parseText(body, ctx.request.type) : body;
     if (typeof value === 'string') {
       const bytes = Buffer.byteLength(body);
       const text = toStored(body, core.redactor, { ...core.limits, maxString: maxBytes }) as string;
