@@ -64,7 +64,6 @@ function eventSchema(collection: string): Schema {
   // A model alone cannot sort on the index above (documentId sits between model and ts).
   schema.index({ model: 1, ts: -1, _id: -1 });
   schema.index({ requestId: 1, ts: -1, _id: -1 });
-  schema.index({ 'http.clientRequestId': 1, ts: -1, _id: -1 });
   schema.index({ kind: 1, ts: -1, _id: -1 });
   schema.index({ outcome: 1, ts: -1, _id: -1 });
   schema.index({ ip: 1, ts: -1, _id: -1 });
@@ -78,6 +77,8 @@ function eventSchema(collection: string): Schema {
   schema.index({ reason: 1, ts: -1, _id: -1 });
   // verify reads the hash chains in one pass, in this order.
   schema.index({ 'chain.id': 1, 'chain.seq': 1, _id: 1 });
+  // What a client said its request id was (the server's own is `requestId`): `query({ clientRequestId })`.
+  schema.index({ 'http.clientRequestId': 1, ts: -1, _id: -1 });
   return schema;
 }
 
