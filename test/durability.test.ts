@@ -83,7 +83,8 @@ describe('durability: kill -9 under load', function () {
     expect(answered.length).to.be.above(10, 'the load reached the server');
     const a = fx.auditor({ collection, spoolDir: dir });
     await a.flush();
-    const counts = await a.model.aggregate<{ _id: string; n: number }>([{ $match: { kind: 'request' } }, { $group: { _id: '$requestId', n: { $sum: 1 } } }]);
+    // Each client sent its own X-Request-Id, kept as http.clientRequestId (the request id is the server's).
+    const counts = await a.model.aggregate<{ _id: string; n: number }>([{ $match: { kind: 'request' } }, { $group: { _id: '$http.clientRequestId', n: { $sum: 1 } } }]);
     const seen = new Map(counts.map((c) => [c._id, c.n]));
     const missing = answered.filter((id) => !seen.has(id));
     const twice = counts.filter((c) => c.n > 1);
