@@ -243,9 +243,9 @@ describe('no secret reaches the store', function () {
     const changes = stored.filter((e) => e.kind === 'create' || e.kind === 'update');
     expect(changes.length).to.be.at.least(4);
     const carolChanges = changes.find((e) => e.kind === 'create' && e.changes?.some((c) => c.path === 'username' && c.to === 'carol'))?.changes ?? [];
-    expect(carolChanges.find((c) => c.path === `extra.Bearer ${R}`)).to.deep.equal({ path: `extra.Bearer ${R}`, from: R, to: R });
+    expect(carolChanges.find((c) => c.path === `extra.Bearer ${R}`)).to.deep.equal({ path: `extra.Bearer ${R}`, from: null, to: R });
     expect(carolChanges.find((c) => c.path === 'extra.plain')).to.deep.equal({ path: 'extra.plain', from: null, to: 'visible' });
-    expect(carolChanges.find((c) => c.path === 'profile.creditCardNumber')).to.deep.equal({ path: 'profile.creditCardNumber', from: R, to: R });
+    expect(carolChanges.find((c) => c.path === 'profile.creditCardNumber')).to.deep.equal({ path: 'profile.creditCardNumber', from: null, to: R });
     expect(carolChanges.find((c) => c.path === 'note')?.to).to.equal(`my card is ${R}, password=${R}`);
     expect(stored.some((e) => e.summary !== undefined)).to.equal(true);
     const failures = stored.filter((e) => e.kind === 'login_failed');

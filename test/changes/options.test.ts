@@ -109,7 +109,7 @@ describe('changes: attribution and plugin options', () => {
         { path: 'pin', from: null, to: R },
         { path: 'profile.apiKey', from: null, to: R },
         { path: 'profile.bio', from: null, to: 'b' },
-        { path: 'profile.pinCode', from: R, to: R }, // judged by its words: pin code
+        { path: 'profile.pinCode', from: null, to: R }, // judged by its words: pin code
       ]);
       expect(byPath(update.changes)).to.deep.equal([
         { path: 'password', from: R, to: R, changed: true },
