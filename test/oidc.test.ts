@@ -162,7 +162,7 @@ describe('OpenID Connect login (openid-client against a real oidc-provider)', fu
     expect(res.status).to.equal(401);
     const [ev] = await loginEvents(res.headers.get('x-request-id'));
     expect(ev).to.include({ reason: 'state_mismatch' });
-    expect(ev.meta).to.deep.equal({ stateCookie: 'missing or expired' });
+    expect(ev.meta).to.deep.equal({ stateCheck: 'cookie missing or expired' });
   });
 
   it('state_replayed: the whole callback replayed, state cookie included', async () => {

@@ -235,7 +235,7 @@ export function oidcProvider(options: OidcProviderOptions): LoginProvider<OidcUs
     async exchange({ state, redirectUri, callbackUrl, kept }) {
       const client = await openidClient();
       const config = await configuration(client);
-      if (kept.verifier === undefined || kept.nonce === undefined) throw new ProviderError('state_mismatch', { stateCookie: 'incomplete' });
+      if (kept.verifier === undefined || kept.nonce === undefined) throw new ProviderError('state_mismatch', { stateCheck: 'cookie incomplete' });
       let result: Awaited<ReturnType<Client['authorizationCodeGrant']>>;
       try {
         result = await client.authorizationCodeGrant(config, callbackUrl, {

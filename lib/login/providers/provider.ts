@@ -271,7 +271,7 @@ export function providerRouter<U, T>(provider: LoginProvider<U, T>, options: Pro
     const q = ctx.query;
     const state = typeof q.state === 'string' ? q.state : '';
     if (expected === null || state === '' || !sameState(state, expected.state)) {
-      return failed(ctx, new ProviderError('state_mismatch', { stateCookie: expected === null ? 'missing or expired' : 'present' }), null);
+      return failed(ctx, new ProviderError('state_mismatch', { stateCheck: expected === null ? 'cookie missing or expired' : 'cookie present' }), null);
     }
     if (!spend(expected.state, expected.expires)) return failed(ctx, new ProviderError('state_replayed'), null);
     if (typeof q.error === 'string') {
