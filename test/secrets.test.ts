@@ -319,7 +319,7 @@ describe('no secret reaches the store', function () {
     });
     await fetch(`${r.url}/x`);
     await b.flush();
-    const [ev] = await b.model.find().lean();
+    const [ev] = await b.model.find({ kind: 'request' }).lean();
     expect(ev.error?.message).to.equal(`ticket ${R} for 4539578763621486 token=${R}`);
   });
 });
