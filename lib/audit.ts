@@ -24,6 +24,8 @@ import { createLogin, type LoginFailedInput, type LoginSignals, type LoginSuccee
 import { createSecurity, type SecurityEventName, type SecurityInput } from './login/security.js';
 import { createTokenEvents, type TokenEventInput } from './login/tokens.js';
 import { query, type QueryFilter, type QueryPage } from './read/query.js';
+import { dashboard, type DashboardAnswer, type DashboardQuery } from './rollup/dashboard.js';
+import { RollupStore } from './rollup/store.js';
 import { createMiddleware, type MiddlewareOptions } from './request/middleware.js';
 import { eventModel } from './store/model.js';
 import { prune, pruneExpired, PRUNE_EVERY_MS, setUpRetention } from './store/retention.js';
@@ -77,6 +79,10 @@ export interface AuditorApi {
   history(model: string | Model<never>, documentId: unknown, scope?: HistoryScope): Promise<AuditEvent[]>;
   /** The document as it was at `date`, rebuilt from its events; null when it did not exist then. */
   versionAt(model: string | Model<never>, documentId: unknown, date: Date): Promise<Record<string, unknown> | null>;
+  /** The numbers behind the dashboard page, from the rollups where they can answer. */
+  dashboard(query: DashboardQuery): Promise<DashboardAnswer>;
+  /** Recounts the rollups from the events (what `koa-audit rollup --rebuild` does). Resolves with the events counted. */
+  rebuildRollups(): Promise<number>;
   /**
    * Deletes events older than `before` (the only delete the library does); without options, applies the
    * `retention` option now (per kind, recorded as a `prune` event). Resolves with the count.
@@ -122,6 +128,11 @@ export function createAudit(options?: AuditOptions): Auditor {
     report: (err) => core.report(err),
     warnOnce: (code, message) => core.warnOnce(code, message),
   });
+  const createdAt = new Date();
+  const rollups = o.rollups === null
+    ? null
+    : new RollupStore(() => modelNow().collection, () => o.connection.collection(RollupStore.collectionName(o.collection)), o.rollups);
+
   let writer: Writer | null = null; // made at the end of construction: it builds its loss events with the core
   function sink(): EventSink & Writer {
     writer ??= startWriter();
@@ -161,6 +172,7 @@ export function createAudit(options?: AuditOptions): Auditor {
       lossEvent: ({ lost, from, to, policy }) =>
         core.buildSystem({ kind: 'loss', outcome: 'failure', meta: { lost, from: from.toISOString(), to: to.toISOString(), policy } }),
       onStored: sinks === null ? undefined : (docs) => sinks.offer(docs),
+      afterStore: rollups === null ? undefined : (stored, duplicates) => rollups.afterStore(stored, duplicates, core.report),
     }, events);
   }
 
@@ -175,6 +187,7 @@ export function createAudit(options?: AuditOptions): Auditor {
       if (!opened(o.connection)) c.report(new Error(notOpenMessage(o.connection)));
       await modelNow().createIndexes();
       if ((await setUpRetention(c)) === 'prune') schedulePrune();
+      await rollups?.prepare(createdAt, c.warnOnce);
       await checkWriteConcern(o.connection, o.writeConcern, c.warnOnce);
     },
   });
@@ -247,7 +260,28 @@ export function createAudit(options?: AuditOptions): Auditor {
     query: (filter) => query(core, filter),
     history: (m, id, scope) => history(core, m, id, scope),
     versionAt: (m, id, date) => versionAt(core, m, id, date),
-    prune: (opts) => (opts === undefined ? pruneExpired(core) : prune(core, opts)),
+    prune: async (opts) => {
+      if (opts === undefined) {
+        // Retention by kind: the rollups keep their own retention (they are not recounted per kind).
+        const expired = await pruneExpired(core);
+        await rollups?.pruneOld();
+        return expired;
+      }
+      const n = await prune(core, opts);
+      await rollups?.afterPrune(opts.before);
+      await rollups?.pruneOld();
+      return n;
+    },
+    dashboard: async (q) => {
+      await core.ready();
+      return dashboard({ events: () => modelNow().collection, rollups, degraded: () => writer?.stats().degraded ?? false }, q);
+    },
+    rebuildRollups: async () => {
+      if (rollups === null) throw new TypeError('koa-audit: rollups are disabled (rollups: false)');
+      await core.ready();
+      await writer?.flush();
+      return rollups.rebuild();
+    },
     ready: () => core.ready(),
     // Login events are accepted asynchronously and flood summaries are held in memory: both go first.
     flush: async () => {

@@ -14,7 +14,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   request: ['core', 'store', 'request'],
   changes: ['core', 'store', 'changes'],
   login: ['core', 'store', 'login'],
-  read: ['core', 'store', 'read'],
+  rollup: ['core', 'store', 'rollup'],
+  read: ['core', 'store', 'rollup', 'read'],
   sinks: ['core', 'store', 'sinks'],
 };
 

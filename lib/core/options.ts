@@ -81,6 +81,11 @@ export interface AuditOptions {
   loginFailures?: LoginFailuresOptions;
   /** Copies of the trail elsewhere (`webhookSink`, `otlpSink`, `kafkaSink`, or your own): fed after the store. */
   sinks?: AuditSink[];
+  /**
+   * The dashboard's rollups, kept as events are stored: `false` to turn them off, or `{ days, topK }` (default
+   * `{ days: 400, topK: 100 }`: kept 400 days, at most 100 keys per hour and day in each top table).
+   */
+  rollups?: false | { days?: number; topK?: number };
 }
 
 export interface LoginFailuresOptions {
@@ -120,6 +125,7 @@ export interface ResolvedOptions {
   auditsModel: (modelName: string) => boolean;
   loginFailures: { max: number; windowMs: number; store: 'memory' | 'mongo'; collection: string; timeoutMs: number };
   sinks: AuditSink[];
+  rollups: { days: number; topK: number } | null;
 }
 
 export type Durability = 'memory' | 'disk';
@@ -267,7 +273,7 @@ function modelsOption(v: unknown): (name: string) => boolean {
 const KNOWN = [
   'connection', 'collection', 'jwt', 'resolveActor', 'mode', 'maxQueue', 'maxQueueBytes', 'onFull', 'spoolDir',
   'blockTimeoutMs', 'retention', 'writeConcern', 'redact', 'batchSize', 'flushIntervalMs', 'degradedAfterMs',
-  'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures', 'durability', 'maxEventBytes', 'sinks', 'tenant',
+  'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures', 'durability', 'maxEventBytes', 'sinks', 'tenant', 'rollups',
 ] as const;
 
 const SINK_NAME = /^[A-Za-z0-9._-]{1,64}$/;
@@ -315,6 +321,16 @@ function retentionOption(v: unknown): ResolvedOptions['retention'] {
   }
   if (r.days === undefined && Object.keys(byKind).length === 0) fail('retention', expected, v);
   return { days: r.days as number | undefined, byKind };
+}
+
+function rollupsOption(v: unknown): { days: number; topK: number } | null {
+  if (v === false) return null;
+  if (v === undefined) return { days: 400, topK: 100 };
+  if (v === null || typeof v !== 'object') fail('rollups', 'false, or an object { days?, topK? }', v);
+  const r = v as Record<string, unknown>;
+  checkKnown(r, ['days', 'topK'], 'rollups');
+  if (r.days !== undefined && (typeof r.days !== 'number' || !(r.days > 0))) fail('rollups.days', 'a number > 0', r.days);
+  return { days: (r.days as number | undefined) ?? 400, topK: positiveInt('rollups.topK', r.topK, 100) };
 }
 
 export function resolveOptions(options: unknown): ResolvedOptions {
@@ -370,5 +386,6 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     loginFailures,
     sinks: sinksOption(o.sinks),
     tenant: fnOption<(ctx: Context) => unknown>('tenant', o.tenant, '(ctx) => string | null', false),
+    rollups: rollupsOption(o.rollups),
   };
 }
