@@ -27,7 +27,7 @@ import { query, type QueryFilter, type QueryPage } from './read/query.js';
 import { dashboard, type DashboardAnswer, type DashboardQuery } from './rollup/dashboard.js';
 import { RollupStore } from './rollup/store.js';
 import { createMiddleware, type MiddlewareOptions } from './request/middleware.js';
-import { eventModel } from './store/model.js';
+import { ensureTextIndex, eventModel } from './store/model.js';
 import { prune, pruneExpired, PRUNE_EVERY_MS, setUpRetention } from './store/retention.js';
 import { defaultSpoolBase, defaultSpoolDir, SpoolTrustError, trustedDir, type Destination } from './store/spool-files.js';
 import { Spool } from './store/spool.js';
@@ -188,6 +188,7 @@ export function createAudit(options?: AuditOptions): Auditor {
       await modelNow().createIndexes();
       if ((await setUpRetention(c)) === 'prune') schedulePrune();
       await rollups?.prepare(createdAt, c.warnOnce);
+      await ensureTextIndex(modelNow()); // where the server has none, free text is matched by a scan (query.ts)
       await checkWriteConcern(o.connection, o.writeConcern, c.warnOnce);
     },
   });

@@ -15,7 +15,8 @@ import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { mongo } from 'mongoose';
 import { exportEvents, type ExportFilter, type ExportFormat } from './export.js';
-import { AUDIT_KINDS, BOOLEAN_KEYS, FILTER_ALIASES, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, planQuery, QueryFilterError } from './query.js';
+import { AUDIT_KINDS, BOOLEAN_KEYS, FILTER_ALIASES, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, planQuery, QueryFilterError, textSearch } from './query.js';
+import { ROLLUP_USAGE, runRollup } from './cli-rollup.js';
 
 /** The filter flags of `export`: the query API's keys (one vocabulary for JS, HTTP and CLI), without paging. */
 const FILTER_FLAGS = FILTER_KEYS.filter((k) => k !== 'limit' && k !== 'after');
@@ -53,7 +54,8 @@ koa-audit --version     the version of koa-audit
 The filters are those of the query API and the HTTP API, with the same names and rules.
 Exit status: 0 done, 2 bad arguments, 1 database unreachable, database or collection
 missing, or export failed.
-`;
+
+${ROLLUP_USAGE}`;
 
 /** The package's version, from the package.json above this file (lib/read/ in a checkout, dist/cjs/read/ installed). */
 export function version(): string {
@@ -147,7 +149,9 @@ function exportFilter(v: Record<string, unknown>): ExportFilter {
   const set = (flag: string, key: string, value: unknown): void => {
     if (filter[key] !== undefined) throw new UsageError(`--${flag} and --${flagOf[key]} say the same thing; give one`);
     flagOf[key] = flag;
-    if (key === 'from' || key === 'to') {
+    if (key === 'status' && typeof value === 'string' && /^\d{1,3}$/.test(value)) {
+      filter[key] = Number(value);
+    } else if (key === 'from' || key === 'to') {
       const d = parseIsoDate(value as string);
       if (d === undefined) throw new UsageError(`--${flag} must be ${ISO_DATE_HINT}, got ${JSON.stringify(value)}`);
       filter[key] = d;
@@ -258,7 +262,10 @@ async function runExport(a: ExportArgs, io: CliIO): Promise<number> {
     };
     let count: number;
     try {
-      count = await exportEvents(db.collection(a.collection), out, { format: a.format, filter: a.filter, onProgress: progress });
+      const coll = db.collection(a.collection);
+      const text = a.filter.q === undefined ? { mode: 'index' as const, reason: null } : await textSearch(coll);
+      if (text.reason !== null) say(`note: ${text.reason}`);
+      count = await exportEvents(coll, out, { format: a.format, filter: a.filter, onProgress: progress, textSearch: text.mode });
       if (file !== undefined) await closeFile(file);
     } catch (err) {
       // A reader that went away (`| head`) is not a failure of the export.
@@ -296,6 +303,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       (command === undefined ? io.stderr : io.stdout).write(USAGE);
       return command === undefined ? 2 : 0;
     }
+    if (command === 'rollup') return await runRollup(rest, io);
     if (command !== 'export') throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     const args = parseExport(rest);
     if (args === 'help') {

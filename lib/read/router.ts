@@ -118,9 +118,9 @@ export function filterFromQuery(querystring: string): { filter: QueryFilter; par
     } else if (BOOLEAN_KEYS.includes(key)) {
       // `true` / `false` become booleans; anything else stays text, which planQuery refuses.
       f[key] = value === 'true' ? true : value === 'false' ? false : value;
-    } else if (name === 'limit') {
+    } else if (name === 'limit' || name === 'status') {
       // Digits become a number; anything else stays text, which planQuery refuses (`1e2` is not a page size).
-      f.limit = DIGITS.test(value) ? Number(value) : value;
+      f[key] = DIGITS.test(value) && value.length <= 6 ? Number(value) : value;
     } else {
       f[key] = value;
     }
