@@ -187,7 +187,7 @@ export function createAudit(options?: AuditOptions): Auditor {
       if (!opened(o.connection)) c.report(new Error(notOpenMessage(o.connection)));
       await modelNow().createIndexes();
       if ((await setUpRetention(c)) === 'prune') schedulePrune();
-      await rollups?.prepare(createdAt, c.warnOnce);
+      await rollups?.prepare(createdAt);
       await ensureTextIndex(modelNow()); // where the server has none, free text is matched by a scan (query.ts)
       await checkWriteConcern(o.connection, o.writeConcern, c.warnOnce);
     },

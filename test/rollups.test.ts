@@ -41,7 +41,7 @@ describe('rollups equal a fresh count of the events', function () {
     const name = `ev${++n}`;
     const events = fx.conn.collection(name);
     const store = new RollupStore(() => events, () => fx.conn.collection(RollupStore.collectionName(name)), { days: 4000, topK: 100 });
-    await store.prepare(new Date(0), () => undefined);
+    await store.prepare(new Date(0));
     const deps = (withRollups: boolean) => ({ events: () => events, rollups: withRollups ? store : null, degraded: () => false });
     return {
       events,

@@ -330,11 +330,11 @@ export async function query(core: AuditCore, input?: QueryFilter): Promise<Query
 }
 
 /** Per request id, how many events of each kind other than `request` it has (a request row's changes and logins). */
-export async function countByRequest(collection: mongo.Collection, requestIds: string[]): Promise<Record<string, Record<string, number>>> {
+export async function countByRequest(collection: mongo.Collection, requestIds: string[], tenant: string | null = null): Promise<Record<string, Record<string, number>>> {
   const out: Record<string, Record<string, number>> = {};
   if (requestIds.length === 0) return out;
   const rows = await collection.aggregate<{ _id: { r: string; k: string }; n: number }>([
-    { $match: { requestId: { $in: requestIds }, kind: { $ne: 'request' } } },
+    { $match: { requestId: { $in: requestIds }, kind: { $ne: 'request' }, ...(tenant === null ? {} : { tenant }) } },
     { $group: { _id: { r: '$requestId', k: '$kind' }, n: { $sum: 1 } } },
   ]).toArray();
   for (const row of rows) (out[row._id.r] ??= {})[row._id.k] = row.n;

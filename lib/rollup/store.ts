@@ -160,13 +160,13 @@ export class RollupStore {
   }
 
   /** Indexes, retention, and the instant from which the rollups are complete (see `coveredFrom`). */
-  async prepare(createdAt: Date, warn: (code: string, message: string) => void): Promise<void> {
+  async prepare(createdAt: Date): Promise<void> {
     const coll = this.rollups();
     await coll.createIndex({ ts: 1, tenant: 1 });
     try {
       await coll.createIndex({ ts: 1 }, { name: 'koa_audit_rollup_retention', expireAfterSeconds: Math.round(this.settings.days * 86_400) });
-    } catch (err) {
-      warn('KOA_AUDIT_ROLLUP_NO_TTL', `rollup retention: no TTL index on this server (${(err as Error).message}); prune() deletes old rollups`);
+    } catch {
+      // No TTL index on this server (FerretDB): prune() deletes old rollups (documented with `rollups`).
     }
     const meta = await coll.findOne({ _id: META_ID as never });
     if (meta !== null) return;
