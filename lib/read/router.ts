@@ -220,7 +220,7 @@ export function auditRouter(options: AuditRouterOptions): Router {
     const page = await auditor.query(scoped(access, filter)).catch((err: unknown) => {
       throw err instanceof QueryFilterError ? new BadRequest(`parameter "${paramOf[err.key] ?? err.key}" ${err.problem}`) : err;
     });
-    send(ctx, 200, { items: page.items.map(eventToJson), next: page.next });
+    send(ctx, 200, { items: page.items.map(eventToJson), next: page.next, ...(page.notice === undefined ? {} : { notice: page.notice }) });
   }));
 
   /** A filter from the query string, planQuery's refusals answered as 400 naming the parameter. */

@@ -194,11 +194,13 @@
       return;
     }
     const seq = ++dashSeq;
+    delete dash.dataset.ready;
     setStatus('Loading…');
     const q = qs({ from: from.toISOString(), to: to.toISOString(), bucket: p.get('bucket'), tenant: p.get('tenant') });
     Promise.all([getJson('api/dashboard?' + q.toString()), loadUplot().then(() => null, (e) => e)]).then(([d, uplotError]) => {
       if (seq !== dashSeq) return;
       renderDashboard(d, uplotError);
+      dash.dataset.ready = '1';
       setStatus(fmt(d.totals.events) + (d.totals.events === 1 ? ' event' : ' events') + ' in range');
     }, (err) => {
       if (seq !== dashSeq) return;
@@ -590,6 +592,7 @@
     const f = new URLSearchParams(current);
     f.delete('limit');
     countEl.textContent = '';
+    delete countEl.dataset.count;
     getJson('api/count?' + f.toString()).then((body) => {
       countEl.textContent = (body.capped ? 'over ' : '') + fmt(body.count) + (body.count === 1 ? ' matching event' : ' matching events');
       countEl.dataset.count = String(body.count);
