@@ -390,7 +390,8 @@
     const width = Math.max(240, box.clientWidth || 600);
     const u = new U({
       width, height: 200,
-      scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
+      // The whole range, so that the first and last bars are drawn whole.
+      scales: { x: { time: true, range: () => [new Date(d.from).getTime() / 1000, new Date(d.to).getTime() / 1000] }, y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
       axes: [axis, axis],
       series: uSeries,
       cursor: { points: { show: false } },
