@@ -6,12 +6,15 @@
  */
 import { EventEmitter } from 'node:events';
 import mongoose, { mongo } from 'mongoose';
+import { RollupStore } from '../lib/rollup/store.js';
 import { eventModel } from '../lib/store/model.js';
 import { Writer } from '../lib/store/writer.js';
 import { fmt, median, table } from './common.js';
 
 export interface StoreRow {
   batchSize: number;
+  /** Whether the dashboard's rollups were kept after each batch (as createAudit does by default). */
+  rollups: boolean;
   events: number;
   eventsPerSec: number;
 }
@@ -36,16 +39,21 @@ export async function runStoreBench(uri: string, events: number, rounds: number,
   const rows: StoreRow[] = [];
   try {
     for (const batchSize of batchSizes) {
-      const rates: number[] = [];
-      for (let r = 0; r < rounds; r++) {
+      const rates = { false: [] as number[], true: [] as number[] };
+      // Alternated within each round, so that a drift of the machine does not favour one side.
+      for (let r = 0; r < rounds; r++) for (const rollups of [false, true]) {
         // The audit collection as the library sets it up: every index the queries need.
-        const model = eventModel(conn, `store_bench_${batchSize}_${r}`);
+        const name = `store_bench_${batchSize}_${r}_${rollups ? 'r' : 'n'}`;
+        const model = eventModel(conn, name);
         await model.createIndexes();
         const coll = model.collection;
+        const store = rollups ? new RollupStore(() => coll, () => conn.collection(RollupStore.collectionName(name)), { days: 400, topK: 100 }) : null;
+        if (store !== null) await store.prepare(new Date());
         const w = new Writer(() => coll, {
           batchSize, flushIntervalMs: 250, maxQueue: events, maxQueueBytes: 1 << 30, onFull: 'drop', spool: null, wal: null,
           blockTimeoutMs: 5000, writeConcern: undefined, degradedAfterMs: 5000, retryMinMs: 50, retryMaxMs: 5000,
           lossEvent: () => { throw new Error('store bench: nothing is dropped under drop with room for every event'); },
+          afterStore: store === null ? undefined : (stored, dup) => store.afterStore(stored, dup, (err) => { throw err; }),
         }, new EventEmitter());
         const docs = Array.from({ length: events }, (_, i) => requestEvent(i));
         const t = performance.now();
@@ -54,18 +62,20 @@ export async function runStoreBench(uri: string, events: number, rounds: number,
         const secs = (performance.now() - t) / 1000;
         const stats = w.stats();
         if (stats.stored !== events) throw new Error(`store bench: ${stats.stored} of ${events} stored`);
-        rates.push(events / secs);
+        rates[String(rollups) as 'true' | 'false'].push(events / secs);
         await w.close(1000);
         await coll.drop();
+        if (rollups) await conn.collection(RollupStore.collectionName(name)).drop();
       }
-      rows.push({ batchSize, events, eventsPerSec: median(rates) });
+      rows.push({ batchSize, rollups: false, events, eventsPerSec: median(rates.false) });
+      rows.push({ batchSize, rollups: true, events, eventsPerSec: median(rates.true) });
     }
   } finally {
     await conn.close();
   }
   const text = table(
-    ['batchSize', 'events per round', 'rounds', 'events/s (median)'],
-    rows.map((r) => [r.batchSize, fmt(r.events), rounds, fmt(r.eventsPerSec)]),
+    ['batchSize', 'rollups', 'events per round', 'rounds', 'events/s (median)'],
+    rows.map((r) => [r.batchSize, r.rollups ? 'on' : 'off', fmt(r.events), rounds, fmt(r.eventsPerSec)]),
   );
   return { rows, text };
 }

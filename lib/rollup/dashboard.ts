@@ -166,9 +166,14 @@ export async function dashboard(deps: DashboardDeps, q: DashboardQuery): Promise
     merge(all, tally);
     series.push({ ts: new Date(t).toISOString(), ...pointOf(tally) });
   }
-  const lossFilter: Record<string, unknown> = { kind: 'loss', ts: { $gte: new Date(plan.from), $lt: new Date(plan.to) } };
-  if (plan.tenant !== null) lossFilter.tenant = plan.tenant;
-  const losses = await deps.events().find(lossFilter, { sort: { ts: -1, _id: -1 }, limit: MAX_LOSSES }).toArray();
+  // The loss events themselves are read only when the count says there are some (a server without index
+  // pushdown would otherwise scan the range on every visit).
+  let losses: StoredDoc[] = [];
+  if ((all.k.loss ?? 0) > 0) {
+    const lossFilter: Record<string, unknown> = { kind: 'loss', ts: { $gte: new Date(plan.from), $lt: new Date(plan.to) } };
+    if (plan.tenant !== null) lossFilter.tenant = plan.tenant;
+    losses = (await deps.events().find(lossFilter, { sort: { ts: -1, _id: -1 }, limit: MAX_LOSSES }).toArray()) as StoredDoc[];
+  }
 
   return {
     source: reason === null ? 'rollups' : 'aggregation',

@@ -278,19 +278,35 @@ export class RollupStore {
     return res.deletedCount;
   }
 
-  /** Recounts every hour from the events, in time order, one hour in memory at a time. Resolves with the event count. */
+  /**
+   * Recounts every hour from the events, in time order, a few hundred hours in memory at a time. Resolves with
+   * the event count. Meant for a quiet moment (an upgrade, a repair): events stored meanwhile may be missed
+   * until their hour is next written.
+   */
   async rebuild(onProgress?: (events: number) => void): Promise<number> {
     const coll = this.rollups();
     await coll.deleteMany({ _id: { $ne: META_ID as never } });
     this.keys.clear();
     this.dirty.clear();
-    const cursor = this.events().find({}, { projection: TALLY_PROJECTION, sort: { ts: 1 }, batchSize: 2000 });
+    const cursor = this.events().find({}, { projection: TALLY_PROJECTION, sort: { ts: 1 }, batchSize: 5000 });
+    const fresh = new Map<string, KeySets>();
+    const keysFor = (id: string): KeySets => {
+      let k = fresh.get(id);
+      if (k === undefined) fresh.set(id, (k = emptyKeys()));
+      return k;
+    };
     let hour: number | null = null;
     let pending: StoredDoc[] = [];
+    let rows: Record<string, unknown>[] = [];
     let count = 0;
-    const write = async (): Promise<void> => {
-      if (hour !== null) await this.replaceHours([hour], pending);
+    const endHour = (): void => {
+      for (const [id, b] of tallyByBucket(pending, keysFor, this.settings.topK)) rows.push({ _id: id, ts: new Date(b.hour), tenant: b.tenant, ...toStored(b.t) });
       pending = [];
+      fresh.clear();
+    };
+    const write = async (): Promise<void> => {
+      if (rows.length > 0) await coll.insertMany(rows as never[], { ordered: false });
+      rows = [];
     };
     try {
       for await (const d of cursor) {
@@ -298,12 +314,14 @@ export class RollupStore {
         if (!(ts instanceof Date)) continue;
         const h = floorHour(ts.getTime());
         if (h !== hour) {
-          await write();
+          endHour();
+          if (rows.length >= 500) await write();
           hour = h;
         }
         pending.push(d as StoredDoc);
         if (++count % 10_000 === 0) onProgress?.(count);
       }
+      endHour();
       await write();
     } finally {
       await cursor.close();
