@@ -69,6 +69,11 @@ describe('rollups equal a fresh count of the events', function () {
     expect(b.source).to.equal('aggregation');
     const strip = ({ source: _s, reason: _r, ...rest }: DashboardAnswer) => rest;
     expect(strip(a)).to.deep.equal(strip(b));
+    // The day documents too (kept beside the hours, read for daily buckets).
+    const [ad, bd] = [await s.rolled({ ...q, bucket: 'day' }), await s.fresh({ ...q, bucket: 'day' })];
+    expect(ad.source).to.equal('rollups');
+    expect(strip(ad)).to.deep.equal(strip(bd));
+    expect(ad.totals).to.deep.equal(a.totals);
     return a;
   }
 
@@ -168,6 +173,10 @@ describe('rollups equal a fresh count of the events', function () {
     expect(rolled.source).to.equal('rollups');
     expect(rolled.totals).to.deep.equal(fresh.totals);
     expect(rolled.series).to.deep.equal(fresh.series);
+    const day = { ...RANGE, bucket: 'day' as const };
+    const [rolledDay, freshDay] = [await dashboard(deps(store), day), await dashboard(deps(null), day)];
+    expect(rolledDay.source).to.equal('rollups');
+    expect(rolledDay.totals).to.deep.equal(freshDay.totals);
     expect(rolled.totals.events).to.equal(240 - deleted);
     // The auditor answers from its rollups too, and a rebuild changes nothing.
     const before = await a.dashboard(RANGE);

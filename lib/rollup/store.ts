@@ -1,7 +1,7 @@
 /**
- * The rollups: one document per hour (and tenant) in `{collection}_rollups`, holding that hour's Tally, kept up
- * to date by the writer after each stored batch (`afterStore`), so that the dashboard reads at most a few
- * hundred small documents instead of the events of its range.
+ * The rollups: one document per hour and one per day (and tenant) in `{collection}_rollups`, each holding the
+ * Tally of its time, kept up to date by the writer after each stored batch (`afterStore`), so that the
+ * dashboard reads a few dozen documents (daily buckets) or a few hundred (hourly) instead of the events.
  *
  * Exactly once, without transactions: a batch's newly stored events are added with `$inc`; an event the
  * server refused as a duplicate of its `_id` may or may not have been counted (a retried batch whose first
@@ -14,7 +14,7 @@
  */
 import type { Collection, Connection } from 'mongoose';
 import type { StoredDoc } from '../core/types.js';
-import { addEvent, emptyTally, TOP_DIMENSIONS, type Bounded, type Counts, type Tally } from './tally.js';
+import { addEvent, emptyTally, merge, TOP_DIMENSIONS, type Bounded, type Counts, type Tally } from './tally.js';
 
 export const HOUR_MS = 3_600_000;
 const META_ID = 'meta';
@@ -36,11 +36,19 @@ export interface RollupDoc extends Tally {
   _id: string;
   ts: Date;
   tenant: string;
+  g?: Grain;
 }
 
+export const DAY_MS = 86_400_000;
 export const floorHour = (ms: number): number => Math.floor(ms / HOUR_MS) * HOUR_MS;
+export const floorDay = (ms: number): number => Math.floor(ms / DAY_MS) * DAY_MS;
+/** The two sizes of rollup: `g` of the stored document. */
+export type Grain = 'h' | 'd';
+const GRAIN_MS: Record<Grain, number> = { h: HOUR_MS, d: DAY_MS };
+/** Hour documents (older ones have no `g`), or day documents. */
+const grainFilter = (g: Grain): Record<string, unknown> => (g === 'd' ? { g: 'd' } : { g: { $ne: 'd' } });
 const tenantOf = (e: StoredDoc): string => (typeof e.tenant === 'string' ? e.tenant : '');
-const docId = (hour: number, tenant: string): string => `${hour}:${tenant}`;
+const docId = (start: number, tenant: string, g: Grain = 'h'): string => `${g === 'd' ? 'd' : ''}${start}:${tenant}`;
 const SAFE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const enc = (key: string): string => `k${Buffer.from(key, 'utf8').toString('base64url')}`;
 const dec = (field: string): string => Buffer.from(field.slice(1), 'base64url').toString('utf8');
@@ -126,14 +134,35 @@ function roomIn(keys: KeySets, topK: number): (dim: Bounded, key: string) => boo
   };
 }
 
+/** Keeps the `topK` biggest keys of each table (the rest counted as overflow): a day merged from its hours. */
+function cap(t: Tally, topK: number): Tally {
+  const bump = (dim: string, by: number): void => {
+    t.o[dim] = (t.o[dim] ?? 0) + by;
+  };
+  for (const dim of TOP_DIMENSIONS) {
+    const entries = Object.entries(t.t[dim]);
+    if (entries.length <= topK) continue;
+    entries.sort(([ka, a], [kb, b]) => b.n - a.n || (ka < kb ? -1 : 1));
+    t.t[dim] = Object.fromEntries(entries.slice(0, topK));
+    for (const [, e] of entries.slice(topK)) bump(dim, e.n);
+  }
+  const routes = Object.entries(t.r);
+  if (routes.length > topK) {
+    routes.sort(([ka, a], [kb, b]) => b.n - a.n || (ka < kb ? -1 : 1));
+    t.r = Object.fromEntries(routes.slice(0, topK));
+    for (const [, r] of routes.slice(topK)) bump('route', r.n);
+  }
+  return t;
+}
+
 /** Tallies events into per-(hour, tenant) buckets, each table bounded by `topK` from the keys it already has. */
-function tallyByBucket(docs: Iterable<StoredDoc>, keysFor: (id: string) => KeySets, topK: number): Map<string, { hour: number; tenant: string; t: Tally }> {
+function tallyByBucket(docs: Iterable<StoredDoc>, keysFor: (id: string) => KeySets, topK: number, g: Grain = 'h'): Map<string, { hour: number; tenant: string; t: Tally }> {
   const out = new Map<string, { hour: number; tenant: string; t: Tally }>();
   for (const e of docs) {
     if (!(e.ts instanceof Date)) continue;
-    const hour = floorHour(e.ts.getTime());
+    const hour = Math.floor(e.ts.getTime() / GRAIN_MS[g]) * GRAIN_MS[g];
     const tenant = tenantOf(e);
-    const id = docId(hour, tenant);
+    const id = docId(hour, tenant, g);
     let b = out.get(id);
     if (b === undefined) out.set(id, (b = { hour, tenant, t: emptyTally() }));
     addEvent(b.t, e, roomIn(keysFor(id), topK));
@@ -210,17 +239,20 @@ export class RollupStore {
 
   private async increment(docs: StoredDoc[]): Promise<void> {
     const ids = new Set<string>();
-    for (const d of docs) if (d.ts instanceof Date) ids.add(docId(floorHour(d.ts.getTime()), tenantOf(d)));
+    for (const d of docs) {
+      if (!(d.ts instanceof Date)) continue;
+      ids.add(docId(floorHour(d.ts.getTime()), tenantOf(d)));
+      ids.add(docId(floorDay(d.ts.getTime()), tenantOf(d), 'd'));
+    }
     const unknown = [...ids].filter((id) => !this.keys.has(id));
     if (unknown.length > 0) {
       const found = await this.rollups().find({ _id: { $in: unknown as never[] } }, { projection: { r: 1, t: 1 } }).toArray();
       for (const id of unknown) this.remember(id, emptyKeys());
       for (const f of found) this.remember(String(f._id), keysOf(fromStored(f as unknown as Partial<RollupDoc>)));
     }
-    const buckets = tallyByBucket(docs, (id) => this.keysFor(id), this.settings.topK);
-    const ops = [...buckets].map(([id, b]) => ({
-      updateOne: { filter: { _id: id as never }, update: { $inc: incOf(b.t), $setOnInsert: { ts: new Date(b.hour), tenant: b.tenant } }, upsert: true },
-    }));
+    const ops = (['h', 'd'] as const).flatMap((g) => [...tallyByBucket(docs, (id) => this.keysFor(id), this.settings.topK, g)].map(([id, b]) => ({
+      updateOne: { filter: { _id: id as never }, update: { $inc: incOf(b.t), $setOnInsert: { ts: new Date(b.hour), tenant: b.tenant, g } }, upsert: true },
+    })));
     if (ops.length > 0) await this.rollups().bulkWrite(ops, { ordered: false });
   }
 
@@ -236,9 +268,9 @@ export class RollupStore {
     if (this.keys.size > CACHED_BUCKETS) this.keys.delete(this.keys.keys().next().value as string);
   }
 
-  /** The rollup documents of [from, to), of one tenant or all. */
-  async read(from: number, to: number, tenant: string | null): Promise<RollupDoc[]> {
-    const filter: Record<string, unknown> = { ts: { $gte: new Date(from), $lt: new Date(to) } };
+  /** The rollup documents of [from, to) of one size (hours, or days), of one tenant or all. */
+  async read(from: number, to: number, tenant: string | null, g: Grain = 'h'): Promise<RollupDoc[]> {
+    const filter: Record<string, unknown> = { ts: { $gte: new Date(from), $lt: new Date(to) }, ...grainFilter(g) };
     if (tenant !== null) filter.tenant = tenant;
     return (await this.rollups().find(filter).toArray()) as unknown as RollupDoc[];
   }
@@ -258,18 +290,39 @@ export class RollupStore {
       return k;
     }, this.settings.topK);
     const coll = this.rollups();
-    await coll.deleteMany({ ts: { $in: hours.map((h) => new Date(h)) } });
+    await coll.deleteMany({ ts: { $in: hours.map((h) => new Date(h)) }, ...grainFilter('h') });
     for (const id of [...this.keys.keys()]) if (hours.includes(Number(id.split(':')[0]))) this.keys.delete(id);
-    const rows = [...buckets].map(([id, b]) => ({ _id: id, ts: new Date(b.hour), tenant: b.tenant, ...toStored(b.t) }));
+    const rows = [...buckets].map(([id, b]) => ({ _id: id, ts: new Date(b.hour), tenant: b.tenant, g: 'h', ...toStored(b.t) }));
     if (rows.length > 0) await coll.insertMany(rows as never[], { ordered: false });
     for (const [id, k] of fresh) this.remember(id, k);
+    for (const day of new Set(hours.map(floorDay))) await this.recountDay(day);
+  }
+
+  /** Rebuilds one day's documents from its hours (a few dozen small reads, not the events). */
+  private async recountDay(day: number): Promise<void> {
+    const hours = await this.read(day, day + DAY_MS, null, 'h');
+    const byTenant = new Map<string, Tally>();
+    for (const h of hours) {
+      const tenant = h.tenant ?? '';
+      let t = byTenant.get(tenant);
+      if (t === undefined) byTenant.set(tenant, (t = emptyTally()));
+      merge(t, fromStored(h));
+    }
+    const coll = this.rollups();
+    await coll.deleteMany({ ts: new Date(day), g: 'd' });
+    for (const id of [...this.keys.keys()]) if (id.startsWith(`d${day}:`)) this.keys.delete(id);
+    const rows = [...byTenant].map(([tenant, t]) => ({ _id: docId(day, tenant, 'd'), ts: new Date(day), tenant, g: 'd', ...toStored(cap(t, this.settings.topK)) }));
+    if (rows.length > 0) await coll.insertMany(rows as never[], { ordered: false });
   }
 
   /** After `prune({ before })`: rollups follow the events (the hour cut in two is recounted). */
   async afterPrune(before: Date): Promise<void> {
     const cut = floorHour(before.getTime());
-    await this.rollups().deleteMany({ ts: { $lt: new Date(cut) } });
-    if (cut !== before.getTime()) await this.recount(cut);
+    const cutDay = floorDay(before.getTime());
+    await this.rollups().deleteMany({ ts: { $lt: new Date(cut) }, ...grainFilter('h') });
+    await this.rollups().deleteMany({ ts: { $lt: new Date(cutDay) }, g: 'd' });
+    if (cut !== before.getTime()) await this.recount(cut); // its day too
+    else if (cutDay !== before.getTime()) await this.recountDay(cutDay);
   }
 
   /** Deletes rollups older than their retention (where the server has no TTL index). */
@@ -299,8 +352,16 @@ export class RollupStore {
     let pending: StoredDoc[] = [];
     let rows: Record<string, unknown>[] = [];
     let count = 0;
+    const days = new Map<string, { day: number; tenant: string; t: Tally }>();
     const endHour = (): void => {
-      for (const [id, b] of tallyByBucket(pending, keysFor, this.settings.topK)) rows.push({ _id: id, ts: new Date(b.hour), tenant: b.tenant, ...toStored(b.t) });
+      for (const [id, b] of tallyByBucket(pending, keysFor, this.settings.topK)) {
+        rows.push({ _id: id, ts: new Date(b.hour), tenant: b.tenant, g: 'h', ...toStored(b.t) });
+        const day = floorDay(b.hour);
+        const dayId = docId(day, b.tenant, 'd');
+        let d = days.get(dayId);
+        if (d === undefined) days.set(dayId, (d = { day, tenant: b.tenant, t: emptyTally() }));
+        merge(d.t, b.t);
+      }
       pending = [];
       fresh.clear();
     };
@@ -322,6 +383,7 @@ export class RollupStore {
         if (++count % 10_000 === 0) onProgress?.(count);
       }
       endHour();
+      for (const [id, d] of days) rows.push({ _id: id, ts: new Date(d.day), tenant: d.tenant, g: 'd', ...toStored(cap(d.t, this.settings.topK)) });
       await write();
     } finally {
       await cursor.close();
