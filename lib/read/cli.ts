@@ -43,6 +43,10 @@ Options:
   --traceId <id>        events of this W3C trace (32 hex)
   --onBehalfOfId <id>   events done as this user (impersonation)
   --reason <text>       events whose reason starts with this text
+  --path <path>         requests to this path (a prefix when it ends with *); --route likewise for the matched route
+  --method <method>     requests with this HTTP method; --status <code>, --statusClass <4xx> likewise
+  --identifier <name>   login events of this identifier; --provider <name> likewise
+  --q <text>            free text over path, route, identifier, error message and document label
   --format <format>     ndjson (default) or csv
   --out <file>          write to this file (progress on stderr) instead of stdout
   --force               replace the --out file if it exists
