@@ -141,15 +141,22 @@ describe('rollups equal a fresh count of the events', function () {
     const s = await setUp();
     const list = trail(150);
     const dir = fx.tmp();
-    const spool = new Spool(dir);
-    spool.append(list.slice(0, 100) as StoredDoc[]);
-    const w1 = writerFor(() => s.events, s.store, spool, 30);
+    const destination = () => ({ db: fx.conn.name, collection: s.events.collectionName });
+    // Files left by auditors that are gone: anyone's (of the same destination) to replay.
+    const left = new Spool(dir, destination);
+    left.append(list.slice(0, 100) as StoredDoc[]);
+    left.close();
+    const w1 = writerFor(() => s.events, s.store, new Spool(dir, destination), 30);
+    w1.checkSpool();
     await w1.flush();
     await w1.close(1000);
+    expect(await s.events.countDocuments({})).to.equal(100);
     // The same events spooled again (a crash before the file was removed), with fifty new ones.
-    const spool2 = new Spool(dir);
-    spool2.append(list as StoredDoc[]);
-    const w2 = writerFor(() => s.events, s.store, spool2, 30);
+    const again = new Spool(dir, destination);
+    again.append(list as StoredDoc[]);
+    again.close();
+    const w2 = writerFor(() => s.events, s.store, new Spool(dir, destination), 30);
+    w2.checkSpool();
     await w2.flush();
     expect(await s.events.countDocuments({})).to.equal(150);
     expect((await expectEqual(s)).totals.events).to.equal(150);
