@@ -1,8 +1,8 @@
 /** The plugin's `label` option: a readable name of the changed document stored as `documentLabel`. */
 import { expect } from 'chai';
 import type { Connection } from 'mongoose';
-import { changeFixture, type ChangeFixture } from './support/changes.js';
-import { connectTestDb } from './support/helpers.js';
+import { changeFixture, type ChangeFixture } from '../support/changes.js';
+import { connectTestDb } from '../support/helpers.js';
 
 describe("change plugin: label (documentLabel)", () => {
   let conn: Connection;
