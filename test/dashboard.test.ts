@@ -218,7 +218,7 @@ describe('dashboard page (headless Chromium)', function () {
 
     const csv = await (await fetch(`${server.url}/audit/api/export?format=csv&kind=login_failed`)).text();
     expect(csv.trimEnd().split('\r\n')).to.have.length(1 + 9);
-    expect(await page.getAttribute('#download-csv', 'href')).to.equal('api/export?format=csv&requestId=req-ann');
+    expect(await page.getAttribute('#download-csv', 'href')).to.equal('api/export?format=csv&requestId=req-ann&auditRead=false');
 
     await page.goto(`${server.url}/audit/?view=events&q=wp-login`);
     expect(await listReady()).to.equal(3);

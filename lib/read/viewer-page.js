@@ -138,8 +138,23 @@
     });
     return a;
   }
-  /** The event list filtered by `params`. @param {Record<string, string | string[] | null | undefined>} params */
-  function listParams(params) { const p = qs(params); p.set('view', 'events'); return p; }
+  /**
+   * The event list filtered by `params`. Reads of the trail shown: the dashboard's numbers count every event.
+   * @param {Record<string, string | string[] | null | undefined>} params
+   */
+  function listParams(params) { const p = qs(params); p.set('view', 'events'); p.set('showAuditReads', '1'); return p; }
+  /**
+   * The API's filter for the list's: reads of the audit trail (`http.auditRead`, this page's own requests among
+   * them) are left out unless the box asks for them.
+   * @param {URLSearchParams} p
+   */
+  function apiFilter(p) {
+    const f = new URLSearchParams(p);
+    const show = f.get('showAuditReads') === '1';
+    f.delete('showAuditReads');
+    if (!show && !f.has('auditRead')) f.set('auditRead', 'false');
+    return f;
+  }
 
   function route() {
     const p = new URLSearchParams(location.search);
@@ -521,6 +536,7 @@
       if (v) p.set(n, (v.length === 16 ? v + ':00' : v) + 'Z');
     });
     if (field('limit').value !== '50') p.set('limit', field('limit').value);
+    if (/** @type {HTMLInputElement} */ (form.elements.namedItem('showAuditReads')).checked) p.set('showAuditReads', '1');
     return p;
   }
   /** @param {URLSearchParams} p */
@@ -537,6 +553,7 @@
     const limit = p.get('limit') || '50';
     field('limit').value = limit;
     if (field('limit').value !== limit) field('limit').value = '50';
+    /** @type {HTMLInputElement} */ (form.elements.namedItem('showAuditReads')).checked = p.get('showAuditReads') === '1';
   }
   /** The filter of the URL, without what is not a filter (view, page, cursor). @param {URLSearchParams} p */
   function filterOf(p) {
@@ -583,14 +600,14 @@
   }
 
   function updateTools() {
-    const f = new URLSearchParams(current);
+    const f = apiFilter(current);
     f.delete('limit');
     /** @type {HTMLAnchorElement} */ (byId('download-csv')).href = 'api/export?format=csv' + (f.toString() ? '&' + f.toString() : '');
     /** @type {HTMLAnchorElement} */ (byId('download-ndjson')).href = 'api/export?format=ndjson' + (f.toString() ? '&' + f.toString() : '');
   }
 
   function loadCount() {
-    const f = new URLSearchParams(current);
+    const f = apiFilter(current);
     f.delete('limit');
     countEl.textContent = '';
     delete countEl.dataset.count;
@@ -602,7 +619,7 @@
 
   /** @param {boolean} [quiet] a live refresh: no "Loading…", the open detail stays */
   function load(quiet) {
-    const p = new URLSearchParams(current);
+    const p = apiFilter(current);
     const cursor = cursors[pageIndex];
     if (cursor) p.set('after', cursor);
     const seq = ++loadSeq;
@@ -680,7 +697,8 @@
     const p = new URLSearchParams(current);
     for (const [k, v] of Object.entries(params)) p.set(k, v);
     p.delete('after');
-    const a = link(text, listParams(Object.fromEntries(p)), 'chip ' + (cls || ''));
+    p.set('view', 'events');
+    const a = link(text, p, 'chip ' + (cls || ''));
     a.title = 'Filter on ' + Object.keys(params).join(' and ');
     return a;
   }

@@ -150,6 +150,7 @@ function pageHtml(style: string, script: string, config: string): string {
   <label>From (UTC) <input type="datetime-local" name="from" step="1"></label>
   <label>To (UTC, before) <input type="datetime-local" name="to" step="1"></label>
   <label>Per page <select name="limit"><option>25</option><option selected>50</option><option>100</option><option>200</option><option>500</option></select></label>
+  <label><input type="checkbox" name="showAuditReads"> Show reads of the audit trail</label>
   <button type="submit">Apply</button>
   <button type="button" id="clear">Clear</button>
 </form>
