@@ -253,7 +253,7 @@ export class RollupStore {
     const ops = (['h', 'd'] as const).flatMap((g) => [...tallyByBucket(docs, (id) => this.keysFor(id), this.settings.topK, g)].map(([id, b]) => ({
       updateOne: { filter: { _id: id as never }, update: { $inc: incOf(b.t), $setOnInsert: { ts: new Date(b.hour), tenant: b.tenant, g } }, upsert: true },
     })));
-    if (ops.length > 0) await this.rollups().bulkWrite(ops, { ordered: false });
+    await this.write(ops);
   }
 
   private keysFor(id: string): KeySets {
@@ -266,6 +266,31 @@ export class RollupStore {
     this.keys.delete(id);
     this.keys.set(id, k);
     if (this.keys.size > CACHED_BUCKETS) this.keys.delete(this.keys.keys().next().value as string);
+  }
+
+  /**
+   * Runs upserts, again for those that lost an insert race (another process upserted the same bucket first:
+   * a duplicate key, which MongoDB retries by itself and FerretDB reports); the second attempt updates.
+   */
+  private async write(ops: { updateOne?: object; replaceOne?: object }[]): Promise<void> {
+    let todo = ops;
+    for (let attempt = 0; todo.length > 0; attempt++) {
+      try {
+        await this.rollups().bulkWrite(todo as never[], { ordered: false });
+        return;
+      } catch (err) {
+        const list = (err as { writeErrors?: unknown }).writeErrors;
+        const errors = (Array.isArray(list) ? list : list === undefined || list === null ? [] : [list]) as { index: number; code: number }[];
+        if (attempt >= 3 || errors.length === 0 || errors.some((e) => e.code !== 11000)) throw err;
+        todo = errors.map((e) => todo[e.index]);
+      }
+    }
+  }
+
+  /** Replaces the documents `filter` selects by `rows`: each row upserted whole, the others deleted. */
+  private async replace(filter: Record<string, unknown>, rows: Record<string, unknown>[]): Promise<void> {
+    await this.write(rows.map((row) => ({ replaceOne: { filter: { _id: row._id }, replacement: row, upsert: true } })));
+    await this.rollups().deleteMany({ ...filter, _id: { $nin: rows.map((r) => r._id) as never[] } });
   }
 
   /** The rollup documents of [from, to) of one size (hours, or days), of one tenant or all. */
@@ -289,11 +314,9 @@ export class RollupStore {
       if (k === undefined) fresh.set(id, (k = emptyKeys()));
       return k;
     }, this.settings.topK);
-    const coll = this.rollups();
-    await coll.deleteMany({ ts: { $in: hours.map((h) => new Date(h)) }, ...grainFilter('h') });
-    for (const id of [...this.keys.keys()]) if (hours.includes(Number(id.split(':')[0]))) this.keys.delete(id);
     const rows = [...buckets].map(([id, b]) => ({ _id: id, ts: new Date(b.hour), tenant: b.tenant, g: 'h', ...toStored(b.t) }));
-    if (rows.length > 0) await coll.insertMany(rows as never[], { ordered: false });
+    await this.replace({ ts: { $in: hours.map((h) => new Date(h)) }, ...grainFilter('h') }, rows);
+    for (const id of [...this.keys.keys()]) if (hours.includes(Number(id.split(':')[0]))) this.keys.delete(id);
     for (const [id, k] of fresh) this.remember(id, k);
     for (const day of new Set(hours.map(floorDay))) await this.recountDay(day);
   }
@@ -308,11 +331,9 @@ export class RollupStore {
       if (t === undefined) byTenant.set(tenant, (t = emptyTally()));
       merge(t, fromStored(h));
     }
-    const coll = this.rollups();
-    await coll.deleteMany({ ts: new Date(day), g: 'd' });
-    for (const id of [...this.keys.keys()]) if (id.startsWith(`d${day}:`)) this.keys.delete(id);
     const rows = [...byTenant].map(([tenant, t]) => ({ _id: docId(day, tenant, 'd'), ts: new Date(day), tenant, g: 'd', ...toStored(cap(t, this.settings.topK)) }));
-    if (rows.length > 0) await coll.insertMany(rows as never[], { ordered: false });
+    await this.replace({ ts: new Date(day), g: 'd' }, rows);
+    for (const id of [...this.keys.keys()]) if (id.startsWith(`d${day}:`)) this.keys.delete(id);
   }
 
   /** After `prune({ before })`: rollups follow the events (the hour cut in two is recounted). */
