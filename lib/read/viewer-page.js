@@ -33,11 +33,13 @@
   });
   const STATUS_COLORS = /** @type {Record<string, string>} */ ({ '1xx': '#9aa3b5', '2xx': '#3f9c5a', '3xx': '#4ab3cf', '4xx': '#d9a22b', '5xx': '#c9483f' });
   /** Filter inputs of the event list (text), and selects; the URL uses the same names (FILTER_KEYS). */
-  const TEXT_FIELDS = ['actorId', 'model', 'documentId', 'requestId', 'ip', 'name', 'path', 'route', 'method', 'status', 'identifier', 'provider', 'q'];
+  const TEXT_FIELDS = ['actorId', 'model', 'documentId', 'requestId', 'ip', 'name', 'path', 'route', 'method', 'status', 'identifier', 'provider', 'q', 'tenant', 'traceId', 'onBehalfOfId', 'reason'];
   const SELECT_FIELDS = ['outcome', 'statusClass'];
   const FILTER_NAMES = ['kind', 'from', 'to', 'limit'].concat(TEXT_FIELDS, SELECT_FIELDS, ['actor']);
   const RANGES = /** @type {Record<string, number>} */ ({ '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3, '30d': 30 * 86400e3 });
   const LIVE_MS = 5000;
+  /** What the server offers this viewer (`api/config`): the revert route, the tenant of a scoped grant. */
+  let serverConfig = /** @type {{ revert: boolean, tenant: string | null }} */ ({ revert: false, tenant: null });
 
   // ---------- building nodes: strings only ever become text ----------
   /**
@@ -702,11 +704,12 @@
     a.title = 'Filter on ' + Object.keys(params).join(' and ');
     return a;
   }
-  /** @param {Json} e */
+  /** The accountable actor, and whom they acted as ("admin as alice"). @param {Json} e */
   function actorCell(e) {
     const td = el('td', 'wrap');
-    if (!e.actor) return add(td, 'anonymous');
-    add(td, chip(actorText(e.actor), { actorId: e.actor.id }), ' ', link('↗', qs({ view: 'actor', actorId: e.actor.id }), 'actor-page'));
+    if (!e.actor) add(td, 'anonymous');
+    else add(td, chip(actorText(e.actor), { actorId: e.actor.id }), ' ', link('↗', qs({ view: 'actor', actorId: e.actor.id }), 'actor-page'));
+    if (e.onBehalfOf) add(td, ' as ', chip(actorText(e.onBehalfOf), { onBehalfOfId: e.onBehalfOf.id }));
     return td;
   }
   /** @param {unknown} text @param {Record<string, string> | null} params */
@@ -819,6 +822,13 @@
     add(t, add(el('thead'), add(el('tr'), el('th', null, 'Field'), el('th', null, 'From'), el('th', null, 'To'))));
     const body = el('tbody');
     (Array.isArray(changes) ? changes : []).forEach((c) => {
+      // A long array's change stores only its removed and added elements.
+      if (c && c.from === undefined && c.to === undefined && (c.added || c.removed)) {
+        add(body, add(el('tr'), el('td', 'mono', c.path),
+          el('td', 'mono from', c.removed && c.removed.length ? '− ' + json(c.removed) : '—'),
+          el('td', 'mono to', c.added && c.added.length ? '+ ' + json(c.added) : '—')));
+        return;
+      }
       const from = c && c.from !== null && c.from !== undefined;
       const to = c && c.to !== null && c.to !== undefined;
       add(body, add(el('tr'),
@@ -851,6 +861,39 @@
   const changeSection = (e) => !e.model ? null : [el('h3', null, 'Change'), dl([
     ['Model', e.model], ['Collection', e.collectionName], ['Document id', e.documentId, 'mono'], ['Label', e.documentLabel], ['Operation', e.operation],
   ]), e.changes ? diffTable(e.changes) : null];
+  /** Why, as whom, for which tenant, in which trace. @type {DetailSection} */
+  const contextSection = (e) => {
+    /** @type {[string, unknown, string?][]} */
+    const pairs = [
+      ['On behalf of', e.onBehalfOf ? actorText(e.onBehalfOf) + ' via ' + str(e.onBehalfOf.via) : null],
+      ['Tenant', e.tenant, 'mono'], ['Trace id', e.traceId, 'mono'], ['Span id', e.spanId, 'mono'],
+    ];
+    if (e.kind !== 'login_failed') pairs.unshift(['Reason', e.reason]);
+    const d = dl(pairs);
+    return d.childNodes.length ? [el('h3', null, 'Context'), d] : null;
+  };
+  /** Offered only when the server enables the revert route; the reason prompt is the confirmation. @type {DetailSection} */
+  const revertSection = (e) => {
+    if (!serverConfig.revert || !e.model || !e.documentId || e.summary || ['create', 'update', 'delete'].indexOf(e.kind) < 0) return null;
+    const box = el('div', 'revert');
+    const b = /** @type {HTMLButtonElement} */ (el('button', 'revert-button', 'Revert this change…'));
+    b.type = 'button';
+    const out = el('p', 'empty');
+    b.addEventListener('click', () => {
+      const reason = window.prompt('Revert this ' + e.kind + ' of ' + e.model + ' ' + e.documentId + '? Reason:', '');
+      if (reason === null) return;
+      b.disabled = true;
+      fetch('api/events/' + encodeURIComponent(e._id) + '/revert', {
+        method: 'POST', credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify({ reason }),
+      }).then(readJson).then((r) => { out.textContent = 'Reverted (' + str(r.action) + ').'; }, (err) => {
+        out.textContent = err.message;
+        b.disabled = false;
+      });
+    });
+    return [add(box, b, out)];
+  };
   /** @type {DetailSection} */
   const summarySection = (e) => !e.summary ? null : [el('h3', null, 'Summary (bulk write)'), el('pre', 'mono', json(e.summary, 2))];
   /** @type {DetailSection} */
@@ -861,6 +904,7 @@
   const relatedSection = (e) => {
     const links = el('div', 'links');
     if (e.requestId) add(links, navLink('All events of request ' + e.requestId, { requestId: e.requestId }));
+    if (e.traceId) add(links, navLink('All events of trace ' + e.traceId, { traceId: e.traceId }));
     if (e.actor) add(links, link('Timeline of ' + actorText(e.actor), qs({ view: 'actor', actorId: e.actor.id }), 'nav'));
     if (e.model && e.documentId) {
       add(links, navLink('All events of ' + e.model + ' ' + e.documentId, { model: e.model, documentId: e.documentId }));
@@ -875,7 +919,7 @@
   /** @type {DetailSection} */
   const rawSection = (e) => [add(el('details'), el('summary', null, 'Raw JSON'), el('pre', 'mono', json(e, 2)))];
   /** In order; add a renderer here to show a new field. */
-  const DETAIL_SECTIONS = [eventSection, requestSection, errorSection, changeSection, summarySection, loginSection, metaSection, relatedSection, rawSection];
+  const DETAIL_SECTIONS = [eventSection, contextSection, requestSection, errorSection, changeSection, revertSection, summarySection, loginSection, metaSection, relatedSection, rawSection];
 
   function closeDetail() {
     detail.hidden = true;
@@ -986,5 +1030,6 @@
     }), 150);
   });
   window.addEventListener('popstate', route);
+  getJson('api/config').then((c) => { if (c) serverConfig = { revert: c.revert === true, tenant: typeof c.tenant === 'string' ? c.tenant : null }; }, () => {});
   route();
 })();

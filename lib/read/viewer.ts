@@ -115,6 +115,7 @@ const TEXT_FILTERS: [name: string, label: string][] = [
   ['actorId', 'Actor id'], ['model', 'Model'], ['documentId', 'Document id'], ['requestId', 'Request id'], ['ip', 'IP'], ['name', 'Security name'],
   ['path', 'Path (prefix*)'], ['route', 'Route (prefix*)'], ['method', 'Method'], ['status', 'Status'],
   ['identifier', 'Login identifier'], ['provider', 'Provider'], ['q', 'Text'],
+  ['tenant', 'Tenant'], ['traceId', 'Trace id'], ['onBehalfOfId', 'On behalf of (id)'], ['reason', 'Reason (starts with)'],
 ];
 const TEXT_INPUTS = TEXT_FILTERS.map(([n, l]) => `<label>${l} <input type="text" name="${n}"></label>`).join('\n  ');
 
