@@ -708,8 +708,9 @@
   function actorCell(e) {
     const td = el('td', 'wrap');
     if (!e.actor) add(td, 'anonymous');
-    else add(td, chip(actorText(e.actor), { actorId: e.actor.id }), ' ', link('↗', qs({ view: 'actor', actorId: e.actor.id }), 'actor-page'));
+    else add(td, chip(actorText(e.actor), { actorId: e.actor.id }));
     if (e.onBehalfOf) add(td, ' as ', chip(actorText(e.onBehalfOf), { onBehalfOfId: e.onBehalfOf.id }));
+    if (e.actor) add(td, ' ', link('↗', qs({ view: 'actor', actorId: e.actor.id }), 'actor-page'));
     return td;
   }
   /** @param {unknown} text @param {Record<string, string> | null} params */
