@@ -202,7 +202,12 @@ export class RollupStore {
     // Events stored before this auditor existed were never counted: the rollups start at the next hour.
     const older = await this.events().findOne({ ts: { $lt: createdAt } }, { projection: { _id: 1 } });
     const from = older === null ? new Date(0) : new Date(floorHour(createdAt.getTime()) + HOUR_MS);
-    await coll.updateOne({ _id: META_ID as never }, { $setOnInsert: { coveredFrom: from } }, { upsert: true });
+    try {
+      await coll.updateOne({ _id: META_ID as never }, { $setOnInsert: { coveredFrom: from } }, { upsert: true });
+    } catch (err) {
+      // Another process set it up at the same moment (FerretDB reports the lost insert race): theirs stands.
+      if ((err as { code?: unknown }).code !== 11000) throw err;
+    }
   }
 
   /** The instant from which every stored event is counted; null when `prepare` has not run. */
