@@ -4,7 +4,9 @@
  *   1. HTTP (http.ts): bare Koa, the async-context floor, koa-audit (default; durability 'disk'; and with a discarding store), a naive
  *      awaited insertOne, koa-audit sync; at saturation and at a fixed offered load (BENCH_RATE, 4,000 req/s);
  *   2. Mongoose: plain vs audited writes (mongoose.ts);
- *   3. Store: events/s the writer sustains into the real server (store.ts).
+ *   3. Store: events/s the writer sustains into the real server (store.ts), with the dashboard's rollups off and on.
+ *   4. Dashboard: dashboard() over BENCH_DASHBOARD_EVENTS events (200,000) from the rollups, beside the fallback (dashboard.ts).
+ * BENCH_ONLY=store,dashboard (any of http, mongoose, store, dashboard) runs only those sections and their targets.
  *
  * Every table is measured side by side in this one run, with medians and ratios. The tables, the machine and
  * the target checks are printed and written into bench/RESULTS.md between its `results` markers (the prose
@@ -17,7 +19,8 @@ import { join } from 'node:path';
 import { databaseUri, startDatabase, stopDatabase } from '../test/support/database.js';
 import { fmt, machine, table } from './common.js';
 import { runHttpBench, type HttpResult } from './http.js';
-import { runStoreBench } from './store.js';
+import { runStoreBench, type StoreRow } from './store.js';
+import { runDashboardBench, type DashboardBenchResult } from './dashboard.js';
 
 interface MongooseRow {
   name: string;
@@ -52,27 +55,39 @@ async function mongooseBench(uri: string): Promise<{ rows: MongooseRow[] | null;
   return { rows, text };
 }
 
-function targets(http: HttpResult, fixed: HttpResult, mongooseRows: MongooseRow[] | null): string {
-  const m = http.medians;
-  const vsNaive = m.audited.rps / m.naive.rps;
-  const durable = m.durable.rps / m.audited.rps;
-  const vsFloor = fixed.medians.audited.cpu / fixed.medians.floor.cpu;
+function targets(http: HttpResult | null, fixed: HttpResult | null, mongooseRows: MongooseRow[] | null, storeRows: StoreRow[], dash: DashboardBenchResult | null): string {
   const update = mongooseRows?.find((r) => /^updateOne\b/i.test(r.name)) ?? null;
   const save = mongooseRows?.find((r) => /^save\b/i.test(r.name)) ?? null;
   const line = (what: string, value: string, target: string, met: boolean, miss: string): string[] => [what, value, target, met ? 'met' : `missed ${miss}`];
-  const rows = [
-    line('koa-audit server CPU/req / floor, at the fixed rate', fmt(vsFloor, 2), '<= 1.3', vsFloor <= 1.3, `by ${fmt(vsFloor - 1.3, 2)}`),
-    line('koa-audit req/s / naive audit req/s', fmt(vsNaive, 2), '>= 5', vsNaive >= 5, `by ${fmt(5 - vsNaive, 2)}`),
-    line("durability 'disk' req/s / default req/s", fmt(durable, 2), '>= 0.90', durable >= 0.9, `by ${fmt(0.9 - durable, 2)}`),
-    line('with a webhook sink req/s / without', fmt(m.webhook.rps / m.audited.rps, 2), '>= 0.9', m.webhook.rps / m.audited.rps >= 0.9, `by ${fmt(0.9 - m.webhook.rps / m.audited.rps, 2)}`),
-    line('with a dead webhook sink req/s / without', fmt(m.deadsink.rps / m.audited.rps, 2), '>= 0.9', m.deadsink.rps / m.audited.rps >= 0.9, `by ${fmt(0.9 - m.deadsink.rps / m.audited.rps, 2)}`),
+  const rows: string[][] = [];
+  if (http !== null && fixed !== null) {
+    const m = http.medians;
+    const vsNaive = m.audited.rps / m.naive.rps;
+    const durable = m.durable.rps / m.audited.rps;
+    const vsFloor = fixed.medians.audited.cpu / fixed.medians.floor.cpu;
+    rows.push(
+      line('koa-audit server CPU/req / floor, at the fixed rate', fmt(vsFloor, 2), '<= 1.3', vsFloor <= 1.3, `by ${fmt(vsFloor - 1.3, 2)}`),
+      line('koa-audit req/s / naive audit req/s', fmt(vsNaive, 2), '>= 5', vsNaive >= 5, `by ${fmt(5 - vsNaive, 2)}`),
+      line("durability 'disk' req/s / default req/s", fmt(durable, 2), '>= 0.90', durable >= 0.9, `by ${fmt(0.9 - durable, 2)}`),
+      line('with a webhook sink req/s / without', fmt(m.webhook.rps / m.audited.rps, 2), '>= 0.9', m.webhook.rps / m.audited.rps >= 0.9, `by ${fmt(0.9 - m.webhook.rps / m.audited.rps, 2)}`),
+      line('with a dead webhook sink req/s / without', fmt(m.deadsink.rps / m.audited.rps, 2), '>= 0.9', m.deadsink.rps / m.audited.rps >= 0.9, `by ${fmt(0.9 - m.deadsink.rps / m.audited.rps, 2)}`),
+    );
+  }
+  rows.push(
     save === null
       ? ['audited save / plain save', 'not measured', '<= 1.5', 'n/a']
       : line('audited save / plain save', fmt(save.ratio, 2), '<= 1.5', save.ratio <= 1.5, `by ${fmt(save.ratio - 1.5, 2)}`),
     update === null
       ? ['audited updateOne / plain updateOne', 'not measured', '<= 1.5', 'n/a']
       : line('audited updateOne / plain updateOne', fmt(update.ratio, 2), '<= 1.5', update.ratio <= 1.5, `by ${fmt(update.ratio - 1.5, 2)}`),
-  ];
+  );
+  for (const r of storeRows) {
+    if (r.integrity === 'off') continue;
+    rows.push(line(`store events/s with integrity (${r.integrity}) / off`, fmt(r.ratio, 2), '>= 0.9', r.ratio >= 0.9, `by ${fmt(0.9 - r.ratio, 2)}`));
+  }
+  if (dash !== null) {
+    rows.push(line(`dashboard() from rollups over ${fmt(dash.events)} events, ms`, fmt(dash.rollupsMs, 1), '<= 300', dash.rollupsMs <= 300, `by ${fmt(dash.rollupsMs - 300)} ms`));
+  }
   return table(['target', 'measured', 'wanted', 'verdict'], rows);
 }
 
@@ -83,29 +98,50 @@ async function main(): Promise<void> {
   const connections = envInt('BENCH_CONNECTIONS', 32);
   const storeEvents = envInt('BENCH_STORE_EVENTS', 20_000);
   const rate = envInt('BENCH_RATE', 4_000);
+  const dashboardEvents = envInt('BENCH_DASHBOARD_EVENTS', 200_000);
+  const only = process.env.BENCH_ONLY === undefined ? null : new Set(process.env.BENCH_ONLY.split(','));
+  const runs = (name: string): boolean => only === null || only.has(name);
   const db = await startDatabase();
   const loadBefore = loadavg();
   log(`koa-audit benchmarks: ${machine()}; database: ${db.kind}; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}`);
 
-  log(`\n## HTTP (${rounds} rounds x ${seconds} s per variant, ${connections} connections)`);
-  const http = await runHttpBench(databaseUri(db.uri, 'koa_audit_bench_http'), { rounds, durationSec: seconds, warmupSec: 1, connections }, log);
-  log(`\n${http.text}\n`);
-  for (const n of http.notes) log(`- ${n}`);
+  const skipped = { text: 'not run (BENCH_ONLY)', notes: [] as string[] };
+  let http: HttpResult | null = null;
+  let fixed: HttpResult | null = null;
+  if (runs('http')) {
+    log(`\n## HTTP (${rounds} rounds x ${seconds} s per variant, ${connections} connections)`);
+    http = await runHttpBench(databaseUri(db.uri, 'koa_audit_bench_http'), { rounds, durationSec: seconds, warmupSec: 1, connections }, log);
+    log(`\n${http.text}\n`);
+    for (const n of http.notes) log(`- ${n}`);
 
-  log(`\n## HTTP at a fixed ${fmt(rate)} req/s (the store keeps up: nothing spools)`);
-  const fixed = await runHttpBench(databaseUri(db.uri, 'koa_audit_bench_http'), { rounds, durationSec: seconds, warmupSec: 1, connections, rate }, log);
-  log(`\n${fixed.text}\n`);
-  for (const n of fixed.notes) log(`- ${n}`);
+    log(`\n## HTTP at a fixed ${fmt(rate)} req/s (the store keeps up: nothing spools)`);
+    fixed = await runHttpBench(databaseUri(db.uri, 'koa_audit_bench_http'), { rounds, durationSec: seconds, warmupSec: 1, connections, rate }, log);
+    log(`\n${fixed.text}\n`);
+    for (const n of fixed.notes) log(`- ${n}`);
+  }
 
-  log('\n## Mongoose (bench/mongoose.ts)');
-  const mongoose = await mongooseBench(db.uri);
-  log(`\n${mongoose.text}`);
+  let mongoose: { rows: MongooseRow[] | null; text: string } = { rows: null, text: skipped.text };
+  if (runs('mongoose')) {
+    log('\n## Mongoose (bench/mongoose.ts)');
+    mongoose = await mongooseBench(db.uri);
+    log(`\n${mongoose.text}`);
+  }
 
-  log(`\n## Store (${rounds} rounds x ${fmt(storeEvents)} events)`);
-  const store = await runStoreBench(databaseUri(db.uri, 'koa_audit_bench_store'), storeEvents, rounds, [500]);
-  log(`\n${store.text}`);
+  let store: { rows: StoreRow[]; text: string } = { rows: [], text: skipped.text };
+  if (runs('store')) {
+    log(`\n## Store (${rounds} rounds x ${fmt(storeEvents)} events, rollups off and on)`);
+    store = await runStoreBench(databaseUri(db.uri, 'koa_audit_bench_store'), storeEvents, rounds, [500]);
+    log(`\n${store.text}`);
+  }
 
-  const target = targets(http, fixed, mongoose.rows);
+  let dash: DashboardBenchResult | null = null;
+  if (runs('dashboard')) {
+    log(`\n## Dashboard (${fmt(dashboardEvents)} events over 30 days)`);
+    dash = await runDashboardBench(databaseUri(db.uri, 'koa_audit_bench_dashboard'), dashboardEvents, rounds, log);
+    log(`\n${dash.text}`);
+  }
+
+  const target = targets(http, fixed, mongoose.rows, store.rows, dash);
   log(`\n## Targets\n\n${target}`);
   const loadAfter = loadavg();
   const took = Math.round((Date.now() - t0) / 1000);
@@ -117,15 +153,15 @@ async function main(): Promise<void> {
     '',
     '### HTTP, at saturation',
     '',
-    http.text,
+    (http ?? skipped).text,
     '',
-    ...http.notes.map((n) => `- ${n}`),
+    ...(http ?? skipped).notes.map((n) => `- ${n}`),
     '',
     `### HTTP, at a fixed ${fmt(rate)} req/s`,
     '',
-    fixed.text,
+    (fixed ?? skipped).text,
     '',
-    ...fixed.notes.map((n) => `- ${n}`),
+    ...(fixed ?? skipped).notes.map((n) => `- ${n}`),
     '',
     '### Mongoose',
     '',
@@ -134,6 +170,10 @@ async function main(): Promise<void> {
     '### Store',
     '',
     store.text,
+    '',
+    '### Dashboard',
+    '',
+    dash === null ? skipped.text : dash.text,
     '',
     '### Targets',
     '',

@@ -44,7 +44,7 @@ export function serverModel(connection: Connection, auditor: Auditor): Model<Ser
     // Stored by the app, never by the audit trail: the plugin redacts it in every change.
     adminPassword: String,
   }, { timestamps: true });
-  schema.plugin(auditor.plugin, { exclude: ['createdAt', 'updatedAt'] });
+  schema.plugin(auditor.plugin, { exclude: ['createdAt', 'updatedAt'], label: 'name' });
   return connection.model<ServerDoc>('Server', schema);
 }
 

@@ -12,6 +12,7 @@ import { createAudit } from '../lib/index.js';
 import { databaseUri, startDatabase, stopDatabase } from '../test/support/database.js';
 import { createApp } from './app.js';
 import { feishuForEnvironment, oidcForEnvironment } from './auth.js';
+import { seedDemo } from './seed.js';
 
 async function main(): Promise<void> {
   const dataDir = resolve(process.env.KOA_AUDIT_EXAMPLE_DATA ?? resolve(__dirname, '..', '.koa-audit-example'));
@@ -26,6 +27,8 @@ async function main(): Promise<void> {
   auditor.on('degraded', () => console.error('[audit] degraded: the audit store is not taking writes'));
   auditor.on('recovered', () => console.error('[audit] recovered'));
   await auditor.ready();
+  const seeded = await seedDemo(auditor);
+  if (seeded > 0) console.log(`[audit] seeded ${seeded} demo events over the past 7 days (meta.seeded: true; SEED=0 to skip)`);
 
   const feishu = await feishuForEnvironment();
   const port = Number(process.env.PORT ?? 3000);

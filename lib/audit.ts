@@ -29,8 +29,10 @@ import { createLogin, type LoginFailedInput, type LoginSignals, type LoginSuccee
 import { createSecurity, type SecurityEventName, type SecurityInput } from './login/security.js';
 import { createTokenEvents, type TokenEventInput } from './login/tokens.js';
 import { query, type QueryFilter, type QueryPage } from './read/query.js';
+import { dashboard, type DashboardAnswer, type DashboardQuery } from './rollup/dashboard.js';
+import { RollupStore } from './rollup/store.js';
 import { createMiddleware, type MiddlewareOptions } from './request/middleware.js';
-import { eventModel } from './store/model.js';
+import { ensureTextIndex, eventModel } from './store/model.js';
 import { prune, pruneExpired, PRUNE_EVERY_MS, setUpRetention } from './store/retention.js';
 import { defaultSpoolBase, defaultSpoolDir, SpoolTrustError, trustedDir, type Destination } from './store/spool-files.js';
 import { Spool } from './store/spool.js';
@@ -84,6 +86,10 @@ export interface AuditorApi {
   history(model: string | Model<never>, documentId: unknown, scope?: HistoryScope): Promise<AuditEvent[]>;
   /** The document as it was at `date`, rebuilt from its events; null when it did not exist then. */
   versionAt(model: string | Model<never>, documentId: unknown, date: Date): Promise<Record<string, unknown> | null>;
+  /** The numbers behind the dashboard page, from the rollups where they can answer. */
+  dashboard(query: DashboardQuery): Promise<DashboardAnswer>;
+  /** Recounts the rollups from the events (what `koa-audit rollup --rebuild` does). Resolves with the events counted. */
+  rebuildRollups(): Promise<number>;
   /**
    * Deletes events older than `before` (the only delete the library does) and records it in a `prune` event.
    * With `retention` set, a `before` inside the retention period needs `force: true`. Without options, applies
@@ -133,6 +139,11 @@ export function createAudit(options?: AuditOptions): Auditor {
     report: (err) => core.report(err),
     warnOnce: (code, message) => core.warnOnce(code, message),
   });
+  const createdAt = new Date();
+  const rollups = o.rollups === null
+    ? null
+    : new RollupStore(() => modelNow().collection, () => o.connection.collection(RollupStore.collectionName(o.collection)), o.rollups);
+
   let writer: Writer | null = null; // made at the end of construction: it builds its loss events with the core
   function sink(): EventSink & Writer {
     writer ??= startWriter();
@@ -174,6 +185,7 @@ export function createAudit(options?: AuditOptions): Auditor {
         core.buildSystem({ kind: 'loss', outcome: 'failure', meta: { lost, from: from.toISOString(), to: to.toISOString(), policy } }),
       // Sinks get the application's events (with their chain fields); the chain's own records stay in the store.
       onStored: sinks === null ? undefined : (docs) => sinks.offer(docs.filter((d) => !isChainRecord(d))),
+      afterStore: rollups === null ? undefined : (stored, duplicates) => rollups.afterStore(stored, duplicates, core.report),
     }, events);
   }
 
@@ -188,6 +200,8 @@ export function createAudit(options?: AuditOptions): Auditor {
       if (!opened(o.connection)) c.report(new Error(notOpenMessage(o.connection)));
       await modelNow().createIndexes();
       if ((await setUpRetention(c)) === 'prune') schedulePrune();
+      await rollups?.prepare(createdAt);
+      await ensureTextIndex(modelNow()); // where the server has none, free text is matched by a scan (query.ts)
       await checkWriteConcern(o.connection, o.writeConcern, c.warnOnce);
     },
   });
@@ -267,7 +281,28 @@ export function createAudit(options?: AuditOptions): Auditor {
     query: (filter) => query(core, filter),
     history: (m, id, scope) => history(core, m, id, scope),
     versionAt: (m, id, date) => versionAt(core, m, id, date),
-    prune: (opts) => (opts === undefined ? pruneExpired(core) : prune(core, opts)),
+    prune: async (opts) => {
+      if (opts === undefined) {
+        // Retention by kind: the rollups keep their own retention (they are not recounted per kind).
+        const expired = await pruneExpired(core);
+        await rollups?.pruneOld();
+        return expired;
+      }
+      const n = await prune(core, opts);
+      await rollups?.afterPrune(opts.before);
+      await rollups?.pruneOld();
+      return n;
+    },
+    dashboard: async (q) => {
+      await core.ready();
+      return dashboard({ events: () => modelNow().collection, rollups, degraded: () => writer?.stats().degraded ?? false }, q);
+    },
+    rebuildRollups: async () => {
+      if (rollups === null) throw new TypeError('koa-audit: rollups are disabled (rollups: false)');
+      await core.ready();
+      await writer?.flush();
+      return rollups.rebuild();
+    },
     verify: async (opts) => {
       const run = verifyRun(opts, integrity.signer, o.retention?.days);
       // What this auditor accepted is stored first; its chain is the one still open here.

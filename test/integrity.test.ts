@@ -433,7 +433,7 @@ describe('tamper evidence: hash chains, checkpoints, verify', () => {
         const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu'] });
         try {
           const page = await browser.newPage({ extraHTTPHeaders: { 'x-role': 'admin' } });
-          await page.goto(`${r.url}/audit/`);
+          await page.goto(`${r.url}/audit/?view=events`); // `/audit/` opens on the dashboard
           await page.waitForSelector('#events tbody tr[data-id]');
           await page.click('#events tbody tr[data-id] button');
           await page.waitForSelector('#detail:not([hidden])');

@@ -15,7 +15,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   request: ['core', 'integrity', 'store', 'request'],
   changes: ['core', 'integrity', 'store', 'changes'],
   login: ['core', 'integrity', 'store', 'login'],
-  read: ['core', 'integrity', 'store', 'read'],
+  rollup: ['core', 'integrity', 'store', 'rollup'],
+  read: ['core', 'integrity', 'store', 'rollup', 'read'],
   sinks: ['core', 'integrity', 'store', 'sinks'],
 };
 

@@ -540,7 +540,7 @@ describe('request middleware', () => {
     it('stores JSON and form bodies redacted, caps big ones, and records binary bodies by size', async () => {
       const a = auditor();
       const r = await serve(a, { captureBody: true, maxBodyBytes: 200 });
-      const post = (body: string | Buffer, type: string): Promise<Response> => fetch(`${r.url}/posts`, { method: 'POST', body, headers: { 'content-type': type } });
+      const post = (body: string | Buffer, type: string): Promise<Response> => fetch(`${r.url}/posts`, { method: 'POST', body: typeof body === 'string' ? body : new Uint8Array(body), headers: { 'content-type': type } });
       await post(JSON.stringify({ title: 'hello', password: 'hunter2', nested: { api_key: 'k', 'a.b': 1 } }), 'application/json');
       await post('title=form&token=abc', 'application/x-www-form-urlencoded');
       await post(JSON.stringify({ big: 'x'.repeat(5000), password: 'hunter2' }), 'application/json');

@@ -1,8 +1,11 @@
 import { expect } from 'chai';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
 import { startTestIssuer } from './support/oidc-provider.js';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -98,6 +101,47 @@ describe('the built package', function () {
       expect(stdout.trim()).to.equal('302 true /auth S256');
     } finally {
       await issuer.close();
+    }
+  });
+
+  it('ships the viewer: its browser script and uPlot reach dist, and the page runs from there without an error', async () => {
+    expect(readFileSync(join(root, 'dist/cjs/read/viewer-page.js'), 'utf8')).to.equal(readFileSync(join(root, 'lib/read/viewer-page.js'), 'utf8'));
+    // A server on the built package, over a reader that answers a fixed dashboard (no database needed).
+    const server = spawn(process.execPath, ['-e', `
+      const Koa = require('koa');
+      const { auditRouter } = require('koa-audit');
+      const point = (ts, n) => ({ ts, events: n, byKind: { request: n }, failuresByKind: {}, failures: 0, status: { '2xx': n }, loginFailed: 0, loginFailedAttempts: 0, lost: 0 });
+      const answer = { source: 'rollups', reason: null, from: '2026-01-01T00:00:00.000Z', to: '2026-01-01T02:00:00.000Z', bucket: 'hour', bucketMs: 3600000, tenant: null,
+        totals: point(undefined, 5), series: [point('2026-01-01T00:00:00.000Z', 2), point('2026-01-01T01:00:00.000Z', 3)],
+        topFailedIdentifiers: [], topFailedIps: [], topActors: [], topModels: [], topDocuments: [], routes: [], overflow: {}, losses: [], degraded: false };
+      const reader = Object.assign(() => {}, { query: async () => ({ items: [], next: null }), history: async () => [], dashboard: async () => answer, model: {} });
+      const app = new Koa();
+      app.use(auditRouter({ auditor: reader, prefix: '/audit', authorize: () => true }).routes());
+      const s = app.listen(0, '127.0.0.1', () => console.log('port ' + s.address().port));
+    `], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const [line] = (await once(server.stdout, 'data')) as [Buffer];
+      const url = `http://127.0.0.1:${/port (\d+)/.exec(String(line))?.[1]}/audit/`;
+      const res = await fetch(url);
+      const html = await res.text();
+      const script = readFileSync(join(root, 'lib/read/viewer-page.js'), 'utf8');
+      expect(res.headers.get('content-security-policy')).to.include(`'sha256-${createHash('sha256').update(script).digest('base64')}'`);
+      expect(html).to.include(script);
+      const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+      try {
+        const page = await browser.newPage();
+        const errors: string[] = [];
+        page.on('pageerror', (e) => errors.push(e.message));
+        page.on('console', (m) => void (m.type() === 'error' && errors.push(m.text())));
+        await page.goto(url);
+        await page.waitForSelector('#dashboard[data-ready="1"] #chart-events .uplot');
+        expect(await page.$$eval('#chart-events td[data-series="request"]', (c) => c.map((x) => (x as unknown as { dataset: { count: string } }).dataset.count))).to.deep.equal(['2', '3']);
+        expect(errors).to.deep.equal([]);
+      } finally {
+        await browser.close();
+      }
+    } finally {
+      server.kill();
     }
   });
 });

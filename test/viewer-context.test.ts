@@ -62,11 +62,11 @@ describe('viewer: change context and revert (headless Chromium)', function () {
 
   it('shows "admin as alice", the reason, the trace link, the added element, and reverts after the prompt', async () => {
     const update = (await a.query({ kind: 'update' })).items[0];
-    await page.goto(`${server.url}/audit/`);
+    await page.goto(`${server.url}/audit/?view=events`); // `/audit/` opens on the dashboard
     await loaded();
     const row = page.locator(`#events tbody tr[data-id="${String(update._id)}"]`);
     expect(await row.textContent()).to.include('admin as alice');
-    await row.click();
+    await row.locator('td.time button').click(); // the rest of a row holds click-to-filter links
     const detail = (await page.textContent('#detail')) ?? '';
     expect(detail).to.include('ticket 5');
     expect(detail).to.include(T);
@@ -75,7 +75,7 @@ describe('viewer: change context and revert (headless Chromium)', function () {
     await loaded();
     expect(new URL(page.url()).searchParams.get('traceId')).to.equal(T);
     expect(await page.locator('#events tbody tr[data-id]').count()).to.equal(2); // the request and its update
-    await page.locator(`#events tbody tr[data-id="${String(update._id)}"]`).click();
+    await page.locator(`#events tbody tr[data-id="${String(update._id)}"] td.time button`).click();
     page.once('dialog', (d) => void d.accept('viewer undo'));
     await page.click('button.revert-button');
     await page.waitForSelector('text=Reverted (update).');
@@ -93,7 +93,7 @@ describe('viewer: change context and revert (headless Chromium)', function () {
     const update = (await a.query({ kind: 'update', reason: 'viewer undo' })).items[0];
     await page.goto(`${server.url}/audit/?kind=update`);
     await loaded();
-    await page.locator(`#events tbody tr[data-id="${String(update._id)}"]`).click();
+    await page.locator(`#events tbody tr[data-id="${String(update._id)}"] td.time button`).click();
     const before = await a.model.countDocuments();
     page.once('dialog', (d) => void d.dismiss());
     await page.click('button.revert-button');

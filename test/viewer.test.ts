@@ -95,7 +95,7 @@ describe('viewer page (headless Chromium)', function () {
   });
 
   it('loads the newest page of events, escaping hostile data, with no CSP violation', async () => {
-    const res = await page.goto(`${server.url}/audit`);
+    const res = await page.goto(`${server.url}/audit?view=events`);
     expect(res?.status()).to.equal(200);
     expect(new URL(page.url()).pathname).to.equal('/audit/');
     expect(await loaded()).to.equal('50 events on this page');
@@ -127,12 +127,12 @@ describe('viewer page (headless Chromium)', function () {
     expect(url.searchParams.get('model')).to.equal('Post');
     expect(url.searchParams.get('from')).to.equal(all[40].ts.toISOString().slice(0, 19) + 'Z');
 
-    await page.fill('input[name=actor]', 'u3');
+    await page.fill('input[name=actorId]', 'u3');
     await page.click('button[type=submit]');
     await loaded();
     expect(await rowIds()).to.deep.equal(await expected({ kind: ['update', 'create'], model: 'Post', outcome: 'success', actorId: 'u3', from: all[40].ts, to: all[220].ts }));
 
-    await page.fill('input[name=actor]', 'nobody-at-all');
+    await page.fill('input[name=actorId]', 'nobody-at-all');
     await page.click('button[type=submit]');
     expect(await loaded()).to.equal('No events match these filters.');
     expect(await rowIds()).to.deep.equal([]);

@@ -13,7 +13,7 @@ export async function postInsertMany(s: SchemaAudit, model: AuditedModel, docs: 
   for (const d of docs) {
     const plain = plainOf(d);
     if (plain === null || plain._id === undefined) continue;
-    await emit(s, t, 'create', documentIdString(plain._id), diffDocuments(null, plain, s.change));
+    await emit(s, t, 'create', documentIdString(plain._id), diffDocuments(null, plain, s.change), undefined, plain);
   }
 }
 

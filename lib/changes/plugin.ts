@@ -15,7 +15,8 @@ import { DELETE_QUERIES, UPDATE_QUERIES, postQuery, preQuery, type AuditedQuery 
 import { postSave, preSave, type AuditedDocument } from './save.js';
 import { guard, NO_PRE_IMAGE_OPTION, type AuditedModel, type SchemaAudit } from './recorder.js';
 import { pathFilter } from './diff.js';
-import { bool, checkKnown, objectOption, pathList, positiveInt } from '../core/options.js';
+import { bool, checkKnown, fail, objectOption, pathList, positiveInt } from '../core/options.js';
+import { REDACTED, type Redactor } from '../core/redact.js';
 import { isAuditSchema } from '../store/model.js';
 
 export interface PluginOptions {
@@ -36,9 +37,29 @@ export interface PluginOptions {
   recordNoop?: boolean;
   /** Most documents of one updateMany / deleteMany recorded one by one; above it, one summary event. Default 1,000. */
   maxDocuments?: number;
+  /**
+   * A readable name of the changed document, stored as `documentLabel` beside its id: a field path
+   * (`'name'`, `'profile.email'`) or a function of the document as read. Absent when the read has no such field.
+   */
+  label?: string | ((doc: Record<string, unknown>) => unknown);
 }
 
-const KNOWN = ['include', 'exclude', 'redact', 'fetchBefore', 'recordNoop', 'maxDocuments'] as const;
+const KNOWN = ['include', 'exclude', 'redact', 'fetchBefore', 'recordNoop', 'maxDocuments', 'label'] as const;
+
+/** The `label` option as a function of a document. */
+function labelOption(v: unknown, redactor: Redactor): ((doc: Record<string, unknown>) => unknown) | null {
+  if (v === undefined) return null;
+  if (typeof v === 'function') return v as (doc: Record<string, unknown>) => unknown;
+  if (typeof v !== 'string' || v === '' || v.startsWith('$')) fail('label', "a field path such as 'name', or (doc) => string", v);
+  const parts = (v as string).split('.');
+  // A label read from a secret field would store the secret beside every change.
+  if (parts.some((p) => redactor.isSecret(p))) return () => REDACTED;
+  return (doc) => {
+    let cur: unknown = doc;
+    for (const p of parts) cur = cur !== null && typeof cur === 'object' ? (cur as Record<string, unknown>)[p] : undefined;
+    return cur;
+  };
+}
 
 /** Hook registration typed loosely: mongoose's overloads cannot express one handler for many hook names. */
 interface Hooks {
@@ -140,6 +161,7 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
     if (include !== null) projection = Object.fromEntries(outermost(include).map((p) => [p, 1 as const]));
     else if (exclude.some((p) => p !== '_id')) projection = Object.fromEntries(outermost(exclude.filter((p) => p !== '_id')).map((p) => [p, 0 as const]));
 
+    const label = labelOption(o.label, redactor);
     const s: SchemaAudit = {
       core,
       change: { audited, redactor, limits: core.limits },
@@ -151,6 +173,7 @@ export function createPlugin(core: AuditCore): (schema: Schema, options?: Plugin
       recordNoop,
       maxDocuments,
       auditsModel,
+      label,
     };
 
     const doc = { document: true, query: false };

@@ -145,7 +145,7 @@ async function recordQuery(s: SchemaAudit, q: AuditedQuery, res: unknown, st: Qu
     const left = known ? new Map<string, Doc>() : await readByIds(model, st.ids, { _id: 1 }, st.session);
     for (const [id, before] of st.before) {
       if (left.has(id)) continue;
-      await emit(s, t, 'delete', id, s.fetchBefore ? diffDocuments(before, null, s.change) : []);
+      await emit(s, t, 'delete', id, s.fetchBefore ? diffDocuments(before, null, s.change) : [], undefined, before);
     }
     return;
   }
@@ -178,7 +178,7 @@ async function recordQuery(s: SchemaAudit, q: AuditedQuery, res: unknown, st: Qu
       // Not always true here: an upsert reports modifiedCount 0 with its upsertedId, and a document read
       // before it (that stopped matching meanwhile) was then not changed by this write.
       const changes = listFields(doc, st.paths, s.change);
-      if (changes.length > 0 || s.recordNoop) await emit(s, t, 'update', id, changes);
+      if (changes.length > 0 || s.recordNoop) await emit(s, t, 'update', id, changes, undefined, doc);
     }
   }
 }

@@ -54,6 +54,8 @@ export interface SchemaAudit {
   readonly maxDocuments: number;
   /** True when the model is audited (global `models` option), memoized per name. */
   auditsModel(name: string): boolean;
+  /** The readable name of a document (plugin option `label`), stored as `documentLabel`; null: none. */
+  readonly label: ((doc: Doc) => unknown) | null;
 }
 
 export type ChangeKind = 'create' | 'update' | 'delete';
@@ -115,7 +117,7 @@ export interface Target {
 }
 
 /** Accepts one change event. Rejects only when the store cannot take it under `onFull: 'block'`. */
-export async function emit(s: SchemaAudit, t: Target, kind: ChangeKind, documentId: string | undefined, changes: Change[], summary?: Summary): Promise<void> {
+export async function emit(s: SchemaAudit, t: Target, kind: ChangeKind, documentId: string | undefined, changes: Change[], summary?: Summary, source?: Doc | null | (Doc | null)[]): Promise<void> {
   const doc = await s.core.build({
     kind,
     outcome: 'success',
@@ -125,6 +127,10 @@ export async function emit(s: SchemaAudit, t: Target, kind: ChangeKind, document
     operation: t.operation,
   });
   doc.changes = changes;
+  // The first of the documents at hand that yields a label (a narrow read may lack the label's field).
+  let label: string | null = null;
+  for (const src of Array.isArray(source) ? source : [source]) if (label === null) label = labelOf(s, src);
+  if (label !== null) doc.documentLabel = label;
   if (summary !== undefined) {
     const stored: { filter: StoredValue; update: StoredValue; matched: number } = {
       filter: toStored(summary.filter ?? null, s.redactor, s.core.limits),
@@ -136,13 +142,27 @@ export async function emit(s: SchemaAudit, t: Target, kind: ChangeKind, document
   await s.core.accept(doc);
 }
 
+/** The `label` of a document as a string of at most maxStringLength, or null (none, or the label function failed). */
+function labelOf(s: SchemaAudit, source: Doc | null | undefined): string | null {
+  if (s.label === null || source === null || source === undefined) return null;
+  try {
+    const v = s.label(source);
+    if (v === null || v === undefined || v === '') return null;
+    const text = typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : (v as { toString(): string }).toString();
+    return text.slice(0, s.core.limits.maxString);
+  } catch (err) {
+    s.core.report(err);
+    return null;
+  }
+}
+
 /** The event of one document given its states before and after the write (either may be absent). */
-export async function emitTransition(s: SchemaAudit, t: Target, id: string, before: Doc | null, after: Doc | null): Promise<void> {
+export async function emitTransition(s: SchemaAudit, t: Target, id: string, before: Doc | null, after: Doc | null, labelFrom: Doc | null = null): Promise<void> {
   if (before === null && after === null) return;
-  if (before === null) return emit(s, t, 'create', id, diffDocuments(null, after, s.change));
-  if (after === null) return emit(s, t, 'delete', id, diffDocuments(before, null, s.change));
+  if (before === null) return emit(s, t, 'create', id, diffDocuments(null, after, s.change), undefined, after);
+  if (after === null) return emit(s, t, 'delete', id, diffDocuments(before, null, s.change), undefined, before);
   const changes = diffDocuments(before, after, s.change);
-  if (changes.length > 0 || s.recordNoop) await emit(s, t, 'update', id, changes);
+  if (changes.length > 0 || s.recordNoop) await emit(s, t, 'update', id, changes, undefined, [labelFrom, after, before]);
 }
 
 /**

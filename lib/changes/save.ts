@@ -67,16 +67,16 @@ export function postSave(s: SchemaAudit, doc: AuditedDocument): Promise<void> {
 async function recordSave(s: SchemaAudit, doc: AuditedDocument, st: SaveState): Promise<void> {  const model = modelOfDoc(doc);
   const t: Target = { modelName: model.modelName, collectionName: model.collection.collectionName, operation: 'save' };
   const id = documentIdString(doc._id);
-  if (st.isNew) return emit(s, t, 'create', id, diffDocuments(null, plainOf(doc), s.change));
+  if (st.isNew) return emit(s, t, 'create', id, diffDocuments(null, plainOf(doc), s.change), undefined, plainOf(doc));
   if (st.paths.length === 0) {
-    if (s.recordNoop) await emit(s, t, 'update', id, []);
+    if (s.recordNoop) await emit(s, t, 'update', id, [], undefined, plainOf(doc));
     return;
   }
   if (!s.fetchBefore) {
     const changes = listFields(plainOf(doc), st.paths, s.change);
-    if (changes.length > 0 || s.recordNoop) await emit(s, t, 'update', id, changes);
+    if (changes.length > 0 || s.recordNoop) await emit(s, t, 'update', id, changes, undefined, plainOf(doc));
     return;
   }
   const after = (await readByIds(model, [doc._id], st.projection, doc.$session())).get(id) ?? null;
-  await emitTransition(s, t, id, st.before ?? {}, after);
+  await emitTransition(s, t, id, st.before ?? {}, after, plainOf(doc));
 }

@@ -96,6 +96,11 @@ export interface AuditOptions {
   failedIdentifiers?: 'plain' | 'hmac';
   /** The HMAC key of `failedIdentifiers: 'hmac'` (16+ bytes). Default: derived from `jwt.secret`. */
   identifierKey?: string | Buffer;
+  /**
+   * The dashboard's rollups, kept as events are stored: `false` to turn them off, or `{ days, topK }` (default
+   * `{ days: 400, topK: 100 }`: kept 400 days, at most 100 keys per hour and day in each top table).
+   */
+  rollups?: false | { days?: number; topK?: number };
 }
 
 export interface LoginFailuresOptions {
@@ -140,6 +145,7 @@ export interface ResolvedOptions {
   failedIdentifiers: 'plain' | 'hmac';
   /** The key of `failedIdentifiers: 'hmac'`; null under `'plain'`. */
   identifierKey: Buffer | null;
+  rollups: { days: number; topK: number } | null;
 }
 
 export type Durability = 'memory' | 'disk';
@@ -288,7 +294,7 @@ const KNOWN = [
   'connection', 'collection', 'jwt', 'resolveActor', 'mode', 'maxQueue', 'maxQueueBytes', 'onFull', 'spoolDir',
   'blockTimeoutMs', 'retention', 'writeConcern', 'redact', 'batchSize', 'flushIntervalMs', 'degradedAfterMs',
   'closeTimeoutMs', 'maxStringLength', 'models', 'loginFailures', 'durability', 'maxEventBytes', 'sinks', 'tenant',
-  'integrity', 'onCheckpoint', 'scrub', 'trustRequestId', 'failedIdentifiers', 'identifierKey',
+  'integrity', 'onCheckpoint', 'scrub', 'trustRequestId', 'failedIdentifiers', 'identifierKey', 'rollups',
 ] as const;
 
 const SINK_NAME = /^[A-Za-z0-9._-]{1,64}$/;
@@ -373,6 +379,16 @@ function identifierKeyOption(mode: 'plain' | 'hmac', v: unknown, jwt: JwtOptions
   return fail('identifierKey', "given with failedIdentifiers: 'hmac' (16+ bytes; or a jwt.secret to derive it from)", v);
 }
 
+function rollupsOption(v: unknown): { days: number; topK: number } | null {
+  if (v === false) return null;
+  if (v === undefined) return { days: 400, topK: 100 };
+  if (v === null || typeof v !== 'object') fail('rollups', 'false, or an object { days?, topK? }', v);
+  const r = v as Record<string, unknown>;
+  checkKnown(r, ['days', 'topK'], 'rollups');
+  if (r.days !== undefined && (typeof r.days !== 'number' || !(r.days > 0))) fail('rollups.days', 'a number > 0', r.days);
+  return { days: (r.days as number | undefined) ?? 400, topK: positiveInt('rollups.topK', r.topK, 100) };
+}
+
 export function resolveOptions(options: unknown): ResolvedOptions {
   const o = objectOption('options', options);
   checkKnown(o, KNOWN, 'createAudit');
@@ -432,5 +448,6 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     trustRequestId: bool('trustRequestId', o.trustRequestId, false),
     failedIdentifiers,
     identifierKey: identifierKeyOption(failedIdentifiers, o.identifierKey, jwt),
+    rollups: rollupsOption(o.rollups),
   };
 }

@@ -113,6 +113,8 @@ export interface AuditEvent {
   collectionName?: string;
   documentId?: string;
   operation?: string;
+  /** A readable name of the changed document (plugin option `label`). */
+  documentLabel?: string;
   changes?: Change[];
   /** Set on a multi-document write above the per-operation cap: one summary event instead of one per document. */
   summary?: { filter: StoredValue; update: StoredValue; matched: number };

@@ -16,7 +16,8 @@ import { parseArgs } from 'node:util';
 import { mongo } from 'mongoose';
 import { runIntegrityCommand } from './cli-integrity.js';
 import { exportEvents, type ExportFilter, type ExportFormat } from './export.js';
-import { AUDIT_KINDS, BOOLEAN_KEYS, FILTER_ALIASES, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, planQuery, QueryFilterError } from './query.js';
+import { AUDIT_KINDS, BOOLEAN_KEYS, FILTER_ALIASES, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, planQuery, QueryFilterError, textSearch } from './query.js';
+import { ROLLUP_USAGE, runRollup } from './cli-rollup.js';
 
 /** The filter flags of `export`: the query API's keys (one vocabulary for JS, HTTP and CLI), without paging. */
 const FILTER_FLAGS = FILTER_KEYS.filter((k) => k !== 'limit' && k !== 'after');
@@ -44,6 +45,10 @@ Options:
   --traceId <id>        events of this W3C trace (32 hex)
   --onBehalfOfId <id>   events done as this user (impersonation)
   --reason <text>       events whose reason starts with this text
+  --path <path>         requests to this path (a prefix when it ends with *); --route likewise for the matched route
+  --method <method>     requests with this HTTP method; --status <code>, --statusClass <4xx> likewise
+  --identifier <name>   login events of this identifier; --provider <name> likewise
+  --q <text>            free text over path, route, identifier, error message and document label
   --format <format>     ndjson (default) or csv
   --out <file>          write to this file (progress on stderr) instead of stdout
   --force               replace the --out file if it exists
@@ -57,7 +62,7 @@ Exit status: 0 done, 2 bad arguments, 1 database unreachable, database or collec
 missing, or export failed.
 
 Other commands: koa-audit verify --help, koa-audit roles --help.
-`;
+${ROLLUP_USAGE}`;
 
 /** The package's version, from the package.json above this file (lib/read/ in a checkout, dist/cjs/read/ installed). */
 export function version(): string {
@@ -151,7 +156,9 @@ function exportFilter(v: Record<string, unknown>): ExportFilter {
   const set = (flag: string, key: string, value: unknown): void => {
     if (filter[key] !== undefined) throw new UsageError(`--${flag} and --${flagOf[key]} say the same thing; give one`);
     flagOf[key] = flag;
-    if (key === 'from' || key === 'to') {
+    if (key === 'status' && typeof value === 'string' && /^\d{1,3}$/.test(value)) {
+      filter[key] = Number(value);
+    } else if (key === 'from' || key === 'to') {
       const d = parseIsoDate(value as string);
       if (d === undefined) throw new UsageError(`--${flag} must be ${ISO_DATE_HINT}, got ${JSON.stringify(value)}`);
       filter[key] = d;
@@ -262,7 +269,10 @@ async function runExport(a: ExportArgs, io: CliIO): Promise<number> {
     };
     let count: number;
     try {
-      count = await exportEvents(db.collection(a.collection), out, { format: a.format, filter: a.filter, onProgress: progress });
+      const coll = db.collection(a.collection);
+      const text = a.filter.q === undefined ? { mode: 'index' as const, reason: null } : await textSearch(coll);
+      if (text.reason !== null) say(`note: ${text.reason}`);
+      count = await exportEvents(coll, out, { format: a.format, filter: a.filter, onProgress: progress, textSearch: text.mode });
       if (file !== undefined) await closeFile(file);
     } catch (err) {
       // A reader that went away (`| head`) is not a failure of the export.
@@ -301,6 +311,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       return command === undefined ? 2 : 0;
     }
     if (command === 'verify' || command === 'roles') return await runIntegrityCommand(command, rest, io);
+    if (command === 'rollup') return await runRollup(rest, io);
     if (command !== 'export') throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     const args = parseExport(rest);
     if (args === 'help') {

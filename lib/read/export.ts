@@ -17,7 +17,7 @@
  */
 import type { Writable } from 'node:stream';
 import type { mongo } from 'mongoose';
-import { planQuery, type QueryFilter } from './query.js';
+import { planQuery, type QueryFilter, type TextSearch } from './query.js';
 import { eventToJson } from '../core/json.js';
 
 export type ExportFormat = 'ndjson' | 'csv';
@@ -40,6 +40,8 @@ export interface ExportOptions {
   onProgress?: (written: number) => void;
   /** Events per cursor batch. Default 1000. */
   batchSize?: number;
+  /** How free text (`q`) is searched: see `textSearch()` in query.ts. Default `'index'`. */
+  textSearch?: TextSearch;
 }
 
 const NEEDS_QUOTES = /[",\r\n]/;
@@ -112,11 +114,11 @@ export function ndjsonLine(doc: Record<string, unknown>): string {
  * The query of an export: the query API's own filter and rules (planQuery), read oldest first, served by the
  * index of the filter walked backwards.
  */
-export function exportQuery(filter: ExportFilter = {}): { filter: Record<string, unknown>; sort: { ts: 1; _id: 1 } } {
+export function exportQuery(filter: ExportFilter = {}, text: TextSearch = 'index'): { filter: Record<string, unknown>; sort: { ts: 1; _id: 1 } } {
   for (const key of ['limit', 'after']) {
     if (Object.hasOwn(filter, key)) throw new TypeError(`koa-audit: an export reads every matching event; "${key}" does not apply`);
   }
-  return { filter: planQuery(filter).filter, sort: { ts: 1, _id: 1 } };
+  return { filter: planQuery(filter, text).filter, sort: { ts: 1, _id: 1 } };
 }
 
 function drained(out: Writable): Promise<void> {
@@ -141,7 +143,7 @@ async function write(out: Writable, chunk: string): Promise<void> {
 
 /** Streams the matching events to `out` (which it does not end). Resolves with the number written. */
 export async function exportEvents(collection: mongo.Collection, out: Writable, options: ExportOptions): Promise<number> {
-  const { filter, sort } = exportQuery(options.filter);
+  const { filter, sort } = exportQuery(options.filter, options.textSearch);
   const format = options.format === 'csv' ? csvRow : ndjsonLine;
   const cursor = collection.find(filter, { sort, batchSize: options.batchSize ?? 1000 });
   let written = 0;

@@ -45,12 +45,35 @@ export interface QueryFilter {
   onBehalfOfId?: string;
   /** Events whose `reason` starts with this text (case-sensitive prefix). */
   reason?: string;
+  /** Request path (`http.path`): exact, or a prefix when it ends with `*` (`/api/*`). */
+  path?: string;
+  /** Matched route pattern (`http.route`): exact, or a prefix when it ends with `*`. */
+  route?: string;
+  /** HTTP method of request events. */
+  method?: string;
+  /** HTTP status of request events. */
+  status?: number;
+  /** `'1xx'` to `'5xx'`: requests whose status is in that class. */
+  statusClass?: StatusClassName;
+  /** Login identifier (login, login_failed, logout). */
+  identifier?: string;
+  /** Login provider. */
+  provider?: string;
+  /**
+   * Free text over path, route, identifier, error message and document label: a text index where the server
+   * has one (whole words), else a case-insensitive substring match over the filtered range (the page says so).
+   */
+  q?: string;
 }
+
+export type StatusClassName = '1xx' | '2xx' | '3xx' | '4xx' | '5xx';
 
 export interface QueryPage {
   items: AuditEvent[];
   /** Pass as `after` for the next (older) page; null when this page is the last. */
   next: string | null;
+  /** Set when the query was served in a degraded way (free text without a text index), and why. */
+  notice?: string;
 }
 
 export const AUDIT_KINDS: readonly AuditKind[] = [
@@ -61,19 +84,30 @@ export const MAX_LIMIT = 500;
 export const DEFAULT_LIMIT = 50;
 
 /** Every filter key, in one order: the JS API, the HTTP API (`?key=`) and the CLI (`--key`) take the same list. */
-export const FILTER_KEYS = ['kind', 'actorId', 'model', 'documentId', 'requestId', 'clientRequestId', 'outcome', 'ip', 'name', 'from', 'to', 'limit', 'after', 'auditRead', 'tenant', 'traceId', 'onBehalfOfId', 'reason'] as const;
+export const FILTER_KEYS = [
+  'kind', 'actorId', 'model', 'documentId', 'requestId', 'clientRequestId', 'outcome', 'ip', 'name', 'from', 'to', 'limit', 'after', 'auditRead',
+  'tenant', 'traceId', 'onBehalfOfId', 'reason',
+  'path', 'route', 'method', 'status', 'statusClass', 'identifier', 'provider', 'q',
+] as const;
 /** Filter keys whose values are booleans: the HTTP API and the CLI read `true` / `false`. */
 export const BOOLEAN_KEYS: readonly string[] = ['auditRead'];
 /** Older spellings still accepted by the HTTP API and the CLI, and the key each one means. */
 export const FILTER_ALIASES: Readonly<Record<string, (typeof FILTER_KEYS)[number]>> = { actor: 'actorId', since: 'from', until: 'to' };
-const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'clientRequestId', 'ip', 'name', 'tenant', 'traceId', 'onBehalfOfId', 'reason'] as const;
+const STRING_KEYS = ['actorId', 'model', 'documentId', 'requestId', 'clientRequestId', 'ip', 'name', 'tenant', 'traceId', 'onBehalfOfId', 'reason', 'identifier', 'provider'] as const;
 /** Stored path of a string filter key, where it is not the key itself. */
-const FIELD_OF: Readonly<Record<string, string>> = { actorId: 'actor.id', onBehalfOfId: 'onBehalfOf.id', clientRequestId: 'http.clientRequestId' };
+const FIELD_OF: Readonly<Record<string, string>> = {
+  actorId: 'actor.id', onBehalfOfId: 'onBehalfOf.id', clientRequestId: 'http.clientRequestId', path: 'http.path', route: 'http.route', method: 'http.method', status: 'http.status',
+};
 
 /** A regular expression matching exactly the strings that start with `text` (anchored: an index serves it). */
 function prefixPattern(text: string): string {
   return `^${text.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&')}`;
 }
+const STATUS_CLASSES: readonly StatusClassName[] = ['1xx', '2xx', '3xx', '4xx', '5xx'];
+const MAX_TEXT = 200;
+/** The fields free text searches: one text index over all of them (lib/store/model.ts). */
+export const TEXT_FIELDS = ['http.path', 'http.route', 'identifier', 'error.message', 'documentLabel'] as const;
+const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const MAX_VALUE_LENGTH = 4096;
 const MAX_DATE_MS = 8.64e15;
 
@@ -150,8 +184,11 @@ export interface QueryPlan {
   limit: number;
 }
 
+/** How free text is searched: `$text` over the text index, or a substring scan where the server has none. */
+export type TextSearch = 'index' | 'scan';
+
 /** Validates a filter and turns it into the MongoDB query. Throws a TypeError naming the bad key. */
-export function planQuery(input: QueryFilter | undefined): QueryPlan {
+export function planQuery(input: QueryFilter | undefined, text: TextSearch = 'index'): QueryPlan {
   const f = (input ?? {}) as Record<string, unknown>;
   if (typeof f !== 'object' || f === null || Array.isArray(f)) bad('filter', 'an object', f);
   for (const key of Object.keys(f)) {
@@ -174,6 +211,37 @@ export function planQuery(input: QueryFilter | undefined): QueryPlan {
     if (v === undefined) continue;
     if (typeof v !== 'string' || v === '' || v.length > MAX_VALUE_LENGTH) bad(key, `a non-empty string of at most ${MAX_VALUE_LENGTH} characters`, v);
     filter[FIELD_OF[key] ?? key] = key === 'ip' ? ipFilter(v) : key === 'reason' ? trusted({ $regex: prefixPattern(v) }) : v;
+  }
+  for (const key of ['path', 'route'] as const) {
+    const v = f[key];
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || v === '' || v === '*' || v.length > MAX_VALUE_LENGTH) bad(key, `a non-empty string of at most ${MAX_VALUE_LENGTH} characters (a prefix when it ends with *)`, v);
+    // An anchored prefix: the index on the field serves it as a range.
+    filter[FIELD_OF[key]] = v.endsWith('*') ? trusted({ $regex: `^${escapeRegExp(v.slice(0, -1))}` }) : v;
+  }
+  if (f.method !== undefined) {
+    if (typeof f.method !== 'string' || !/^[A-Za-z]{1,20}$/.test(f.method)) bad('method', 'an HTTP method (GET, POST, ...)', f.method);
+    filter['http.method'] = f.method.toUpperCase();
+  }
+  if (f.status !== undefined && f.statusClass !== undefined) bad('statusClass', 'given without status (status already names one)', f.statusClass);
+  if (f.status !== undefined) {
+    if (typeof f.status !== 'number' || !Number.isInteger(f.status) || f.status < 100 || f.status > 599) bad('status', 'an integer from 100 to 599', f.status);
+    filter['http.status'] = f.status;
+  }
+  if (f.statusClass !== undefined) {
+    if (!STATUS_CLASSES.includes(f.statusClass as StatusClassName)) bad('statusClass', `one of ${STATUS_CLASSES.join(', ')}`, f.statusClass);
+    const low = Number((f.statusClass as string)[0]) * 100;
+    filter['http.status'] = trusted({ $gte: low, $lt: low + 100 });
+  }
+  let textClause: Record<string, unknown> | null = null;
+  if (f.q !== undefined) {
+    if (typeof f.q !== 'string' || f.q.trim() === '' || f.q.length > MAX_TEXT) bad('q', `a non-empty text of at most ${MAX_TEXT} characters`, f.q);
+    const words = f.q.trim();
+    if (text === 'index') filter.$text = trusted({ $search: words });
+    else {
+      const re = { $regex: escapeRegExp(words), $options: 'i' };
+      textClause = { $or: TEXT_FIELDS.map((field) => ({ [field]: trusted(re) })) };
+    }
   }
   if (f.outcome !== undefined && !AUDIT_OUTCOMES.includes(f.outcome as AuditOutcome)) bad('outcome', "'success' or 'failure'", f.outcome);
   if (f.auditRead !== undefined) {
@@ -198,6 +266,11 @@ export function planQuery(input: QueryFilter | undefined): QueryPlan {
   }
   if (Object.keys(ts).length > 0) filter.ts = trusted(ts);
   if (f.outcome !== undefined) filter.outcome = f.outcome;
+  if (textClause !== null) {
+    // The cursor already holds the top-level $or.
+    if (filter.$or === undefined) Object.assign(filter, textClause);
+    else filter.$and = [textClause];
+  }
 
   return { filter, sort: { ts: -1, _id: -1 }, fetch: limit + 1, limit };
 }
@@ -225,8 +298,27 @@ export async function storedModelNames(core: AuditCore, model: string): Promise<
   return same.length === 0 ? null : same;
 }
 
+const textModes = new WeakMap<object, Promise<{ mode: TextSearch; reason: string | null }>>();
+
+/**
+ * Whether this collection's server answers `$text` (MongoDB with the text index), asked once per collection.
+ * FerretDB has no text index: free text is then matched by substring over the rest of the filter's range.
+ */
+export function textSearch(collection: mongo.Collection | { findOne: mongo.Collection['findOne'] }): Promise<{ mode: TextSearch; reason: string | null }> {
+  let known = textModes.get(collection);
+  if (known === undefined) {
+    known = collection.findOne({ $text: { $search: 'koa-audit-probe' } }, { projection: { _id: 1 } }).then(
+      () => ({ mode: 'index' as const, reason: null }),
+      (err: unknown) => ({ mode: 'scan' as const, reason: `free text is matched by scanning the filtered range: this server has no text search (${String((err as Error).message).slice(0, 160)})` }),
+    );
+    textModes.set(collection, known);
+  }
+  return known;
+}
+
 export async function query(core: AuditCore, input?: QueryFilter): Promise<QueryPage> {
-  const plan = planQuery(input);
+  const text = input?.q === undefined ? { mode: 'index' as const, reason: null } : await textSearch(core.model.collection);
+  const plan = planQuery(input, text.mode);
   let docs = await core.model.find(plan.filter).setOptions(OWN_FILTER).sort(plan.sort).limit(plan.fetch).lean<AuditEvent[]>();
   if (docs.length === 0 && typeof plan.filter.model === 'string') {
     // Model names match whatever case the user typed: the names as stored are used instead.
@@ -236,8 +328,21 @@ export async function query(core: AuditCore, input?: QueryFilter): Promise<Query
       docs = await core.model.find(plan.filter).setOptions(OWN_FILTER).sort(plan.sort).limit(plan.fetch).lean<AuditEvent[]>();
     }
   }
-  if (docs.length <= plan.limit) return { items: docs, next: null };
+  const notice = text.reason === null ? {} : { notice: text.reason };
+  if (docs.length <= plan.limit) return { items: docs, next: null, ...notice };
   const items = docs.slice(0, plan.limit);
   const last = items[items.length - 1];
-  return { items, next: encodeCursor(last.ts, last._id) };
+  return { items, next: encodeCursor(last.ts, last._id), ...notice };
+}
+
+/** Per request id, how many events of each kind other than `request` it has (a request row's changes and logins). */
+export async function countByRequest(collection: mongo.Collection, requestIds: string[], tenant: string | null = null): Promise<Record<string, Record<string, number>>> {
+  const out: Record<string, Record<string, number>> = {};
+  if (requestIds.length === 0) return out;
+  const rows = await collection.aggregate<{ _id: { r: string; k: string }; n: number }>([
+    { $match: { requestId: { $in: requestIds }, kind: { $ne: 'request' }, ...(tenant === null ? {} : { tenant }) } },
+    { $group: { _id: { r: '$requestId', k: '$kind' }, n: { $sum: 1 } } },
+  ]).toArray();
+  for (const row of rows) (out[row._id.r] ??= {})[row._id.k] = row.n;
+  return out;
 }

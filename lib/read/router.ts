@@ -8,6 +8,11 @@
  *   GET {prefix}/api/config                         { revert, tenant }: what the viewer may offer
  *   POST {prefix}/api/events/:id/revert             only with `authorizeWrite`: undoes a change event
  *   GET {prefix}/api/verify?from=&to=&chainId=       verify() over that range: { ok, chains, events, problems, omitted }
+ *   GET {prefix}/api/dashboard?from=&to=&bucket=&tenant=  the dashboard's numbers (auditor.dashboard)
+ *   GET {prefix}/api/count?<filters>                 { count, capped }: how many events match (capped at 100,000)
+ *   GET {prefix}/api/related?requestId=...           { counts: { [requestId]: { [kind]: n } } }: what each request caused
+ *   GET {prefix}/api/export?format=csv|ndjson&<filters>  the matching events, oldest first, streamed (export.ts)
+ *   GET {prefix}/assets/<file>                       uPlot, from the package's own dependencies
  *
  * Every route asks `authorize(ctx)` first (the revert route `authorizeWrite`); anything but `true` or
  * `{ tenant }` answers 403 before the database is touched. `{ tenant }` confines every read to that tenant:
@@ -17,13 +22,16 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { mongo, type Model } from 'mongoose';
 import { checkKnown, fail, fnOption, routePrefix } from '../core/options.js';
+import { PassThrough } from 'node:stream';
 import { markAuditRead } from '../core/context.js';
-import { BOOLEAN_KEYS, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, QueryFilterError, type QueryFilter, type QueryPage } from './query.js';
+import { BOOLEAN_KEYS, countByRequest, FILTER_KEYS, ISO_DATE_HINT, parseIsoDate, planQuery, QueryFilterError, textSearch, type QueryFilter, type QueryPage } from './query.js';
 import { eventToJson } from '../core/json.js';
 import type { AuditEvent } from '../core/types.js';
 import type { VerifyResult } from '../integrity/verify.js';
 import type { VerifyOptions } from '../integrity/verify-options.js';
-import { VIEWER_CSP, VIEWER_HTML } from './viewer.js';
+import { DASHBOARD_BUCKETS, type DashboardAnswer, type DashboardBucket, type DashboardQuery } from '../rollup/dashboard.js';
+import { exportEvents, type ExportFilter } from './export.js';
+import { viewerPage } from './viewer.js';
 
 /** What the router reads through: an auditor (`audit`, or one made by `createAudit`) has all of it. */
 export interface AuditReader {
@@ -35,6 +43,9 @@ export interface AuditReader {
   revert?(eventId: string, options?: { reason?: string; force?: boolean }): Promise<unknown>;
   /** Serves `/api/verify` (the viewer's "Verify this range"); without it that route answers 501. */
   verify?(options?: VerifyOptions): Promise<VerifyResult>;
+  /** The dashboard's numbers; an auditor without it (an older reader) serves no dashboard. */
+  dashboard?(query: DashboardQuery): Promise<DashboardAnswer>;
+  stats?(): { degraded: boolean };
 }
 
 /** What `authorize` may answer: `true` (every event), `{ tenant }` (that tenant's only), anything else: 403. */
@@ -62,6 +73,9 @@ function accessOf(answer: unknown): ReadAccess | null {
   if (answer !== null && typeof answer === 'object' && typeof t === 'string' && t !== '') return { tenant: t };
   return null;
 }
+
+const MAX_COUNT = 100_000;
+const MAX_RELATED = 200;
 
 export interface AuditRouterOptions {
   /** The auditor whose collection is read (`audit` or one made by `createAudit`). */
@@ -123,9 +137,9 @@ export function filterFromQuery(querystring: string): { filter: QueryFilter; par
     } else if (BOOLEAN_KEYS.includes(key)) {
       // `true` / `false` become booleans; anything else stays text, which planQuery refuses.
       f[key] = value === 'true' ? true : value === 'false' ? false : value;
-    } else if (name === 'limit') {
+    } else if (name === 'limit' || name === 'status') {
       // Digits become a number; anything else stays text, which planQuery refuses (`1e2` is not a page size).
-      f.limit = DIGITS.test(value) ? Number(value) : value;
+      f[key] = DIGITS.test(value) && value.length <= 6 ? Number(value) : value;
     } else {
       f[key] = value;
     }
@@ -211,7 +225,98 @@ export function auditRouter(options: AuditRouterOptions): Router {
     const page = await auditor.query(scoped(access, filter)).catch((err: unknown) => {
       throw err instanceof QueryFilterError ? new BadRequest(`parameter "${paramOf[err.key] ?? err.key}" ${err.problem}`) : err;
     });
-    send(ctx, 200, { items: page.items.map(eventToJson), next: page.next });
+    send(ctx, 200, { items: page.items.map(eventToJson), next: page.next, ...(page.notice === undefined ? {} : { notice: page.notice }) });
+  }));
+
+  /** A filter from the query string, planQuery's refusals answered as 400 naming the parameter. */
+  const checkedFilter = (querystring: string): QueryFilter => {
+    const { filter, paramOf } = filterFromQuery(querystring);
+    try {
+      planQuery(filter);
+    } catch (err) {
+      if (err instanceof QueryFilterError) throw new BadRequest(`parameter "${paramOf[err.key] ?? err.key}" ${err.problem}`);
+      throw err;
+    }
+    return filter;
+  };
+  const without = (querystring: string, names: string[]): { rest: string; taken: URLSearchParams } => {
+    const all = new URLSearchParams(querystring);
+    const taken = new URLSearchParams();
+    for (const n of names) {
+      for (const v of all.getAll(n)) taken.append(n, v);
+      all.delete(n);
+    }
+    return { rest: all.toString(), taken };
+  };
+
+  router.get(`${prefix}/api/dashboard`, guarded(async (ctx, access) => {
+    if (auditor.dashboard === undefined) throw new BadRequest('this auditor has no dashboard');
+    const p = new URLSearchParams(ctx.querystring);
+    for (const name of p.keys()) if (!['from', 'to', 'bucket', 'tenant'].includes(name)) throw new BadRequest(`unknown parameter "${name}" (known: from, to, bucket, tenant)`);
+    const date = (name: string): Date => {
+      const v = p.get(name);
+      if (v === null) throw new BadRequest(`parameter "${name}" is required`);
+      return parseIsoDate(v) ?? badParam(name, ISO_DATE_HINT, v);
+    };
+    const q: DashboardQuery = { from: date('from'), to: date('to') };
+    const bucket = p.get('bucket');
+    if (bucket !== null) {
+      if (!(DASHBOARD_BUCKETS as string[]).includes(bucket)) badParam('bucket', `one of ${DASHBOARD_BUCKETS.join(', ')}`, bucket);
+      q.bucket = bucket as DashboardBucket;
+    }
+    // A tenant-scoped grant sees its own tenant's numbers, whatever it asks for.
+    const tenant = access.tenant ?? p.get('tenant');
+    if (tenant !== null) q.tenant = tenant;
+    send(ctx, 200, await auditor.dashboard(q).catch((err: unknown) => {
+      throw err instanceof TypeError && err.message.startsWith(`${OWN_ERROR}dashboard `) ? new BadRequest(err.message.slice(OWN_ERROR.length + 10)) : err;
+    }));
+  }));
+
+  router.get(`${prefix}/api/count`, guarded(async (ctx, access) => {
+    const filter = scoped(access, checkedFilter(ctx.querystring));
+    if (filter.limit !== undefined || filter.after !== undefined) throw new BadRequest('parameters "limit" and "after" do not apply to a count');
+    const text = filter.q === undefined ? 'index' : (await textSearch(auditor.model.collection)).mode;
+    const count = await auditor.model.collection.countDocuments(planQuery(filter, text).filter, { limit: MAX_COUNT + 1 });
+    send(ctx, 200, { count: Math.min(count, MAX_COUNT), capped: count > MAX_COUNT });
+  }));
+
+  router.get(`${prefix}/api/related`, guarded(async (ctx, access) => {
+    const p = new URLSearchParams(ctx.querystring);
+    for (const name of p.keys()) if (name !== 'requestId') throw new BadRequest(`unknown parameter "${name}" (known: requestId)`);
+    const ids = [...new Set(p.getAll('requestId'))];
+    if (ids.length > MAX_RELATED || ids.some((v) => v === '' || v.length > MAX_VALUE)) badParam('requestId', `at most ${MAX_RELATED} non-empty ids`, ids.join(','));
+    send(ctx, 200, { counts: await countByRequest(auditor.model.collection, ids, access.tenant) });
+  }));
+
+  router.get(`${prefix}/api/export`, guarded(async (ctx, access) => {
+    const { rest, taken } = without(ctx.querystring, ['format']);
+    const format = taken.get('format') ?? 'ndjson';
+    if (format !== 'csv' && format !== 'ndjson') badParam('format', 'csv or ndjson', format);
+    const filter = scoped(access, checkedFilter(rest));
+    if (filter.limit !== undefined || filter.after !== undefined) throw new BadRequest('parameters "limit" and "after" do not apply to a download');
+    const text = filter.q === undefined ? 'index' : (await textSearch(auditor.model.collection)).mode;
+    const out = new PassThrough();
+    exportEvents(auditor.model.collection, out, { format, filter: filter as ExportFilter, textSearch: text }).then(
+      () => out.end(),
+      (err: unknown) => out.destroy(err as Error),
+    );
+    send(ctx, 200, out);
+    ctx.type = format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8';
+    ctx.set('Content-Disposition', `attachment; filename="audit-events.${format}"`);
+  }));
+
+  const page = viewerPage();
+  router.get(`${prefix}/assets/:file`, guarded((ctx) => {
+    const asset = page.assets.get(String((ctx as Context & { params: Record<string, string> }).params.file));
+    if (asset === undefined) {
+      send(ctx, 404, { error: 'no such asset' });
+      return;
+    }
+    ctx.type = asset.type;
+    ctx.body = asset.body;
+    // Named by version: the same name is always the same bytes.
+    ctx.set('Cache-Control', 'private, max-age=86400, immutable');
+    ctx.set('X-Content-Type-Options', 'nosniff');
   }));
 
   /** The event `:id` as this grant may see it, or null (absent, or another tenant's: the same 404). */
@@ -307,8 +412,8 @@ export function auditRouter(options: AuditRouterOptions): Router {
       return;
     }
     ctx.type = 'text/html; charset=utf-8';
-    ctx.body = VIEWER_HTML;
-    ctx.set('Content-Security-Policy', VIEWER_CSP);
+    ctx.body = page.html;
+    ctx.set('Content-Security-Policy', page.csp);
     ctx.set('Cache-Control', 'no-store');
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('X-Frame-Options', 'DENY');

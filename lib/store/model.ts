@@ -79,7 +79,30 @@ function eventSchema(collection: string): Schema {
   schema.index({ 'chain.id': 1, 'chain.seq': 1, _id: 1 });
   // What a client said its request id was (the server's own is `requestId`): `query({ clientRequestId })`.
   schema.index({ 'http.clientRequestId': 1, ts: -1, _id: -1 });
+  // The investigation filters: route and path (exact or prefix), login identifier.
+  schema.index({ 'http.route': 1, ts: -1, _id: -1 });
+  schema.index({ 'http.path': 1, ts: -1, _id: -1 });
+  schema.index({ identifier: 1, ts: -1, _id: -1 });
   return schema;
+}
+
+/**
+ * The text index of free-text search (path, route, identifier, error message, document label). Not part of
+ * the schema: a server without text indexes (FerretDB) would fail every other index with it. Resolves with
+ * why it could not be made, or null.
+ */
+export async function ensureTextIndex(model: Model<AuditEvent>): Promise<string | null> {
+  try {
+    await model.collection.createIndex(
+      { 'http.path': 'text', 'http.route': 'text', identifier: 'text', 'error.message': 'text', documentLabel: 'text' },
+      { name: 'koa_audit_text', default_language: 'none' },
+    );
+    return null;
+  } catch (err) {
+    const e = err as { name?: unknown };
+    if (typeof e.name === 'string' && /^Mongo(Network|NetworkTimeout|ServerSelection)Error$/.test(e.name)) throw err;
+    return (err as Error).message;
+  }
 }
 
 /** The model for `collection` on `connection`, created once per connection and collection. */

@@ -48,6 +48,11 @@ export interface WriterOptions {
    * so whatever path it takes it is stored with its chain fields. Absent or null: no chain.
    */
   chain?: ChainLink | null;
+  /**
+   * Runs after each write the server answered, before the next: `stored` were inserted by it, `duplicates`
+   * refused as stored before (a retry, a replay). The rollups are kept this way; it must not throw.
+   */
+  afterStore?: (stored: StoredDoc[], duplicates: StoredDoc[]) => Promise<void>;
 }
 
 interface Queued {
@@ -213,11 +218,13 @@ export class Writer {
       this.s.stored++;
       this.succeeded();
       this.o.onStored?.([doc]);
+      await this.afterStore([doc], []);
     } catch (err) {
       if (storedBefore((err as { code?: unknown }).code, String((err as { message?: unknown }).message))) {
         this.s.stored++;
         this.succeeded();
         this.o.onStored?.([doc]);
+        await this.afterStore([], [doc]);
         return;
       }
       if (isRefusal(err)) {
@@ -465,6 +472,7 @@ export class Writer {
     const started = Date.now();
     try {
       await this.coll().insertMany(batch.map((q) => q.doc), this.insertOptions);
+      await this.afterStore(batch.map((q) => q.doc), []);
       this.countWritten(batch.length, batch.length - ownIn(batch));
       this.o.onStored?.(batch.map((q) => q.doc));
       return true;
@@ -488,12 +496,19 @@ export class Writer {
       let stored = batch.length;
       const keep: Queued[] = [];
       const refused = new Set<number>();
+      const notNew = new Set<number>();
+      const duplicates: StoredDoc[] = [];
       for (const e of errors) {
-        if (storedBefore(e.code, e.message)) continue;
+        notNew.add(e.index);
+        if (storedBefore(e.code, e.message)) {
+          duplicates.push(batch[e.index].doc);
+          continue;
+        }
         stored--;
         refused.add(e.index);
         this.refused(batch[e.index], e.message, keep);
       }
+      await this.afterStore(batch.filter((_, i) => !notNew.has(i)).map((q) => q.doc), duplicates);
       this.countWritten(batch.length, Math.max(0, stored - ownIn(batch)));
       this.o.onStored?.(batch.filter((_, i) => !refused.has(i)).map((q) => q.doc));
       this.queue.unshift(...keep);
@@ -549,6 +564,7 @@ export class Writer {
           await this.coll().insertMany(docs, this.insertOptions);
           this.s.stored += docs.length - ownOf(docs);
           this.o.onStored?.(docs);
+          await this.afterStore(docs, []);
         } catch (err) {
           const errors = documentErrors(err);
           if (errors === null && isRefusal(err)) {
@@ -562,6 +578,10 @@ export class Writer {
           const refused = new Set<number>();
           for (const e of errors) if (!storedBefore(e.code, e.message)) refused.add(e.index);
           this.o.onStored?.(docs.filter((_, i) => !refused.has(i)));
+          const notNew = new Set(errors.map((e) => e.index));
+          const duplicates: StoredDoc[] = [];
+          for (const e of errors) if (storedBefore(e.code, e.message)) duplicates.push(docs[e.index]);
+          await this.afterStore(docs.filter((_, i) => !notNew.has(i)), duplicates);
           for (const e of errors) {
             if (storedBefore(e.code, e.message)) continue;
             this.s.stored--; // counted above; stored now only if its reduced form is
@@ -586,9 +606,11 @@ export class Writer {
       await this.coll().insertOne(doc, this.insertOptions);
       this.s.stored++;
       this.o.onStored?.([doc]);
+      await this.afterStore([doc], []);
     } catch (err) {
       if (storedBefore((err as { code?: unknown }).code, String((err as { message?: unknown }).message))) {
         this.o.onStored?.([doc]);
+        await this.afterStore([], [doc]);
         return;
       }
       if (!isRefusal(err)) throw err;
@@ -603,11 +625,24 @@ export class Writer {
       await this.coll().insertOne(reduced, this.insertOptions);
       this.s.stored++;
       this.o.onStored?.([reduced]);
+      await this.afterStore([reduced], []);
     } catch (err) {
-      if (storedBefore((err as { code?: unknown }).code, String((err as { message?: unknown }).message))) return;
+      if (storedBefore((err as { code?: unknown }).code, String((err as { message?: unknown }).message))) {
+        await this.afterStore([], [doc]);
+        return;
+      }
       if (!isRefusal(err)) throw err;
       this.drop(1, doc.ts);
       this.report(new Error(`spooled audit event ${String(doc._id)} refused even in its reduced form (${errorText(err)}); recorded as a loss`));
+    }
+  }
+
+  private async afterStore(stored: StoredDoc[], duplicates: StoredDoc[]): Promise<void> {
+    if (this.o.afterStore === undefined) return;
+    try {
+      await this.o.afterStore(stored, duplicates);
+    } catch (err) {
+      this.report(err);
     }
   }
 

@@ -1,0 +1,81 @@
+/**
+ * Dashboard benchmark: the answer time of `dashboard()` over a trail of N events (default 200,000) spread over
+ * 30 days, read from the rollups, beside the fallback that counts the events of the range. The events are
+ * inserted straight into the collection, then the rollups are rebuilt from them (what `koa-audit rollup
+ * --rebuild` does); both answers are checked equal before anything is timed.
+ */
+import mongoose, { mongo } from 'mongoose';
+import { dashboard, type DashboardQuery } from '../lib/rollup/dashboard.js';
+import { RollupStore } from '../lib/rollup/store.js';
+import { eventModel } from '../lib/store/model.js';
+import { fmt, median, table } from './common.js';
+
+export interface DashboardBenchResult {
+  events: number;
+  rollupsMs: number;
+  fallbackMs: number;
+  text: string;
+}
+
+const DAY = 86_400_000;
+const KINDS = ['request', 'request', 'request', 'request', 'update', 'create', 'login', 'login_failed'] as const;
+
+function event(i: number, now: number, days: number): Record<string, unknown> {
+  const kind = KINDS[i % KINDS.length];
+  const e: Record<string, unknown> = {
+    _id: new mongo.ObjectId(), ts: new Date(now - Math.floor(((i * 0.6180339887) % 1) * days * DAY)), kind, outcome: i % 13 === 0 || kind === 'login_failed' ? 'failure' : 'success',
+    actor: { id: `user-${i % 40}`, via: 'state' }, requestId: `b-${i}`, ip: `10.0.${i % 7}.${i % 50}`, userAgent: 'bench',
+  };
+  if (kind === 'request') e.http = { method: i % 3 ? 'GET' : 'POST', path: `/items/${i % 500}`, route: `/r${i % 25}/:id`, query: '', status: i % 13 === 0 ? 500 : 200, durationMs: (i % 400) + 1 };
+  else if (kind === 'login_failed' || kind === 'login') Object.assign(e, { provider: 'local', identifier: `name-${i % 60}` });
+  else Object.assign(e, { model: `M${i % 6}`, documentId: `d${i % 300}`, operation: 'updateOne', changes: [] });
+  return e;
+}
+
+export async function runDashboardBench(uri: string, events: number, rounds: number, log: (line: string) => void = () => undefined): Promise<DashboardBenchResult> {
+  const conn = await mongoose.createConnection(uri).asPromise();
+  await conn.dropDatabase();
+  try {
+    const model = eventModel(conn, 'dashboard_bench');
+    await model.createIndexes();
+    const coll = model.collection;
+    const now = Date.now();
+    for (let i = 0; i < events; i += 10_000) {
+      await coll.insertMany(Array.from({ length: Math.min(10_000, events - i) }, (_, j) => event(i + j, now, 30)), { ordered: false });
+    }
+    log(`  inserted ${fmt(events)} events`);
+    const store = new RollupStore(() => coll, () => conn.collection(RollupStore.collectionName('dashboard_bench')), { days: 400, topK: 100 });
+    await store.prepare(new Date(0));
+    const t = performance.now();
+    await store.rebuild();
+    log(`  rollups rebuilt in ${fmt((performance.now() - t) / 1000, 1)} s`);
+    const q: DashboardQuery = { from: new Date(now - 30 * DAY), to: new Date(now), bucket: 'day' };
+    const fromRollups = () => dashboard({ events: () => coll, rollups: store, degraded: () => false }, q);
+    const fromEvents = () => dashboard({ events: () => coll, rollups: null, degraded: () => false }, q);
+    const a = await fromRollups();
+    const b = await fromEvents();
+    // Key order aside (a merge and a count add kinds in different orders), the two answers are the same.
+    const canonical = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (x !== null && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([p], [q]) => (p < q ? -1 : 1))) : x));
+    if (a.source !== 'rollups' || a.totals.events !== events || canonical(a.series) !== canonical(b.series) || canonical(a.routes) !== canonical(b.routes)) {
+      throw new Error(`dashboard bench: the rollups (${a.source}, ${a.totals.events}) disagree with the events (${b.totals.events})`);
+    }
+    const time = async (f: () => Promise<unknown>, n: number): Promise<number> => {
+      const xs: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const s = performance.now();
+        await f();
+        xs.push(performance.now() - s);
+      }
+      return median(xs);
+    };
+    const rollupsMs = await time(fromRollups, Math.max(5, rounds));
+    const fallbackMs = await time(fromEvents, Math.max(1, Math.min(rounds, 3)));
+    const text = table(
+      ['answer of dashboard() over 30 days, daily buckets', 'events', 'ms (median)'],
+      [['from the rollups', fmt(events), fmt(rollupsMs, 1)], ['fallback: counting the events of the range', fmt(events), fmt(fallbackMs, 1)]],
+    );
+    return { events, rollupsMs, fallbackMs, text };
+  } finally {
+    await conn.close();
+  }
+}
