@@ -304,7 +304,9 @@ export function createAudit(options?: AuditOptions): Auditor {
       return rollups.rebuild();
     },
     verify: async (opts) => {
-      const run = verifyRun(opts, integrity.signer, o.retention?.days);
+      // Retention by kind deletes events of some kinds from the middle of a chain: a gap is explained once it
+      // is older than the shortest period of any kind (verify cannot know the kind of an event that is gone).
+      const run = verifyRun(opts, integrity.signer, shortestRetention(o.retention));
       // What this auditor accepted is stored first; its chain is the one still open here.
       await api.flush();
       const open = closing === null && chain.started ? new Set([chain.id]) : new Set<string>();
@@ -391,4 +393,11 @@ function notOpenMessage(conn: Connection): string {
 /** `fn` carrying the properties of `props`, accessors kept as accessors (Object.assign would read them now). */
 function withProperties<F extends (...args: never[]) => unknown, P extends object>(fn: F, props: P): F & P {
   return Object.defineProperties(fn, Object.getOwnPropertyDescriptors(props)) as F & P;
+}
+
+/** The shortest period of the retention option, across `days` and `byKind`; undefined without retention. */
+function shortestRetention(r: { days?: number; byKind: Readonly<Record<string, number>> } | undefined): number | undefined {
+  if (r === undefined) return undefined;
+  const periods = [...(r.days === undefined ? [] : [r.days]), ...Object.values(r.byKind)];
+  return periods.length === 0 ? undefined : Math.min(...periods);
 }

@@ -328,6 +328,20 @@ describe('tamper evidence: hash chains, checkpoints, verify', () => {
     });
   });
 
+  describe('retention by kind', () => {
+    it('events removed from the middle of a chain by a per-kind period are expired once older than the shortest period', async () => {
+      const { a, name, chainId } = await closedTrail(6, { retention: { days: 365, byKind: { login: 2 } } });
+      a.on('error', () => {});
+      // What the scheduled prune of `login: 2` does once those logins are two days old: seq 2 and 3 go, the rest stays.
+      await coll(name).deleteMany({ 'chain.id': chainId, 'chain.seq': { $in: [2, 3] } });
+      const soon = await a.verify();
+      expect(shape(soon.problems)).to.deep.equal([{ type: 'missing', chainId, seq: 2 }], 'too young to have expired');
+      const later = await a.verify({ at: new Date(Date.now() + 2 * 86_400_000) });
+      expect(shape(later.problems)).to.deep.equal([{ type: 'expired', chainId, seq: 2 }]);
+      expect(later.ok).to.equal(true);
+    });
+  });
+
   describe('koa-audit verify and roles', () => {
     const io = () => {
       const out = new PassThrough();
