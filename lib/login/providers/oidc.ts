@@ -17,7 +17,7 @@ import type * as OpenIdClient from 'openid-client';
 import { checkKnown, bool, nonEmptyString, objectOption, positiveInt } from '../../core/options.js';
 import { capString } from '../../core/safe.js';
 import { signalsOf, type SignalTarget } from '../login.js';
-import { absoluteUrl, networkDetail, providerRouter, ProviderError, requiredString, ROUTER_OPTION_KEYS, type LoginProvider } from './provider.js';
+import { absoluteUrl, networkDetail, providerRouter, ProviderError, requiredString, ROUTER_OPTION_KEYS, type LoginProvider, type ProviderRouterOptions } from './provider.js';
 
 type Client = typeof OpenIdClient;
 
@@ -60,27 +60,16 @@ export interface OidcTokens {
   tokenType?: string;
 }
 
-export interface OidcRouterOptions {
+export interface OidcRouterOptions extends Omit<ProviderRouterOptions<OidcUser, OidcTokens>, 'signals'> {
   /** Where `login` / `login_failed` are emitted: an auditor or its `signals`. Default: the default `audit` instance. */
   signals?: SignalTarget;
   /** The issuer URL (its `/.well-known/openid-configuration` is read at first use). */
   issuer: string;
   clientId: string;
-  /** Confidential clients: sent with `client_secret_basic`. Without it the client is public (PKCE only). */
+  /** Confidential clients: sent with `client_secret_basic`; also the default key of the state cookie. Without it the client is public (PKCE only). */
   clientSecret?: string;
-  /** Called after the ID token was validated, before the redirect; as for Feishu (return the app's user, or `false`). */
-  onLogin: (ctx: Context, user: OidcUser, tokens: OidcTokens) => unknown;
   /** Default `'openid profile email'`. */
   scope?: string;
-  /** Route prefix. Default `'/auth/oidc'`. */
-  prefix?: string;
-  redirectUri?: string;
-  successRedirect?: string;
-  failureRedirect?: string;
-  stateTtlMs?: number;
-  /** Key of the sealed state cookie. Default: derived from `clientSecret`; without one, random per process. */
-  stateSecret?: string;
-  cookieName?: string;
   /** Also read the UserInfo endpoint (name, email are often only there). Default true when the issuer has one. */
   userInfo?: boolean;
   /** Timeout of each call to the issuer, in ms. Default 10,000. */
