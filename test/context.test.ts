@@ -73,7 +73,8 @@ describe('change context: reason, meta, onBehalfOf, tenant, trace', () => {
         await M.create({ title: 'x' });
         await fx.auditor.withContext({ reason: 'inner', meta: { b: 2 } }, () => M.updateOne({ title: 'x' }, { $set: { title: 'y' } }).exec());
         // A write's own option wins over the scope's reason.
-        await M.updateOne({ title: 'y' }, { $set: { title: 'z' } }, { audit: { reason: 'per call' } } as Record<string, unknown>);
+        // The typed per-call form of updateOne/updateMany: mongoose types their options with the driver's own.
+        await M.updateOne({ title: 'y' }, { $set: { title: 'z' } }).setOptions({ audit: { reason: 'per call' } });
       });
       const [c, u1, u2] = await fx.events({ model: M.modelName });
       expect(c.actor).to.deep.equal({ id: 'admin', name: 'Admin', via: 'explicit' });
