@@ -1,28 +1,6 @@
 import { expect } from 'chai';
 import mongoose, { mongo, type Model } from 'mongoose';
-import { byPath, useChanges } from '../support/changes.js';
-
-interface Post {
-  _id: mongo.ObjectId;
-  title: string;
-  n?: number;
-  tags?: string[];
-}
-
-interface User {
-  _id: mongo.ObjectId;
-  email: string;
-  age?: number;
-  grp?: string;
-  n?: number;
-}
-
-interface Account {
-  _id: mongo.ObjectId;
-  email: string;
-  code?: string;
-  age?: number;
-}
+import { byPath, useChanges, postModel, userModel, type Account, type Post, type User } from '../support/changes.js';
 
 describe('changes: bulkWrite', () => {
   const fx = useChanges('changes_bulk_write');
@@ -31,7 +9,7 @@ describe('changes: bulkWrite', () => {
   describe('each operation type', () => {
     let Post: Model<Post>;
     beforeEach(() => {
-      Post = fx.model<Post>({ title: { type: String, required: true }, n: Number, tags: [String] });
+      Post = postModel(fx);
     });
     const mine = (extra: Record<string, unknown> = {}) => fx.events({ model: Post.modelName, ...extra });
 
@@ -80,8 +58,7 @@ describe('changes: bulkWrite', () => {
   describe('failures and the per-operation cap', () => {
     let User: Model<User>;
     beforeEach(async () => {
-      User = fx.model<User>({ email: { type: String, required: true, unique: true }, age: { type: Number, min: 0 }, grp: String, n: Number }, { maxDocuments: 5 });
-      await User.init();
+      User = await userModel(fx);
       fx.resetCommands();
     });
     const mine = (extra: Record<string, unknown> = {}) => fx.events({ model: User.modelName, ...extra });
@@ -124,7 +101,6 @@ describe('changes: bulkWrite', () => {
       { insertOne: { document: { email: 's1@x' } as Account } },
       { deleteMany: { filter: { age: { $gte: 0 } } } },
     ];
-
 
     it('ordered: the summary of the operation before the failure is recorded, none after it', async () => {
       const err = await Account.bulkWrite(ops()).catch((e: unknown) => e);

@@ -1,28 +1,6 @@
 import { expect } from 'chai';
 import mongoose, { mongo, type Model } from 'mongoose';
-import { byPath, useChanges } from '../support/changes.js';
-
-interface Post {
-  _id: mongo.ObjectId;
-  title: string;
-  n?: number;
-  tags?: string[];
-}
-
-interface User {
-  _id: mongo.ObjectId;
-  email: string;
-  age?: number;
-  grp?: string;
-  n?: number;
-}
-
-interface Account {
-  _id: mongo.ObjectId;
-  email: string;
-  code?: string;
-  age?: number;
-}
+import { byPath, useChanges, postModel, userModel, type Account, type Post, type User } from '../support/changes.js';
 
 describe('changes: insertMany', () => {
   const fx = useChanges('changes_insert_many');
@@ -31,7 +9,7 @@ describe('changes: insertMany', () => {
   describe('creates', () => {
     let Post: Model<Post>;
     beforeEach(() => {
-      Post = fx.model<Post>({ title: { type: String, required: true }, n: Number, tags: [String] });
+      Post = postModel(fx);
     });
     const mine = (extra: Record<string, unknown> = {}) => fx.events({ model: Post.modelName, ...extra });
 
@@ -67,8 +45,7 @@ describe('changes: insertMany', () => {
   describe('a failed write records nothing', () => {
     let User: Model<User>;
     beforeEach(async () => {
-      User = fx.model<User>({ email: { type: String, required: true, unique: true }, age: { type: Number, min: 0 }, grp: String, n: Number }, { maxDocuments: 5 });
-      await User.init();
+      User = await userModel(fx);
       fx.resetCommands();
     });
     const mine = (extra: Record<string, unknown> = {}) => fx.events({ model: User.modelName, ...extra });
@@ -119,7 +96,6 @@ describe('changes: insertMany', () => {
 
   });
 
-
   it("insertMany under onFull: 'block' waits for room before writing, and writes nothing when none comes", async () => {
     const blocking = fx.withOptions({ collection: 'edges_block', onFull: 'block', maxQueue: 1, batchSize: 1000, flushIntervalMs: 600_000, blockTimeoutMs: 200 });
     try {
@@ -132,6 +108,5 @@ describe('changes: insertMany', () => {
       await blocking.auditor.close({ timeoutMs: 2000 });
     }
   });
-
 
 });

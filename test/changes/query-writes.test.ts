@@ -1,29 +1,7 @@
 import { expect } from 'chai';
 import mongoose, { mongo, type Model } from 'mongoose';
 import type { CommandStartedEvent } from 'mongodb';
-import { byPath, useChanges } from '../support/changes.js';
-
-interface Post {
-  _id: mongo.ObjectId;
-  title: string;
-  n?: number;
-  tags?: string[];
-}
-
-interface User {
-  _id: mongo.ObjectId;
-  email: string;
-  age?: number;
-  grp?: string;
-  n?: number;
-}
-
-interface Account {
-  _id: mongo.ObjectId;
-  email: string;
-  code?: string;
-  age?: number;
-}
+import { byPath, useChanges, postModel, userModel, type Account, type Post, type User } from '../support/changes.js';
 
 describe('changes: query writes (updateOne, updateMany, findOneAnd*, replaceOne, deletes)', () => {
   const fx = useChanges('changes_query_writes');
@@ -32,7 +10,7 @@ describe('changes: query writes (updateOne, updateMany, findOneAnd*, replaceOne,
   describe('each operation', () => {
     let Post: Model<Post>;
     beforeEach(() => {
-      Post = fx.model<Post>({ title: { type: String, required: true }, n: Number, tags: [String] });
+      Post = postModel(fx);
     });
     const mine = (extra: Record<string, unknown> = {}) => fx.events({ model: Post.modelName, ...extra });
 
@@ -171,8 +149,7 @@ describe('changes: query writes (updateOne, updateMany, findOneAnd*, replaceOne,
   describe('reads, sessions and the per-operation cap', () => {
     let User: Model<User>;
     beforeEach(async () => {
-      User = fx.model<User>({ email: { type: String, required: true, unique: true }, age: { type: Number, min: 0 }, grp: String, n: Number }, { maxDocuments: 5 });
-      await User.init();
+      User = await userModel(fx);
       fx.resetCommands();
     });
     const mine = (extra: Record<string, unknown> = {}) => fx.events({ model: User.modelName, ...extra });

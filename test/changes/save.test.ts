@@ -1,30 +1,14 @@
 import { expect } from 'chai';
 import mongoose, { mongo, type Model } from 'mongoose';
-import { byPath, useChanges } from '../support/changes.js';
-
-interface Post {
-  _id: mongo.ObjectId;
-  title: string;
-  n?: number;
-  tags?: string[];
-}
-
-interface User {
-  _id: mongo.ObjectId;
-  email: string;
-  age?: number;
-  grp?: string;
-  n?: number;
-}
+import { byPath, useChanges, postModel, userModel, type Post, type User } from '../support/changes.js';
 
 describe('changes: save (document saves, Model.create, Model.bulkSave)', () => {
   const fx = useChanges('changes_save');
-  const eventsOf = (m: { modelName: string }, extra: Record<string, unknown> = {}) => fx.events({ model: m.modelName, ...extra });
 
   describe('creates and updates', () => {
     let Post: Model<Post>;
     beforeEach(() => {
-      Post = fx.model<Post>({ title: { type: String, required: true }, n: Number, tags: [String] });
+      Post = postModel(fx);
     });
     const mine = (extra: Record<string, unknown> = {}) => fx.events({ model: Post.modelName, ...extra });
 
@@ -83,8 +67,7 @@ describe('changes: save (document saves, Model.create, Model.bulkSave)', () => {
   describe('a failed write records nothing', () => {
     let User: Model<User>;
     beforeEach(async () => {
-      User = fx.model<User>({ email: { type: String, required: true, unique: true }, age: { type: Number, min: 0 }, grp: String, n: Number }, { maxDocuments: 5 });
-      await User.init();
+      User = await userModel(fx);
       fx.resetCommands();
     });
     const mine = (extra: Record<string, unknown> = {}) => fx.events({ model: User.modelName, ...extra });

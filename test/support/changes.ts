@@ -2,7 +2,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import mongoose, { Schema, type Connection, type Model, type SchemaDefinition } from 'mongoose';
+import mongoose, { Schema, type Connection, type Model, type SchemaDefinition, type mongo } from 'mongoose';
 import type { CommandStartedEvent } from 'mongodb';
 import { createAudit, type Auditor, type AuditOptions, type PluginOptions } from '../../lib/index.js';
 import type { AuditEvent, Change } from '../../lib/core/types.js';
@@ -94,4 +94,39 @@ export function useChanges(name: string, auditOptions: AuditOptions = {}): Chang
       return f;
     },
   };
+}
+
+/** The models the change tests write through, one shape each (fields and plugin options as each test needs). */
+export interface Post {
+  _id: mongo.ObjectId;
+  title: string;
+  n?: number;
+  tags?: string[];
+}
+
+export interface User {
+  _id: mongo.ObjectId;
+  email: string;
+  age?: number;
+  grp?: string;
+  n?: number;
+}
+
+export interface Account {
+  _id: mongo.ObjectId;
+  email: string;
+  code?: string;
+  age?: number;
+}
+
+/** A fresh Post model (title required), audited. */
+export function postModel(fx: ChangeFixture): Model<Post> {
+  return fx.model<Post>({ title: { type: String, required: true }, n: Number, tags: [String] });
+}
+
+/** A fresh User model (unique email, age >= 0, at most 5 documents recorded one by one), its indexes built. */
+export async function userModel(fx: ChangeFixture): Promise<Model<User>> {
+  const User = fx.model<User>({ email: { type: String, required: true, unique: true }, age: { type: Number, min: 0 }, grp: String, n: Number }, { maxDocuments: 5 });
+  await User.init();
+  return User;
 }

@@ -60,9 +60,8 @@ export interface OidcTokens {
   tokenType?: string;
 }
 
-export interface OidcRouterOptions extends Omit<ProviderRouterOptions<OidcUser, OidcTokens>, 'signals'> {
-  /** Where `login` / `login_failed` are emitted: an auditor or its `signals`. Default: the default `audit` instance. */
-  signals?: SignalTarget;
+/** What the OpenID Connect provider needs to know (the router's own options come on top). */
+export interface OidcProviderOptions {
   /** The issuer URL (its `/.well-known/openid-configuration` is read at first use). */
   issuer: string;
   clientId: string;
@@ -80,6 +79,11 @@ export interface OidcRouterOptions extends Omit<ProviderRouterOptions<OidcUser, 
   name?: string;
   /** Used in the plain-text failure answer. Default `'OpenID Connect'`. */
   label?: string;
+}
+
+export interface OidcRouterOptions extends Omit<ProviderRouterOptions<OidcUser, OidcTokens>, 'signals'>, OidcProviderOptions {
+  /** Where `login` / `login_failed` are emitted: an auditor or its `signals`. Default: the default `audit` instance. */
+  signals?: SignalTarget;
 }
 
 const KNOWN = [
@@ -150,17 +154,6 @@ function classify(client: Client, err: unknown, stage: string): ProviderError {
   return new ProviderError(stage === 'userinfo' ? 'user_info_failed' : 'token_exchange_failed', { stage, error: capString(messages[0] ?? 'unknown', 256) });
 }
 
-export interface OidcProviderOptions {
-  issuer: string;
-  clientId: string;
-  clientSecret?: string;
-  scope?: string;
-  userInfo?: boolean;
-  timeoutMs?: number;
-  allowInsecureRequests?: boolean;
-  name?: string;
-  label?: string;
-}
 
 /** OpenID Connect as a `LoginProvider`. */
 export function oidcProvider(options: OidcProviderOptions): LoginProvider<OidcUser, OidcTokens> {
