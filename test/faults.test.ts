@@ -35,7 +35,8 @@ describe('faults: delivery through outages, crashes and shutdown', function () {
     await server.restart().catch(() => {}); // a failed test must not leave the server down for the next one
   });
 
-  it('a 10 s outage under continuous requests: every request answered, every event stored once, memory bounded', async () => {
+  it('a 10 s outage under continuous requests: every request answered, every event stored once, memory bounded', async function () {
+    this.timeout(120_000); // 12 s of traffic, then the spool's replay, on a machine that may be busy
     const maxQueue = 100;
     const spoolDir = tmp();
     const a = make({ collection: 'outage', maxQueue, spoolDir, flushIntervalMs: 50, degradedAfterMs: 1000 });

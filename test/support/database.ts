@@ -187,6 +187,27 @@ async function ping(uri: string, timeoutMs: number): Promise<boolean> {
   }
 }
 
+function signalGroup(c: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-(c.pid as number), signal);
+  } catch {
+    // already gone
+  }
+}
+
+async function untilPortFree(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const free = await new Promise<boolean>((res) => {
+      const srv = createServer();
+      srv.once('error', () => res(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => res(true)));
+    });
+    if (free) return;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`port ${port} is still in use after 10 s`);
+}
+
 /** Where scripts/install-ferretdb.sh keeps the binary it builds. */
 function ferretBinary(): string {
   return join(process.env.KOA_AUDIT_CACHE ?? join(homedir(), '.cache/koa-audit'), 'bin/ferretdb');
@@ -208,35 +229,46 @@ async function startFerret(dataDir?: string): Promise<Database> {
 
   const launch = async (): Promise<void> => {
     if (child !== null && child.exitCode === null) return; // running already
-    // The watchdog: when our end of stdin closes (we exit, however we exit), the server is killed.
+    // A server still shutting down holds the port: a new one would fail to bind, and a ping answered by the old one
+    // would pass for the new one until it went away.
+    await untilPortFree(port);
+    // The watchdog: when our end of stdin closes (we exit, however we exit), the server is killed. Its own process
+    // group, so that stop() can kill the shell and the server together.
     const script = '"$@" </dev/null & pid=$!; trap "kill $pid 2>/dev/null" TERM INT; cat >/dev/null; kill $pid 2>/dev/null; wait $pid';
-    const c = spawn('sh', ['-c', script, 'ferretdb', bin, ...args], { stdio: ['pipe', 'ignore', 'inherit'] });
+    const c = spawn('sh', ['-c', script, 'ferretdb', bin, ...args], { stdio: ['pipe', 'ignore', 'inherit'], detached: true });
     child = c;
     const exited = new Promise<number | null>((res) => c.once('exit', (code) => res(code)));
     for (let i = 0; i < 100; i++) {
-      if (await ping(uri, 500)) return;
+      if (await ping(uri, 500)) {
+        if (c.exitCode === null) return;
+        break;
+      }
       const code = await Promise.race([exited, new Promise<undefined>((res) => setTimeout(() => res(undefined), 100))]);
-      if (code !== undefined) throw new Error(`FerretDB exited with code ${code} before answering`);
+      if (code !== undefined) break;
     }
+    if (c.exitCode !== null) throw new Error(`FerretDB exited with code ${c.exitCode} before answering`);
     throw new Error('FerretDB did not answer a ping within 20 s');
   };
 
+  // Asked politely first. FerretDB waits for its clients to hang up before it exits, and an auditor's pool never
+  // does, so after a second it is killed: stop() returns with the server gone and its port free. (Returning with it
+  // still up let restart()'s ping reach the old server, which then went away: the CI failure this fixes.)
   const kill = async (): Promise<void> => {
     const c = child;
     child = null;
     if (c === null || c.exitCode !== null) return;
     const gone = new Promise<void>((res) => c.once('exit', () => res()));
     c.stdin?.end();
-    c.kill('SIGTERM');
-    await Promise.race([gone, new Promise((res) => setTimeout(res, 3000))]);
+    c.kill('SIGTERM'); // the shell, which passes it on (the whole group would make the shell report its `cat` killed)
+    const timedOut = await Promise.race([gone.then(() => false), new Promise<boolean>((res) => setTimeout(() => res(true), 1000))]);
+    if (timedOut) {
+      signalGroup(c, 'SIGKILL');
+      await gone;
+    }
   };
 
   const cleanup = atExit(() => {
-    try {
-      (child as ChildProcess | null)?.kill('SIGTERM');
-    } catch {
-      // already gone
-    }
+    if (child !== null) signalGroup(child, 'SIGTERM');
     if (dataDir === undefined) rmSync(dir, { recursive: true, force: true });
   });
   await launch();
