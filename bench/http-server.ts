@@ -7,7 +7,9 @@
  *   - `durable`: the same with `durability: 'disk'` (every event appended to the write-ahead file first);
  *   - `discard`: koa-audit's middleware and core (every event built, redacted, made safe), with a store that
  *     accepts and discards: the request path's own cost, without the writer's and the database's;
- *   - `naive`: awaits one insertOne per request; `sync`: koa-audit, mode 'sync'.
+ *   - `naive`: awaits one insertOne per request; `sync`: koa-audit, mode 'sync';
+ *   - `baseline`: koa-audit from another commit's lib/ (BENCH_BASELINE), default options, through the API every
+ *     version has had: createAudit({ connection, collection }), ready(), app.use(auditor()).
  * Talks to the parent over IPC: sends { port } once listening, answers 'stats' with the auditor's counters and
  * the CPU time used since 'mark', and on 'close' closes the auditor and reports what it stored.
  */
@@ -25,13 +27,13 @@ import { createAudit, webhookSink, type Auditor } from '../lib/index.js';
 import { createMiddleware } from '../lib/request/middleware.js';
 import { eventModel } from '../lib/store/model.js';
 
-type Variant = 'bare' | 'floor' | 'audited' | 'durable' | 'discard' | 'naive' | 'sync' | 'webhook' | 'deadsink';
+type Variant = 'bare' | 'floor' | 'audited' | 'durable' | 'discard' | 'naive' | 'sync' | 'webhook' | 'deadsink' | 'baseline';
 
 /** `BENCH_SCRUB=off`: koa-audit without value scrubbing, so that two runs show what scrubbing costs end to end. */
 const scrubOff = process.env.BENCH_SCRUB === 'off' ? { scrub: { disable: true as const } } : {};
 
 async function main(): Promise<void> {
-  const [variant, uri, collection, hook] = process.argv.slice(2) as [Variant, string, string, string];
+  const [variant, uri, collection, hook, baselineLib] = process.argv.slice(2) as [Variant, string, string, string, string];
   const app = new Koa();
   app.silent = true; // requests cut off at the end of a sample fail their writes: Koa need not print each one
   let auditor: Auditor | null = null;
@@ -71,6 +73,12 @@ async function main(): Promise<void> {
       ...scrubOff,
     });
     // Requests cut off by the shutdown at the end of a sample may fail their sync write: not a benchmark error.
+    auditor.on('error', () => {});
+    await auditor.ready();
+    app.use(auditor());
+  } else if (variant === 'baseline') {
+    const other = (await import(baselineLib)) as { createAudit: (o: { connection: mongoose.Connection; collection: string }) => Auditor };
+    auditor = other.createAudit({ connection: conn as mongoose.Connection, collection });
     auditor.on('error', () => {});
     await auditor.ready();
     app.use(auditor());

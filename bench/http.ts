@@ -10,14 +10,24 @@
  * on this machine, FerretDB's growing files) spreads over all of them instead of landing on one.
  */
 import autocannon from 'autocannon';
-import { fork } from 'node:child_process';
+import { execFileSync, execSync, fork } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AuditStats } from '../lib/index.js';
 import { dbCpuMeter, fmt, median, table } from './common.js';
 
-export type Variant = 'bare' | 'floor' | 'audited' | 'durable' | 'discard' | 'naive' | 'sync' | 'webhook' | 'deadsink';
-const VARIANTS: Variant[] = ['bare', 'floor', 'audited', 'durable', 'discard', 'naive', 'sync', 'webhook', 'deadsink'];
+type Baseline = `at ${string}`;
+export type Variant = 'bare' | 'floor' | 'audited' | 'durable' | 'discard' | 'naive' | 'sync' | 'webhook' | 'deadsink' | Baseline;
+/**
+ * `BENCH_BASELINE=<git ref>[,<git ref>…]`: koa-audit as it was at those commits, default options, measured in the same
+ * run as today's (each one's lib/ is extracted under node_modules/.cache, where it finds this checkout's
+ * dependencies). A before/after taken in two runs on a shared machine compares the machine's moods as much as the code.
+ */
+const BASELINES: Baseline[] = (process.env.BENCH_BASELINE ?? '').split(',').filter((r) => r !== '').map((r): Baseline => `at ${r}`);
+const isBaseline = (v: Variant): v is Baseline => v.startsWith('at ');
+const VARIANTS: Variant[] = ['bare', 'floor', 'audited', 'durable', 'discard', 'naive', 'sync', 'webhook', 'deadsink', ...BASELINES];
 const LABEL: Record<Variant, string> = {
+  ...Object.fromEntries(BASELINES.map((b) => [b, `Koa + koa-audit ${b} (default)`])),
   bare: 'bare Koa',
   floor: 'floor: Koa + AsyncLocalStorage keeping one event',
   audited: 'Koa + koa-audit (async, default)',
@@ -92,8 +102,21 @@ interface ChildReply {
   cpuMicros?: number;
 }
 
+/** The baseline commit's lib/, extracted once per run; its index module's path. */
+function baselineLib(ref: string): string {
+  const root = join(__dirname, '..');
+  const sha = execFileSync('git', ['rev-parse', '--verify', `${ref}^{commit}`], { cwd: root, encoding: 'utf8' }).trim();
+  const dir = join(root, 'node_modules/.cache/koa-audit-baseline', sha);
+  if (!existsSync(join(dir, 'lib/index.ts'))) {
+    mkdirSync(dir, { recursive: true });
+    execSync(`git archive ${sha} lib | tar -x -C ${JSON.stringify(dir)}`, { cwd: root });
+  }
+  return join(dir, 'lib/index.ts');
+}
+
 async function runOne(variant: Variant, uri: string, collection: string, o: HttpOptions, dbCpu: () => number | null, hook: string): Promise<Sample> {
-  const child = fork(join(__dirname, 'http-server.ts'), [variant, uri, collection, hook], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const lib = isBaseline(variant) ? baselineLib(variant.slice(3)) : '';
+  const child = fork(join(__dirname, 'http-server.ts'), [isBaseline(variant) ? 'baseline' : variant, uri, collection, hook, lib], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const replies: ChildReply[] = [];
   let waiting: ((r: ChildReply) => void) | null = null;
   child.on('message', (m: ChildReply) => {
@@ -163,12 +186,12 @@ export async function runHttpBench(uri: string, o: HttpOptions, log: (s: string)
     const order = VARIANTS.map((_, i) => VARIANTS[(i + round) % VARIANTS.length]);
     for (const v of order) {
       const before = target.events();
-      const s = await runOne(v, uri, `http_${v}_${round}${o.rate === undefined ? '' : `_r${o.rate}`}`, o, dbCpu, v === 'deadsink' ? target.deadUrl : target.url);
+      const s = await runOne(v, uri, `http_${v.replace(/\W/g, '_')}_${round}${o.rate === undefined ? '' : `_r${o.rate}`}`, o, dbCpu, v === 'deadsink' ? target.deadUrl : target.url);
       if (v === 'webhook') delivered += target.events() - before;
       samples[v].push(s);
       log(`  round ${round + 1}/${o.rounds} ${v.padEnd(7)} ${fmt(s.rps)} req/s  p50 ${s.p50} ms  p99 ${s.p99} ms  server CPU ${fmt(s.cpuPerReq)} µs/req  db CPU ${s.dbCpuPerReq === null ? '?' : fmt(s.dbCpuPerReq)} µs/req` +
         (NO_STORE.has(v) ? '' : `  stored ${fmt(s.stored)}/${fmt(s.responses)}`) +
-        (v === 'audited' || v === 'durable' ? `  spooled ${fmt(s.spooled)}  backlog written in ${fmt(s.drainMs)} ms after the load` : ''));
+        (v === 'audited' || v === 'durable' || isBaseline(v) ? `  spooled ${fmt(s.spooled)}  backlog written in ${fmt(s.drainMs)} ms after the load` : ''));
       // autocannon counts responses that completed within the window; requests in flight at its end are served too.
       if (!NO_STORE.has(v) && (s.stored < s.responses || s.stored > s.responses + 2 * o.connections)) notes.push(`${v} round ${round + 1}: ${s.stored} events stored for ${s.responses} responses`);
       if (s.errors > 0) notes.push(`${v} round ${round + 1}: ${s.errors} errors/timeouts/non-2xx`);

@@ -7,6 +7,7 @@
  *   3. Store: events/s the writer sustains into the real server (store.ts), with the dashboard's rollups off and on.
  *   4. Dashboard: dashboard() over BENCH_DASHBOARD_EVENTS events (200,000) from the rollups, beside the fallback (dashboard.ts).
  * BENCH_ONLY=store,dashboard (any of http, mongoose, store, dashboard) runs only those sections and their targets.
+ * BENCH_BASELINE=<git ref>[,…] adds koa-audit as it was at those commits to the HTTP tables, in the same run.
  *
  * Every table is measured side by side in this one run, with medians and ratios. The tables, the machine and
  * the target checks are printed and written into bench/RESULTS.md between its `results` markers (the prose
