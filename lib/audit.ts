@@ -100,7 +100,10 @@ export interface AuditorApi {
   verify(options?: VerifyOptions): Promise<VerifyResult>;
   /** Indexes (and the retention index) exist when this resolves. */
   ready(): Promise<void>;
-  /** Resolves when every accepted event is stored. */
+  /**
+   * Resolves when every accepted event is stored, and what an earlier process left in the spool too: with a spool,
+   * that waits for the connection to open (the spool is looked at then).
+   */
   flush(): Promise<void>;
   /** Flushes, then stops timers; after `timeoutMs` resolves with what it could not write. */
   close(options?: { timeoutMs?: number }): Promise<CloseResult>;
@@ -316,6 +319,7 @@ export function createAudit(options?: AuditOptions): Auditor {
     // Login events are accepted asynchronously and flood summaries are held in memory: both go first.
     flush: async () => {
       await login.flush();
+      if (spool !== null) await spoolChecked;
       await writer?.flush();
     },
     // Bounded in every state (a store never reached, a connection never opened): what could not be written
@@ -346,9 +350,13 @@ export function createAudit(options?: AuditOptions): Auditor {
   const w = sink();
   // What an earlier process left in the spool is replayed as soon as the store answers, not at the first
   // event; looked for once the connection is open (the default directory depends on its database).
+  // Until then flush() cannot know what the spool holds, so it waits rather than report everything stored.
+  let spoolLooked: () => void = () => {};
+  const spoolChecked = new Promise<void>((resolve) => (spoolLooked = resolve));
   const checkSpools = (): void => {
     w.checkSpool();
     sinks?.checkSpool();
+    spoolLooked();
   };
   if (o.connection.readyState === 1) checkSpools();
   else o.connection.once('open', checkSpools);

@@ -15,10 +15,11 @@ describe('faults: delivery through outages, crashes and shutdown', function () {
   this.timeout(60_000);
   let server: Database;
   // A short server-selection timeout: writes during the outage fail within a second and are retried, instead of
-  // hanging for the driver's default 30 s.
+  // hanging for the driver's default 30 s; a heartbeat every half second, so that the driver sees the server go and
+  // come back within a second instead of ten.
   const fx = useFixture('faults', async () => {
     server = await startPrivateServer();
-    const conn = await mongoose.createConnection(`${server.uri}faults`, { serverSelectionTimeoutMS: 1000 }).asPromise();
+    const conn = await mongoose.createConnection(`${server.uri}faults`, { serverSelectionTimeoutMS: 1000, heartbeatFrequencyMS: 500 }).asPromise();
     await conn.dropDatabase();
     return conn;
   });
@@ -162,9 +163,14 @@ describe('faults: delivery through outages, crashes and shutdown', function () {
     // An event that arrives after close() goes to the spool too.
     expect((await fetch(`${r.url}/late`)).status).to.equal(200);
     await sleep(20);
-    await server.restart();
+    // A new auditor made while the store is still away: its flush() waits for the spool it cannot look at yet
+    // (it once resolved at once, before the connection came back and the spool was replayed).
+    for (let i = 0; i < 150 && fx.conn.readyState === 1; i++) await sleep(100); // the driver's heartbeat notices
+    expect(fx.conn.readyState).to.not.equal(1, 'the connection knows the server is gone');
     const b = make({ collection: 'close_timeout', spoolDir });
-    await b.flush();
+    const flushed = b.flush();
+    await server.restart();
+    await flushed;
     const paths = (await b.model.find({ kind: 'request' }).lean()).map((e) => e.http?.path);
     expect(paths).to.have.length(31);
     expect(new Set(paths).size).to.equal(31);
