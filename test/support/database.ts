@@ -234,7 +234,8 @@ async function startFerret(dataDir?: string): Promise<Database> {
     await untilPortFree(port);
     // The watchdog: when our end of stdin closes (we exit, however we exit), the server is killed. Its own process
     // group, so that stop() can kill the shell and the server together.
-    const script = '"$@" </dev/null & pid=$!; trap "kill $pid 2>/dev/null" TERM INT; cat >/dev/null; kill $pid 2>/dev/null; wait $pid';
+    // The shell's own job reports ("Terminated") go nowhere; the server's stderr stays ours.
+    const script = 'exec 3>&2 2>/dev/null; "$@" </dev/null 2>&3 & pid=$!; trap "kill $pid 2>/dev/null" TERM INT; cat >/dev/null; kill $pid 2>/dev/null; wait $pid';
     const c = spawn('sh', ['-c', script, 'ferretdb', bin, ...args], { stdio: ['pipe', 'ignore', 'inherit'], detached: true });
     child = c;
     const exited = new Promise<number | null>((res) => c.once('exit', (code) => res(code)));
