@@ -32,7 +32,8 @@ import { query, type QueryFilter, type QueryPage } from './read/query.js';
 import { dashboard, type DashboardAnswer, type DashboardQuery } from './rollup/dashboard.js';
 import { RollupStore } from './rollup/store.js';
 import { createMiddleware, type MiddlewareOptions } from './request/middleware.js';
-import { ensureTextIndex, eventModel } from './store/model.js';
+import { eventModel } from './store/model.js';
+import { retiredMessage, retireIndexes } from './store/indexes.js';
 import { prune, pruneExpired, PRUNE_EVERY_MS, setUpRetention } from './store/retention.js';
 import { defaultSpoolBase, defaultSpoolDir, SpoolTrustError, trustedDir, type Destination } from './store/spool-files.js';
 import { Spool } from './store/spool.js';
@@ -204,7 +205,9 @@ export function createAudit(options?: AuditOptions): Auditor {
       await modelNow().createIndexes();
       if ((await setUpRetention(c)) === 'prune') schedulePrune();
       await rollups?.prepare(createdAt);
-      await ensureTextIndex(modelNow()); // where the server has none, free text is matched by a scan (query.ts)
+      // After the new ones exist: a query never finds neither.
+      const retired = await retireIndexes(modelNow().collection);
+      if (retired.left.length > 0) c.warnOnce('KOA_AUDIT_RETIRED_INDEXES', retiredMessage(modelNow().collection.collectionName, retired.left, retired.reason));
       await checkWriteConcern(o.connection, o.writeConcern, c.warnOnce);
     },
   });

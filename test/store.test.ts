@@ -14,7 +14,8 @@ describe('event store', () => {
     for (const k of [
       { ts: -1, _id: -1 },
       { 'actor.id': 1, ts: -1, _id: -1 },
-      { model: 1, documentId: 1, ts: -1, _id: -1 },
+      { documentId: 1, ts: -1, _id: -1 },
+      { model: 1, ts: -1, _id: -1 },
       { requestId: 1, ts: -1, _id: -1 },
       { kind: 1, ts: -1, _id: -1 },
     ]) expect(keys).to.include(JSON.stringify(k));

@@ -1,9 +1,10 @@
 /**
  * The query API.
  *
- * Queries are newest first and keyset-paged on (ts, _id): every index of the audit collection ends with
- * `ts: -1, _id: -1` (lib/store/model.ts), so each filter is an equality prefix of one index, the sort comes
- * from that index, and a page costs the same on the millionth event as on the first. The cursor is where the
+ * Queries are newest first and keyset-paged on (ts, _id): the indexes that serve lists end with `ts: -1, _id: -1`
+ * (lib/store/indexes.ts, which catalogues every query shape with its index), so the sort comes from the index
+ * and a page stops after `limit` matches. Filters without an index of their own are checked on the events the
+ * walk reaches; `from`/`to` bound it. The cursor is where the
  * previous page stopped, not an offset, so events arriving meanwhile neither repeat nor hide older ones.
  */
 import { mongo, trusted } from 'mongoose';
@@ -18,7 +19,7 @@ export interface QueryFilter {
   /** `actor.id` of the events. */
   actorId?: string;
   model?: string;
-  /** On its own or with `model` (each has an index). */
+  /** On its own or with `model` (the document id's index serves both). */
   documentId?: string;
   requestId?: string;
   /** `http.clientRequestId`: the `X-Request-Id` a client sent, kept apart from the server's request id. */
@@ -105,7 +106,7 @@ function prefixPattern(text: string): string {
 }
 const STATUS_CLASSES: readonly StatusClassName[] = ['1xx', '2xx', '3xx', '4xx', '5xx'];
 const MAX_TEXT = 200;
-/** The fields free text searches: one text index over all of them (lib/store/model.ts). */
+/** The fields free text searches (by substring; `$text` where the collection has a text index of its own). */
 export const TEXT_FIELDS = ['http.path', 'http.route', 'identifier', 'error.message', 'documentLabel'] as const;
 const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const MAX_VALUE_LENGTH = 4096;
@@ -309,7 +310,7 @@ export function textSearch(collection: mongo.Collection | { findOne: mongo.Colle
   if (known === undefined) {
     known = collection.findOne({ $text: { $search: 'koa-audit-probe' } }, { projection: { _id: 1 } }).then(
       () => ({ mode: 'index' as const, reason: null }),
-      (err: unknown) => ({ mode: 'scan' as const, reason: `free text is matched by scanning the filtered range: this server has no text search (${String((err as Error).message).slice(0, 160)})` }),
+      (err: unknown) => ({ mode: 'scan' as const, reason: `free text is matched by scanning the filtered range: this collection has no text index (${String((err as Error).message).slice(0, 160)})` }),
     );
     textModes.set(collection, known);
   }
