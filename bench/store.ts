@@ -6,8 +6,9 @@
  *
  * Each batch size runs with integrity off (no chain), with the hash chain alone, and with signed checkpoints
  * (HMAC-SHA256 and Ed25519, a checkpoint every 1,000 events): the ratio column is events/s against "off". The
- * chained collections are then read back by `verify` (events/s, checkpoints checked with the key), once per
- * variant: on FerretDB verify's cost is its sort of the whole collection, and one round says what three would.
+ * variant's chain is then read back by `verify` (events/s, checkpoints checked with the key), once, over a trail
+ * of at most BENCH_VERIFY_EVENTS (5,000) events written for it: on FerretDB verify's cost is its in-memory sort
+ * of the whole collection, so the bench's own collections would make it the longest part of the run.
  *
  * Beside the "off" rounds, the same documents go through the raw driver (`insertMany` in batches of the same
  * size, one at a time, into a collection with only `_id`): what the library's indexes and writer cost.
@@ -42,6 +43,40 @@ export interface RawRow {
   rawPerSec: number;
   /** store / raw. */
   ratio: number;
+}
+
+const VERIFY_EVENTS = Number.parseInt(process.env.BENCH_VERIFY_EVENTS ?? '', 10) > 0 ? Number.parseInt(process.env.BENCH_VERIFY_EVENTS as string, 10) : 5_000;
+
+/** verify's events/s over a chained trail of `n` request events written for it (not timed) in its own collection. */
+async function verifyRate(conn: mongoose.Connection, variant: IntegrityVariant, n: number, batchSize: number): Promise<number> {
+  const model = eventModel(conn, `store_bench_verify_${variant}`);
+  await model.createIndexes();
+  const coll = model.collection;
+  const { signer, keys } = signerFor(variant);
+  let w: Writer | null = null;
+  const chain = new Chain({
+    integrity: { signer, checkpointEvery: 1000, checkpointMs: 60_000, onCheckpoint: undefined },
+    startEvent: () => trailEvent('audit_start', -1),
+    recordCheckpoint: (checkpoint) => void (w as Writer).accept({ ...trailEvent('checkpoint', -1), checkpoint }),
+    report: (err) => { throw err; },
+  });
+  w = new Writer(() => coll, {
+    batchSize, flushIntervalMs: 250, maxQueue: n * 2, maxQueueBytes: 1 << 30, onFull: 'drop', spool: null, wal: null,
+    blockTimeoutMs: 5000, writeConcern: undefined, degradedAfterMs: 5000, retryMinMs: 50, retryMaxMs: 5000,
+    lossEvent: () => { throw new Error('store bench: nothing is dropped under drop with room for every event'); },
+    chain,
+  }, new EventEmitter());
+  for (let i = 0; i < n; i++) w.accept(requestEvent(i));
+  await w.flush();
+  chain.checkpoint();
+  await w.close(5000);
+  chain.stop();
+  const t = performance.now();
+  const result = await verifyTrail(coll, { ...keys, openChains: new Set([chain.id]) });
+  const secs = (performance.now() - t) / 1000;
+  if (!result.ok) throw new Error(`store bench: verify found ${JSON.stringify(result.problems.slice(0, 3))}`);
+  await coll.drop();
+  return result.events / secs;
 }
 
 /** Events/s of the raw driver: `insertMany` of `docs` in batches, one at a time, into a new `_id`-only collection. */
@@ -106,7 +141,7 @@ export async function runStoreBench(
           const model = eventModel(conn, `store_bench_${batchSize}_${variant}_${r}`);
           await model.createIndexes();
           const coll = model.collection;
-          const { signer, keys } = signerFor(variant);
+          const { signer } = signerFor(variant);
           const integrity: ResolvedIntegrity = { signer, checkpointEvery: 1000, checkpointMs: 60_000, onCheckpoint: undefined };
           let w: Writer | null = null;
           const chain = variant === 'off' ? null : new Chain({
@@ -137,15 +172,9 @@ export async function runStoreBench(
           chain?.checkpoint();
           await w.close(5000);
           chain?.stop();
-          if (chain !== null && r === 0) {
-            const vt = performance.now();
-            const result = await verifyTrail(coll, { ...keys, openChains: new Set([chain.id]) });
-            const vsecs = (performance.now() - vt) / 1000;
-            if (!result.ok) throw new Error(`store bench: verify found ${JSON.stringify(result.problems.slice(0, 3))}`);
-            verifyRates.push(result.events / vsecs);
-          }
           await coll.drop();
         }
+        if (variant !== 'off') verifyRates.push(await verifyRate(conn, variant, Math.min(events, VERIFY_EVENTS), batchSize));
         const eventsPerSec = median(rates);
         if (variant === 'off') off = eventsPerSec;
         if (rawRates.length > 0) raw.push({ batchSize, storePerSec: eventsPerSec, rawPerSec: median(rawRates), ratio: eventsPerSec / median(rawRates) });
