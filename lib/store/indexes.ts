@@ -42,6 +42,12 @@ export const AUDIT_INDEXES: readonly AuditIndex[] = [
   index({ 'chain.id': 1, 'chain.seq': 1, _id: 1 }),
 ];
 
+/*
+ * Besides these, only with the `retention` option (lib/store/retention.ts): the TTL index `koa_audit_retention`
+ * ({ ts: 1 }), or one partial TTL index per kind (`koa_audit_retention_<kind>`), whose reader is the server's own
+ * expiry; the dashboard's rollups keep their indexes in their own collection (lib/rollup/store.ts).
+ */
+
 /**
  * Indexes earlier versions created that no query needs any more. `ready()` drops these, matched by name AND
  * key (an index of yours, under another name or on another key, is never touched); see retireIndexes.
