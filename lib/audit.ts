@@ -33,7 +33,7 @@ import { dashboard, type DashboardAnswer, type DashboardQuery } from './rollup/d
 import { RollupStore } from './rollup/store.js';
 import { createMiddleware, type MiddlewareOptions } from './request/middleware.js';
 import { eventModel } from './store/model.js';
-import { retiredMessage, retireIndexes } from './store/indexes.js';
+import { ensureTextIndex, retiredMessage, retireIndexes } from './store/indexes.js';
 import { prune, pruneExpired, PRUNE_EVERY_MS, setUpRetention } from './store/retention.js';
 import { defaultSpoolBase, defaultSpoolDir, SpoolTrustError, trustedDir, type Destination } from './store/spool-files.js';
 import { Spool } from './store/spool.js';
@@ -205,6 +205,7 @@ export function createAudit(options?: AuditOptions): Auditor {
       await modelNow().createIndexes();
       if ((await setUpRetention(c)) === 'prune') schedulePrune();
       await rollups?.prepare(createdAt);
+      await ensureTextIndex(modelNow().collection); // where the server has none, free text is matched by a scan (query.ts)
       // After the new ones exist: a query never finds neither.
       const retired = await retireIndexes(modelNow().collection);
       if (retired.left.length > 0) c.warnOnce('KOA_AUDIT_RETIRED_INDEXES', retiredMessage(modelNow().collection.collectionName, retired.left, retired.reason));

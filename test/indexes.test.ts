@@ -3,7 +3,7 @@ import { mongo } from 'mongoose';
 import type { QueryFilter } from '../lib/index.js';
 import { exportQuery } from '../lib/read/export.js';
 import { FILTER_KEYS, planQuery } from '../lib/read/query.js';
-import { AUDIT_INDEXES, QUERY_CATALOGUE, RESIDUAL_FILTERS, RETIRED_INDEXES, type QueryShape } from '../lib/store/indexes.js';
+import { AUDIT_INDEXES, QUERY_CATALOGUE, RESIDUAL_FILTERS, RETIRED_INDEXES, TEXT_INDEX, type QueryShape } from '../lib/store/indexes.js';
 import { sampleEvents } from './support/events.js';
 import { whyNotServed, winningStages, type PlanStage } from './support/explain.js';
 import { serverKind, useFixture } from './support/helpers.js';
@@ -56,6 +56,10 @@ const EXAMPLES: Record<string, () => Example> = {
   'query: tenant (every read of a tenant-scoped grant)': () => plan({ tenant: 'acme' }),
   'query: tenant + kind': () => plan({ tenant: 'acme', kind: 'update' }),
   ...Object.fromEntries(Object.entries(RESIDUAL_SAMPLES).map(([key, f]) => [`query: ${key} (no index of its own)`, () => plan(f)])),
+  'query: q with the text index ($text)': () => {
+    const p = planQuery({ q: 'timeout', from: FROM, to: TO }, 'index');
+    return { filter: p.filter, sort: p.sort, limit: p.fetch };
+  },
   'export: any filter, oldest first': () => ({ ...exportQuery({ from: FROM, to: TO }) }),
   'count: kind + from/to': () => ({ filter: planQuery({ kind: 'request', from: FROM, to: TO }).filter, op: 'count' }),
   'count: from/to': () => ({ filter: planQuery({ from: FROM, to: TO, auditRead: false }).filter, op: 'count' }),
@@ -78,7 +82,7 @@ const EXAMPLES: Record<string, () => Example> = {
   'prune: one kind before a date': () => ({ filter: { kind: 'request', ts: { $lt: TO } }, limit: 1000 }),
 };
 
-const byName = new Map<string, Readonly<Record<string, unknown>>>([['_id_', { _id: 1 }], ...AUDIT_INDEXES.map((i) => [i.name, i.key] as const)]);
+const byName = new Map<string, Readonly<Record<string, unknown>>>([['_id_', { _id: 1 }], [TEXT_INDEX.name, TEXT_INDEX.fields], ...AUDIT_INDEXES.map((i) => [i.name, i.key] as const)]);
 
 describe('indexes: every index serves a catalogued query, every catalogued query has its index', () => {
   const fx = useFixture('indexes');
@@ -98,6 +102,10 @@ describe('indexes: every index serves a catalogued query, every catalogued query
     for (const q of QUERY_CATALOGUE) {
       const key = byName.get(q.index);
       expect(key, `${q.id}: index ${q.index} exists`).to.not.equal(undefined);
+      if (q.text === true) {
+        expect(q.index, `${q.id}: $text needs the text index`).to.equal(TEXT_INDEX.name);
+        continue;
+      }
       expect(whyNotServed(key as Record<string, unknown>, q), `${q.id} by ${q.index}`).to.equal(null);
     }
   });
@@ -179,12 +187,12 @@ describe('indexes: every index serves a catalogued query, every catalogued query
       { name: 'my_outcome', key: { outcome: 1 } },
     ];
     for (const old of RETIRED_INDEXES) {
-      if (old.name === 'koa_audit_text') continue;
       if (mine.some((m) => m.name === old.name || JSON.stringify(m.key) === JSON.stringify(old.key))) continue;
       await coll.createIndex(old.key as Record<string, 1 | -1>, { name: old.name });
     }
     for (const m of mine) await coll.createIndex(m.key, { name: m.name });
-    const text = await coll.createIndex({ 'http.path': 'text', 'http.route': 'text', identifier: 'text', 'error.message': 'text', documentLabel: 'text' }, { name: 'koa_audit_text', default_language: 'none' })
+    // The text index serves free text where the server has text search: it is kept, never retired.
+    const text = await coll.createIndex({ ...TEXT_INDEX.fields }, { name: TEXT_INDEX.name, default_language: 'none' })
       .then(() => true, (err: unknown) => void console.log(`      (no text index on ${serverKind()}: ${String((err as Error).message).slice(0, 80)})`));
     const before = (await coll.indexes()).map((i) => i.name as string);
     expect(before).to.include.members(['outcome_1_ts_-1__id_-1', 'model_1_documentId_1_ts_-1__id_-1', 'traceId_1_ts_-1__id_-1']);
@@ -193,11 +201,12 @@ describe('indexes: every index serves a catalogued query, every catalogued query
     await a.ready();
     const after = (await coll.indexes()).map((i) => i.name as string);
     const retiredOurs = RETIRED_INDEXES.map((i) => i.name).filter((n) => before.includes(n) && !mine.some((m) => m.name === n));
-    expect(retiredOurs).to.have.length(text === true ? 10 : 9);
+    expect(retiredOurs).to.have.length(9);
+    if (text === true) expect(after).to.include(TEXT_INDEX.name);
     for (const n of retiredOurs) expect(after, n).to.not.include(n);
     expect(after, "the user's indexes stay").to.include.members(mine.map((m) => m.name));
     expect(after).to.include.members(['_id_', ...AUDIT_INDEXES.map((i) => i.name)]);
-    expect(after).to.have.length(1 + AUDIT_INDEXES.length + mine.length);
+    expect(after).to.have.length(1 + AUDIT_INDEXES.length + mine.length + (text === true ? 1 : 0));
 
     // A second start finds nothing to do.
     const b = fx.auditor({ collection: name });
@@ -236,12 +245,14 @@ describe('indexes: every index serves a catalogued query, every catalogued query
     });
 
     for (const q of QUERY_CATALOGUE) {
-      it(`${q.id}: no collection scan${Object.keys(q.sort).length > 0 ? ', no in-memory sort' : ''}`, async () => {
+      // $text matches come in score order: sorting them by time is a sort in memory, of the matches only.
+      const sorted = Object.keys(q.sort).length > 0 && q.text !== true;
+      it(`${q.id}: no collection scan${sorted ? ', no in-memory sort' : ''}`, async () => {
         const stages = winningStages(await explain(EXAMPLES[q.id]())) as PlanStage[];
         const names = stages.map((s) => s.stage);
         expect(names, `${q.id}: ${names.join(' > ')}`).to.not.include('COLLSCAN');
-        expect(names.some((s) => /IXSCAN|DISTINCT_SCAN|IDHACK|EXPRESS/.test(s)), `${q.id}: ${names.join(' > ')}`).to.equal(true);
-        if (Object.keys(q.sort).length > 0) expect(names, `${q.id}: ${names.join(' > ')}`).to.not.include('SORT');
+        expect(names.some((s) => /IXSCAN|DISTINCT_SCAN|IDHACK|EXPRESS|TEXT/.test(s)), `${q.id}: ${names.join(' > ')}`).to.equal(true);
+        if (sorted) expect(names, `${q.id}: ${names.join(' > ')}`).to.not.include('SORT');
         for (const s of stages) if (s.indexName !== undefined) expect(byName.has(s.indexName), `${q.id}: ${s.indexName} is ours`).to.equal(true);
       });
     }

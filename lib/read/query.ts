@@ -106,7 +106,7 @@ function prefixPattern(text: string): string {
 }
 const STATUS_CLASSES: readonly StatusClassName[] = ['1xx', '2xx', '3xx', '4xx', '5xx'];
 const MAX_TEXT = 200;
-/** The fields free text searches (by substring; `$text` where the collection has a text index of its own). */
+/** The fields free text searches: TEXT_INDEX's (lib/store/indexes.ts), or by substring where the server has none. */
 export const TEXT_FIELDS = ['http.path', 'http.route', 'identifier', 'error.message', 'documentLabel'] as const;
 const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const MAX_VALUE_LENGTH = 4096;
@@ -310,7 +310,7 @@ export function textSearch(collection: mongo.Collection | { findOne: mongo.Colle
   if (known === undefined) {
     known = collection.findOne({ $text: { $search: 'koa-audit-probe' } }, { projection: { _id: 1 } }).then(
       () => ({ mode: 'index' as const, reason: null }),
-      (err: unknown) => ({ mode: 'scan' as const, reason: `free text is matched by scanning the filtered range: this collection has no text index (${String((err as Error).message).slice(0, 160)})` }),
+      (err: unknown) => ({ mode: 'scan' as const, reason: `free text is matched by scanning the filtered range: this server has no text search (${String((err as Error).message).slice(0, 160)})` }),
     );
     textModes.set(collection, known);
   }

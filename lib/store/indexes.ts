@@ -27,6 +27,8 @@ export function indexName(key: IndexKey): string {
 
 const index = (key: IndexKey): AuditIndex => ({ name: indexName(key), key });
 
+const isNetworkError = (err: unknown): boolean => /^Mongo(Network|NetworkTimeout|ServerSelection)Error$/.test(String((err as { name?: unknown } | null)?.name));
+
 /**
  * Every secondary index of the audit collection (the schema's, lib/store/model.ts). Newest-first keyset
  * pagination sorts on (ts, _id): each one that serves a list ends with both.
@@ -41,6 +43,27 @@ export const AUDIT_INDEXES: readonly AuditIndex[] = [
   index({ tenant: 1, ts: -1, _id: -1 }),
   index({ 'chain.id': 1, 'chain.seq': 1, _id: 1 }),
 ];
+
+/**
+ * Free text (`q`: path, route, identifier, error message, document label) where the server has text indexes
+ * (MongoDB): `$text` walks this instead of scanning the range. Made apart from the schema's (ensureTextIndex):
+ * a server without text search refuses it, and free text is then matched by substring (lib/read/query.ts).
+ */
+export const TEXT_INDEX = {
+  name: 'koa_audit_text',
+  fields: { 'http.path': 'text', 'http.route': 'text', identifier: 'text', 'error.message': 'text', documentLabel: 'text' },
+} as const;
+
+/** Creates TEXT_INDEX; resolves with why not where the server has no text search (a network fault rejects). */
+export async function ensureTextIndex(collection: mongo.Collection): Promise<string | null> {
+  try {
+    await collection.createIndex({ ...TEXT_INDEX.fields }, { name: TEXT_INDEX.name, default_language: 'none' });
+    return null;
+  } catch (err) {
+    if (isNetworkError(err)) throw err;
+    return (err as Error).message;
+  }
+}
 
 /*
  * Besides these, only with the `retention` option (lib/store/retention.ts): the TTL index `koa_audit_retention`
@@ -67,8 +90,6 @@ export const RETIRED_INDEXES: readonly { readonly name: string; readonly key: Re
   index({ 'http.route': 1, ts: -1, _id: -1 }),
   index({ 'http.path': 1, ts: -1, _id: -1 }),
   index({ identifier: 1, ts: -1, _id: -1 }),
-  // Free text: five tokenised fields per event; `q` now matches a substring over the filtered range everywhere.
-  { name: 'koa_audit_text', key: { _fts: 'text', _ftsx: 1 } },
 ];
 
 export type Consumer = 'query' | 'http' | 'viewer' | 'export' | 'history' | 'revert' | 'dashboard' | 'rollups' | 'verify' | 'prune' | 'cli';
@@ -88,6 +109,8 @@ export interface QueryShape {
   readonly index: string;
   /** `find` (default), `count` (countDocuments), `aggregate` ($match first), `distinct`. */
   readonly op?: 'find' | 'count' | 'aggregate' | 'distinct';
+  /** Served by TEXT_INDEX (`$text`), not by a key's order: equality/sort/range do not apply. */
+  readonly text?: true;
 }
 
 const NEWEST: IndexKey = { ts: -1, _id: -1 };
@@ -104,7 +127,9 @@ const TENANT = indexName({ tenant: 1, ts: -1, _id: -1 });
 export const RESIDUAL_FILTERS: Readonly<Record<string, string>> = {
   outcome: 'outcome', auditRead: 'http.auditRead', method: 'http.method', status: 'http.status', statusClass: 'http.status',
   provider: 'provider', ip: 'ip', name: 'name', traceId: 'traceId', onBehalfOfId: 'onBehalfOf.id', reason: 'reason',
-  clientRequestId: 'http.clientRequestId', path: 'http.path', route: 'http.route', identifier: 'identifier', q: '$or',
+  clientRequestId: 'http.clientRequestId', path: 'http.path', route: 'http.route', identifier: 'identifier',
+  // Where the server has no text search (FerretDB); elsewhere TEXT_INDEX serves it.
+  q: '$or',
 };
 
 const list = (id: string, equality: string[], idx: string, residual: string[] = [], range: string[] = []): QueryShape => ({
@@ -131,6 +156,7 @@ export const QUERY_CATALOGUE: readonly QueryShape[] = [
   list('tenant (every read of a tenant-scoped grant)', ['tenant'], TENANT),
   list('tenant + kind', ['tenant'], TENANT, ['kind']),
   ...Object.entries(RESIDUAL_FILTERS).map(([key, field]) => list(`${key} (no index of its own)`, [], TS, [field], ['ts'])),
+  { ...list('q with the text index ($text)', [], TEXT_INDEX.name, ['$text', 'ts']), text: true },
   {
     id: 'export: any filter, oldest first', runBy: 'lib/read/export.ts exportEvents (HTTP /api/export, koa-audit export)',
     consumers: ['export', 'http', 'cli'], equality: [], sort: OLDEST, range: ['ts'], residual: [], index: TS,
@@ -221,7 +247,6 @@ export const QUERY_CATALOGUE: readonly QueryShape[] = [
 const sameKey = (a: Readonly<Record<string, unknown>>, b: Readonly<Record<string, unknown>>): boolean =>
   JSON.stringify(Object.entries(a)) === JSON.stringify(Object.entries(b));
 
-const isNetworkError = (err: unknown): boolean => /^Mongo(Network|NetworkTimeout|ServerSelection)Error$/.test(String((err as { name?: unknown } | null)?.name));
 
 /**
  * Drops the RETIRED_INDEXES an earlier version created on `collection`, each only when both its name and its key
