@@ -18,10 +18,7 @@ describe('change context: reason, meta, onBehalfOf, tenant, trace', () => {
   const f = useFixture('context');
   let fx: ChangeFixture;
   before(() => {
-    fx = changeFixture(f.conn, { collection: 'ctx_events' });
-  });
-  after(async () => {
-    await fx.auditor.close({ timeoutMs: 2000 });
+    fx = changeFixture(f, { collection: 'ctx_events' });
   });
 
   describe('reason and meta on changes', () => {

@@ -17,13 +17,15 @@ describe('faults: delivery through outages, crashes and shutdown', function () {
   // A short server-selection timeout: writes during the outage fail within a second and are retried, instead of
   // hanging for the driver's default 30 s; a heartbeat every half second, so that the driver sees the server go and
   // come back within a second instead of ten.
-  const fx = useFixture('faults', async () => {
-    server = await startPrivateServer();
-    const conn = await mongoose.createConnection(`${server.uri}faults`, { serverSelectionTimeoutMS: 1000, heartbeatFrequencyMS: 500 }).asPromise();
-    await conn.dropDatabase();
-    return conn;
+  const fx = useFixture('faults', {
+    connect: async () => {
+      server = await startPrivateServer();
+      fx.cleanup(() => server.destroy()); // registered first, so run last: after the auditors and the connection
+      const conn = await mongoose.createConnection(`${server.uri}faults`, { serverSelectionTimeoutMS: 1000, heartbeatFrequencyMS: 500 }).asPromise();
+      await conn.dropDatabase();
+      return conn;
+    },
   });
-  after(() => server.destroy()); // after the fixture's own after(): auditors and connection are closed by then
   const tmp = fx.tmp;
   const make = (opts: AuditOptions): Auditor => {
     const a = fx.auditor(opts);

@@ -1,9 +1,9 @@
 import { expect } from 'chai';
 import { explainStages } from './support/explain.js';
-import { mongo, type Connection, type Model } from 'mongoose';
+import { mongo, type Model } from 'mongoose';
 import { toStored } from '../lib/core/safe.js';
-import { changeFixture, type ChangeFixture } from './support/changes.js';
-import { connectTestDb, sleep } from './support/helpers.js';
+import { useChanges } from './support/changes.js';
+import { sleep } from './support/helpers.js';
 
 interface Post {
   _id: mongo.ObjectId;
@@ -32,18 +32,11 @@ function expected(doc: Record<string, unknown> | null): Record<string, unknown> 
 }
 
 describe('history and versionAt', () => {
-  let conn: Connection;
-  let fx: ChangeFixture;
+  const fx = useChanges('history');
   let Post: Model<Post>;
 
-  before(async () => {
-    conn = await connectTestDb('history');
-    fx = changeFixture(conn);
+  before(() => {
     Post = fx.model<Post>({ title: String, n: Number, address: { city: String, zip: String }, tags: [String], when: Date, password: String });
-  });
-  after(async () => {
-    await fx.auditor.close({ timeoutMs: 2000 });
-    await conn.close();
   });
 
   it('rebuilds the document at every point of a mixed sequence of writes, and null outside its life', async () => {

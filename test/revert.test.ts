@@ -26,13 +26,10 @@ describe('array element diffs, revert and restore', () => {
   let fx: ChangeFixture;
   let M: Model<Doc>;
   before(() => {
-    fx = changeFixture(f.conn, { collection: 'rev_events' });
+    fx = changeFixture(f, { collection: 'rev_events' });
   });
   beforeEach(() => {
     M = fx.model<Doc>({ title: String, tags: [String], refs: [mongo.ObjectId], items: [{ name: String, qty: Number }], password: String, address: { city: String } });
-  });
-  after(async () => {
-    await fx.auditor.close({ timeoutMs: 2000 });
   });
   const lastUpdate = async (): Promise<AuditEvent> => (await fx.events({ model: M.modelName, kind: 'update' })).at(-1) as AuditEvent;
 

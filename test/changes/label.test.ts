@@ -1,20 +1,9 @@
 /** The plugin's `label` option: a readable name of the changed document stored as `documentLabel`. */
 import { expect } from 'chai';
-import type { Connection } from 'mongoose';
-import { changeFixture, type ChangeFixture } from '../support/changes.js';
-import { connectTestDb } from '../support/helpers.js';
+import { useChanges } from '../support/changes.js';
 
 describe("change plugin: label (documentLabel)", () => {
-  let conn: Connection;
-  let fx: ChangeFixture;
-  before(async () => {
-    conn = await connectTestDb('document_label');
-    fx = changeFixture(conn);
-  });
-  after(async () => {
-    await fx.auditor.close();
-    await conn.close();
-  });
+  const fx = useChanges('document_label');
 
   it("label: 'name' stores the document's name on create, save, updateOne, insertMany and delete", async () => {
     const M = fx.model<{ name: string; n?: number }>({ name: String, n: Number }, { label: 'name' });

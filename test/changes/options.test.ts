@@ -1,13 +1,8 @@
 import { expect } from 'chai';
 import Koa from 'koa';
 import mongoose, { mongo, Schema, type Model } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createAudit } from '../../lib/index.js';
 import { byPath, useChanges } from '../support/changes.js';
-import { databaseUri, startDatabase } from '../support/database.js';
-import { APP_EVENTS, listen, type Running } from '../support/helpers.js';
+import { APP_EVENTS, testDbUri } from '../support/helpers.js';
 
 interface Account {
   _id: mongo.ObjectId;
@@ -30,11 +25,6 @@ const ACCOUNT = {
 
 describe('changes: attribution and plugin options', () => {
   const fx = useChanges('changes_options');
-  const servers: Running[] = [];
-
-  after(async () => {
-    for (const s of servers) await s.close();
-  });
 
   describe('attribution', () => {
     let Note: Model<{ text: string }>;
@@ -54,8 +44,7 @@ describe('changes: attribution and plugin options', () => {
         await Note.updateOne({ _id: note._id }, { $set: { text: `${ctx.path}!` } });
         ctx.body = { id: note._id.toHexString() };
       });
-      const r = await listen(app);
-      servers.push(r);
+      const r = await fx.listen(app);
 
       const res = await fetch(`${r.url}/signed`, { headers: { 'x-user': 'u-42', 'x-request-id': 'req-plugin-1' } });
       expect(res.status).to.equal(200);
@@ -207,69 +196,59 @@ describe('changes: attribution and plugin options', () => {
 
   describe('which models', () => {
     it('the global models option limits auditing to the named models', async () => {
-      const only = createAudit({ connection: fx.conn, spoolDir: mkdtempSync(join(tmpdir(), 'ka-plugin-')), collection: 'only_events', models: ['Kept'] });
-      try {
-        const kept = new Schema({ v: Number });
-        kept.plugin(only.plugin);
-        const skipped = new Schema({ v: Number });
-        skipped.plugin(only.plugin);
-        const Kept = fx.conn.model('Kept', kept);
-        const Skipped = fx.conn.model('Skipped', skipped);
-        await Kept.create({ v: 1 });
-        await Skipped.create({ v: 1 });
-        await Skipped.updateMany({}, { $set: { v: 2 } });
-        await only.flush();
-        const events = await only.model.find(APP_EVENTS).lean();
-        expect(events.map((e) => e.model)).to.deep.equal(['Kept']);
-      } finally {
-        await only.close({ timeoutMs: 2000 });
-      }
+      const only = fx.withOptions({ collection: 'only_events', models: ['Kept'] }).auditor;
+      const kept = new Schema({ v: Number });
+      kept.plugin(only.plugin);
+      const skipped = new Schema({ v: Number });
+      skipped.plugin(only.plugin);
+      const Kept = fx.conn.model('Kept', kept);
+      const Skipped = fx.conn.model('Skipped', skipped);
+      await Kept.create({ v: 1 });
+      await Skipped.create({ v: 1 });
+      await Skipped.updateMany({}, { $set: { v: 2 } });
+      await only.flush();
+      const events = await only.model.find(APP_EVENTS).lean();
+      expect(events.map((e) => e.model)).to.deep.equal(['Kept']);
     });
 
     it('mongoose.plugin(audit.plugin) audits every schema once, never the audit collection, never subdocuments apart', async () => {
       const m = new mongoose.Mongoose();
-      const base = process.env.KOA_AUDIT_TEST_URI ?? (await startDatabase()).uri;
-      const c = await m.createConnection(databaseUri(base, 't_plugin_global')).asPromise();
+      const c = fx.own(await m.createConnection(await testDbUri('plugin_global')).asPromise());
       await c.dropDatabase();
-      const auditor = createAudit({ connection: c, spoolDir: mkdtempSync(join(tmpdir(), 'ka-plugin-')) });
-      try {
-        m.plugin(auditor.plugin);
-        const schema = new m.Schema({ title: String, items: [new m.Schema({ q: Number })] });
-        schema.plugin(auditor.plugin, { exclude: ['items'] }); // explicit options win; the global one adds nothing
-        const Order = c.model('Order', schema);
-        const Special = Order.discriminator('SpecialOrder', new m.Schema({ extra: String }));
-        const o = await Order.create({ title: 'o', items: [{ q: 1 }, { q: 2 }] });
-        o.title = 'p';
-        o.items[0].q = 5;
-        await o.save();
-        await auditor.flush();
-        const events = await auditor.model.find(APP_EVENTS).sort({ ts: 1, _id: 1 }).lean();
-        expect(events.map((e) => [e.kind, e.model])).to.deep.equal([['create', 'Order'], ['update', 'Order']]);
-        expect(events[1].changes).to.deep.equal([{ path: 'title', from: 'o', to: 'p' }]);
-        // A discriminator is audited once, under its own name; its key is not mistaken for a change.
-        const sp = await Special.create({ title: 's', extra: 'e' });
-        await Special.updateOne({ _id: sp._id }, { $set: { extra: 'f' } });
-        await Special.bulkWrite([{ updateOne: { filter: { _id: sp._id }, update: { $set: { extra: 'g' } } } }]);
-        await auditor.flush();
-        const special = await auditor.model.find({ model: 'SpecialOrder' }).sort({ ts: 1, _id: 1 }).lean();
-        expect(special.map((e) => [e.kind, e.operation])).to.deep.equal([['create', 'save'], ['update', 'updateOne'], ['update', 'bulkWrite']]);
-        expect(byPath(special[0].changes)).to.deep.equal([
-          { path: '__t', from: null, to: 'SpecialOrder' },
-          { path: 'extra', from: null, to: 'e' },
-          { path: 'title', from: null, to: 's' }, // items: excluded by the base schema's options, inherited
-        ]);
-        expect(special[1].changes).to.deep.equal([{ path: 'extra', from: 'e', to: 'f' }]);
-        expect(special[2].changes).to.deep.equal([{ path: 'extra', from: 'f', to: 'g' }]);
-        await auditor.model.deleteMany({ model: 'SpecialOrder' });
+      const auditor = fx.withOptions({ connection: c }).auditor;
+      m.plugin(auditor.plugin);
+      const schema = new m.Schema({ title: String, items: [new m.Schema({ q: Number })] });
+      schema.plugin(auditor.plugin, { exclude: ['items'] }); // explicit options win; the global one adds nothing
+      const Order = c.model('Order', schema);
+      const Special = Order.discriminator('SpecialOrder', new m.Schema({ extra: String }));
+      const o = await Order.create({ title: 'o', items: [{ q: 1 }, { q: 2 }] });
+      o.title = 'p';
+      o.items[0].q = 5;
+      await o.save();
+      await auditor.flush();
+      const events = await auditor.model.find(APP_EVENTS).sort({ ts: 1, _id: 1 }).lean();
+      expect(events.map((e) => [e.kind, e.model])).to.deep.equal([['create', 'Order'], ['update', 'Order']]);
+      expect(events[1].changes).to.deep.equal([{ path: 'title', from: 'o', to: 'p' }]);
+      // A discriminator is audited once, under its own name; its key is not mistaken for a change.
+      const sp = await Special.create({ title: 's', extra: 'e' });
+      await Special.updateOne({ _id: sp._id }, { $set: { extra: 'f' } });
+      await Special.bulkWrite([{ updateOne: { filter: { _id: sp._id }, update: { $set: { extra: 'g' } } } }]);
+      await auditor.flush();
+      const special = await auditor.model.find({ model: 'SpecialOrder' }).sort({ ts: 1, _id: 1 }).lean();
+      expect(special.map((e) => [e.kind, e.operation])).to.deep.equal([['create', 'save'], ['update', 'updateOne'], ['update', 'bulkWrite']]);
+      expect(byPath(special[0].changes)).to.deep.equal([
+        { path: '__t', from: null, to: 'SpecialOrder' },
+        { path: 'extra', from: null, to: 'e' },
+        { path: 'title', from: null, to: 's' }, // items: excluded by the base schema's options, inherited
+      ]);
+      expect(special[1].changes).to.deep.equal([{ path: 'extra', from: 'e', to: 'f' }]);
+      expect(special[2].changes).to.deep.equal([{ path: 'extra', from: 'f', to: 'g' }]);
+      await auditor.model.deleteMany({ model: 'SpecialOrder' });
 
-        // A mongoose write to the audit collection itself is not audited (it would feed itself).
-        await auditor.model.updateOne({ _id: events[0]._id }, { $set: { meta: { touched: true } } });
-        await auditor.flush();
-        expect(await auditor.model.countDocuments(APP_EVENTS)).to.equal(2);
-      } finally {
-        await auditor.close({ timeoutMs: 2000 });
-        await c.close();
-      }
+      // A mongoose write to the audit collection itself is not audited (it would feed itself).
+      await auditor.model.updateOne({ _id: events[0]._id }, { $set: { meta: { touched: true } } });
+      await auditor.flush();
+      expect(await auditor.model.countDocuments(APP_EVENTS)).to.equal(2);
     });
   });
 });

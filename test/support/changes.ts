@@ -1,12 +1,9 @@
 /** Helpers of the change-auditing tests: an auditor on a test database, and its events read back. */
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import mongoose, { Schema, type Connection, type Model, type SchemaDefinition, type mongo } from 'mongoose';
+import { Schema, type Model, type SchemaDefinition, type mongo } from 'mongoose';
 import type { CommandStartedEvent } from 'mongodb';
-import { createAudit, type Auditor, type AuditOptions, type PluginOptions } from '../../lib/index.js';
+import type { AuditOptions, Auditor, PluginOptions } from '../../lib/index.js';
 import type { AuditEvent, Change } from '../../lib/core/types.js';
-import { databaseUri, startDatabase } from './database.js';
+import { useFixture, type Fixture } from './helpers.js';
 
 export interface ChangeFixture {
   auditor: Auditor;
@@ -18,8 +15,10 @@ export interface ChangeFixture {
 
 let counter = 0;
 
-export function changeFixture(conn: Connection, auditOptions: AuditOptions = {}): ChangeFixture {
-  const auditor = createAudit({ connection: conn, spoolDir: mkdtempSync(join(tmpdir(), 'ka-plugin-')), flushIntervalMs: 20, ...auditOptions });
+/** An auditor of `fx` (closed with it) and models with its plugin, on `fx`'s connection. Call it once `fx` has connected. */
+export function changeFixture(fx: Fixture, auditOptions: AuditOptions = {}): ChangeFixture {
+  const conn = fx.conn;
+  const auditor = fx.auditor({ flushIntervalMs: 20, ...auditOptions });
   return {
     auditor,
     model<T>(definition: SchemaDefinition, options?: PluginOptions, schemaOptions?: object): Model<T> {
@@ -40,9 +39,7 @@ export function byPath(changes: Change[] | undefined): Change[] {
   return [...(changes ?? [])].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
-export interface ChangesFixture extends ChangeFixture {
-  /** This file's connection (its own database), with command monitoring. */
-  readonly conn: Connection;
+export interface ChangesFixture extends ChangeFixture, Omit<Fixture, 'auditor'> {
   /** The `find` commands sent to `model`'s collection since the last `resetCommands()`. */
   finds(model: { collection: { collectionName: string } }): CommandStartedEvent[];
   resetCommands(): void;
@@ -51,48 +48,46 @@ export interface ChangesFixture extends ChangeFixture {
 }
 
 /**
- * The fixture of every change-auditing test file: registers the file's `before`/`after` hooks and returns the
- * fixture. Its connection opens a fresh database named after the file, with command monitoring, so that a test
+ * The fixture of every change-auditing test file: `useFixture` (see test/support/helpers.ts) with an auditor and
+ * its plugin. Its connection opens a fresh database named after the file, with command monitoring, so that a test
  * can see what the plugin reads (projections, limits, sessions).
  */
 export function useChanges(name: string, auditOptions: AuditOptions = {}): ChangesFixture {
-  let conn: Connection | undefined;
+  const fx = useFixture(name, { connection: { monitorCommands: true } });
   let main: ChangeFixture | undefined;
-  const others: ChangeFixture[] = [];
   const commands: CommandStartedEvent[] = [];
-  before(async () => {
-    const base = process.env.KOA_AUDIT_TEST_URI ?? (await startDatabase()).uri;
-    conn = await mongoose.createConnection(databaseUri(base, `t_${name}`), { serverSelectionTimeoutMS: 10_000, monitorCommands: true }).asPromise();
-    await conn.dropDatabase();
-    conn.getClient().on('commandStarted', (e: CommandStartedEvent) => commands.push(e));
-    main = changeFixture(conn, auditOptions);
+  before(() => {
+    fx.conn.getClient().on('commandStarted', (e: CommandStartedEvent) => commands.push(e));
+    main = changeFixture(fx, auditOptions);
   });
-  after(async () => {
-    for (const f of [main, ...others]) await f?.auditor.close({ timeoutMs: 2000 });
-    await conn?.close();
-  });
-  const ready = (): { conn: Connection; main: ChangeFixture } => {
-    if (conn === undefined || main === undefined) throw new Error('the change fixture connects in before()');
-    return { conn, main };
+  const ready = (): ChangeFixture => {
+    if (main === undefined) throw new Error('the change fixture connects in before()');
+    return main;
   };
   return {
     get conn() {
-      return ready().conn;
+      return fx.conn;
     },
-    get auditor() {
-      return ready().main.auditor;
+    get uri() {
+      return fx.uri;
     },
-    model: (definition, options, schemaOptions) => ready().main.model(definition, options, schemaOptions),
-    events: (filter) => ready().main.events(filter),
+    get auditor(): Auditor {
+      return ready().auditor;
+    },
+    tmp: fx.tmp,
+    serve: fx.serve,
+    listen: fx.listen,
+    connect: fx.connect,
+    database: fx.database,
+    own: fx.own,
+    cleanup: fx.cleanup,
+    model: (definition, options, schemaOptions) => ready().model(definition, options, schemaOptions),
+    events: (filter) => ready().events(filter),
     finds: (model) => commands.filter((c) => c.commandName === 'find' && c.command.find === model.collection.collectionName),
     resetCommands: () => {
       commands.length = 0;
     },
-    withOptions(options) {
-      const f = changeFixture(ready().conn, options);
-      others.push(f);
-      return f;
-    },
+    withOptions: (options) => changeFixture(fx, options),
   };
 }
 

@@ -1,4 +1,17 @@
-/** Shared test helpers: a database per test file, a Koa app on a loopback port, and small waits. */
+/**
+ * Shared test helpers: the fixture every test file that touches the database uses, a Koa app on a loopback port,
+ * and small waits.
+ *
+ * One fixture style, `const fx = useFixture('file_name')` at the top of the file's describe() (or `useChanges` for
+ * change auditing, built on it), and everything the file opens goes through it: `fx.auditor()`, `fx.serve()`,
+ * `fx.listen()`, `fx.connect()`, `fx.database()`, `fx.own(x)`, `fx.cleanup(fn)`. Why: when each file opened its own
+ * connection and wrote its own `after` hook, teardown was copied thirty times and went wrong in ways no test
+ * reports: an auditor never closed keeps writing and retrying after its file, and an `after` hook registered after
+ * the fixture's runs after it (mocha runs them in registration order), so it closed auditors whose connection was
+ * already gone and lost their last flush. The fixture closes what was opened in reverse order of opening (a server
+ * before the auditor behind it, an auditor before its connection, a fake provider after the app that calls it),
+ * goes on when one close fails, and reports the first failure, so that a file never says how to tear down.
+ */
 import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
 import type { Server } from 'node:http';
@@ -6,7 +19,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Koa from 'koa';
-import mongoose, { type Connection } from 'mongoose';
+import mongoose, { type ConnectOptions, type Connection } from 'mongoose';
 import { createAudit, type Auditor, type AuditKind, type AuditOptions } from '../../lib/index.js';
 import { databaseUri, startDatabase } from './database.js';
 
@@ -14,12 +27,21 @@ export function serverKind(): string {
   return process.env.KOA_AUDIT_TEST_DB_KIND ?? 'unknown';
 }
 
-/** A fresh, empty database of its own for one test file. */
-export async function connectTestDb(name: string): Promise<Connection> {
+/** The URI of the test database `t_<name>` on the run's server. */
+export async function testDbUri(name: string): Promise<string> {
   const base = process.env.KOA_AUDIT_TEST_URI ?? (await startDatabase()).uri;
-  const conn = await mongoose.createConnection(databaseUri(base, `t_${name}`), { serverSelectionTimeoutMS: 10_000 }).asPromise();
-  await conn.dropDatabase();
-  return conn;
+  return databaseUri(base, `t_${name}`);
+}
+
+/** @deprecated the files still on it move to useFixture; then it goes. */
+export async function connectTestDb(name: string): Promise<Connection> {
+  const c = await openDb(await testDbUri(name));
+  await c.dropDatabase();
+  return c;
+}
+
+async function openDb(uri: string, options: ConnectOptions = {}): Promise<Connection> {
+  return mongoose.createConnection(uri, { serverSelectionTimeoutMS: 10_000, ...options }).asPromise();
 }
 
 export interface Running {
@@ -59,57 +81,112 @@ export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 500
   }
 }
 
-/** What most test files share: their own database, auditors and Koa apps, all closed after the file. */
+/** What test files share: their own database, auditors, servers and anything else, all closed after the file. */
 export interface Fixture {
   readonly conn: Connection;
+  /** The URI of this file's database, for what connects by itself (a child process, the command line). */
+  readonly uri: string;
   /** A fresh temporary directory. */
   tmp(): string;
   /** An auditor on this file's database, with a spool directory of its own unless `opts` names one. */
   auditor(opts?: AuditOptions): Auditor;
   /** A Koa app: `a` in front of `handler` (default: answers 'ok'), listening on 127.0.0.1. */
   serve(a: Auditor, handler?: Koa.Middleware): Promise<Running>;
+  /** `app` listening on 127.0.0.1. */
+  listen(app: Koa): Promise<Running>;
+  /** Another connection (a pool of its own, as another process would have) to this file's database. */
+  connect(options?: ConnectOptions): Promise<Connection>;
+  /** A connection to a fresh, empty database `t_<name>` of its own. */
+  database(name: string, options?: ConnectOptions): Promise<Connection>;
+  /** `thing`, closed after the file (a fake server, a browser, a connection the test opened itself). */
+  own<T extends { close(): unknown }>(thing: T): T;
+  /** Runs `fn` after the file, with the closes, in reverse order of registration. */
+  cleanup(fn: () => unknown): void;
 }
 
-/**
- * Registers the file's `before`/`after` hooks and returns the fixture. `connect` opens the file's connection
- * (default: a fresh database named after the file on the run's server).
- */
-export function useFixture(name: string, connect: () => Promise<Connection> = () => connectTestDb(name)): Fixture {
+export interface FixtureOptions {
+  /** Opens the file's connection, instead of a fresh database named after the file. */
+  connect?: () => Promise<Connection>;
+  /** Options of the file's connection (e.g. `monitorCommands`, for a test that looks at what is sent). */
+  connection?: ConnectOptions;
+}
+
+/** Registers the file's `before`/`after` hooks and returns the fixture. */
+export function useFixture(name: string, options: FixtureOptions = {}): Fixture {
   let conn: Connection | undefined;
-  const auditors: Auditor[] = [];
-  const servers: Running[] = [];
+  let uri: string | undefined;
+  const cleanups: (() => unknown)[] = [];
+  const cleanup = (fn: () => unknown): void => void cleanups.push(fn);
+  const fresh = async (db: string, opts?: ConnectOptions): Promise<Connection> => {
+    const c = await openDb(await testDbUri(db), opts);
+    cleanup(() => c.close());
+    await c.dropDatabase();
+    return c;
+  };
   before(async () => {
-    conn = await connect();
+    if (options.connect === undefined) {
+      uri = await testDbUri(name);
+      conn = await fresh(name, options.connection);
+    } else {
+      const c = await options.connect();
+      cleanup(() => c.close());
+      conn = c;
+    }
   });
   after(async () => {
-    for (const s of servers) await s.close();
-    for (const a of auditors) await a.close({ timeoutMs: 2000 });
-    await conn?.close();
+    let first: unknown;
+    for (const fn of cleanups.splice(0).reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        first ??= err;
+      }
+    }
+    if (first !== undefined) throw first;
   });
   const tmp = (): string => mkdtempSync(join(tmpdir(), `ka-${name}-`));
   const connection = (): Connection => {
     if (conn === undefined) throw new Error('the fixture connects in before()');
     return conn;
   };
-  return {
+  const fx: Fixture = {
     get conn(): Connection {
       return connection();
+    },
+    get uri(): string {
+      if (uri === undefined) throw new Error(options.connect === undefined ? 'the fixture connects in before()' : 'a fixture with its own connect() has no uri');
+      return uri;
     },
     tmp,
     auditor(opts = {}) {
       const a = createAudit({ connection: connection(), spoolDir: tmp(), ...opts });
-      auditors.push(a);
+      cleanup(() => a.close({ timeoutMs: 2000 }));
       return a;
     },
     async serve(a, handler = (ctx) => void (ctx.body = 'ok')) {
       const app = new Koa();
       app.use(a());
       app.use(handler);
+      return fx.listen(app);
+    },
+    async listen(app) {
       const r = await listen(app);
-      servers.push(r);
+      cleanup(() => r.close());
       return r;
     },
+    async connect(opts) {
+      const c = await openDb(fx.uri, opts);
+      cleanup(() => c.close());
+      return c;
+    },
+    database: fresh,
+    own(thing) {
+      cleanup(() => thing.close());
+      return thing;
+    },
+    cleanup,
   };
+  return fx;
 }
 
 /** A filter for the application's events: the trail's own (chain start and stop, checkpoints, prunes) left out. */
