@@ -1,10 +1,10 @@
 import { expect } from 'chai';
-import mongoose, { type Connection } from 'mongoose';
-import { createAudit, type Auditor, type QueryFilter } from '../lib/index.js';
+import mongoose from 'mongoose';
+import type { Auditor, QueryFilter } from '../lib/index.js';
 import { decodeCursor, encodeCursor, parseIsoDate, planQuery } from '../lib/read/query.js';
 import { ids, newestFirst, sampleEvents, type RawEvent } from './support/events.js';
 import { explainStages } from './support/explain.js';
-import { connectTestDb, serverKind } from './support/helpers.js';
+import { serverKind, useFixture } from './support/helpers.js';
 
 /** Every page of a query, following `next`. */
 async function allPages(a: Auditor, filter: QueryFilter): Promise<{ items: string[]; pages: number }> {
@@ -42,21 +42,16 @@ function reference(all: RawEvent[], f: QueryFilter): string[] {
 
 /** Every stage of a winning plan, classic (inputStage/s) or slot-based (queryPlan). */
 describe('query API', () => {
-  let conn: Connection;
+  const fx = useFixture('query');
   let a: Auditor;
   const all = sampleEvents(420);
   const from = all[100].ts;
   const to = all[300].ts;
 
   before(async () => {
-    conn = await connectTestDb('query');
-    a = createAudit({ connection: conn, collection: 'q_events' });
+    a = fx.auditor({ collection: 'q_events' });
     await a.ready();
     await a.model.collection.insertMany(all);
-  });
-  after(async () => {
-    await a.close();
-    await conn.close();
   });
 
   const single: [string, QueryFilter][] = [

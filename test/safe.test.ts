@@ -1,21 +1,17 @@
 import { expect } from 'chai';
-import mongoose, { type Connection } from 'mongoose';
+import mongoose from 'mongoose';
 import { createRedactor, REDACTED } from '../lib/core/redact.js';
 import { capString, CIRCULAR, escapeKey, toStored, TRUNCATED, unescapeKey } from '../lib/core/safe.js';
-import { connectTestDb } from './support/helpers.js';
+import { useFixture } from './support/helpers.js';
 
 const { ObjectId, Decimal128, Binary, Long } = mongoose.mongo;
 
 describe('safe stored form', () => {
-  let conn: Connection;
-  before(async () => {
-    conn = await connectTestDb('safe');
-  });
-  after(() => conn.close());
+  const fx = useFixture('safe');
 
   /** Stores `value` in the real server and reads it back. */
   async function roundTrip(value: unknown): Promise<unknown> {
-    const coll = conn.collection('roundtrip');
+    const coll = fx.conn.collection('roundtrip');
     const _id = new ObjectId();
     await coll.insertOne({ _id, v: toStored(value) } as never);
     const doc = await coll.findOne({ _id });
@@ -115,7 +111,7 @@ describe('safe stored form', () => {
   });
 
   it('stores a mongoose document as its data', async () => {
-    const M = conn.model('SafeDoc', new mongoose.Schema({ name: String, at: Date }));
+    const M = fx.conn.model('SafeDoc', new mongoose.Schema({ name: String, at: Date }));
     const d = new M({ name: 'n', at: new Date('2026-01-01T00:00:00Z') });
     expect(toStored(d)).to.deep.equal({ name: 'n', at: '2026-01-01T00:00:00.000Z', _id: d._id.toHexString() });
   });

@@ -1,21 +1,11 @@
 import { expect } from 'chai';
-import mongoose, { type Connection } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createAudit } from '../lib/index.js';
+import mongoose from 'mongoose';
 import { weakWriteConcern } from '../lib/store/write-concern.js';
 import { replicaSetProxy } from './support/replica-set-proxy.js';
-import { connectTestDb } from './support/helpers.js';
+import { useFixture } from './support/helpers.js';
 
 describe('write concern warning', () => {
-  let conn: Connection;
-  before(async () => {
-    conn = await connectTestDb('writer_concern');
-  });
-  after(async () => {
-    await conn.close();
-  });
+  const fx = useFixture('writer_concern');
 
   it('judges hello answers: weaker than majority on a replica set warns, anything else does not', () => {
     const rs = { setName: 'rs0', hosts: ['a:1', 'b:1', 'c:1'], maxWireVersion: 21 };
@@ -30,7 +20,7 @@ describe('write concern warning', () => {
   });
 
   it('on this server (not a replica set, as FerretDB never is) gives no warning, even for w: 1', async function () {
-    const hello = await conn.db!.admin().command({ hello: 1 });
+    const hello = await fx.conn.db!.admin().command({ hello: 1 });
     if (typeof hello.setName === 'string') {
       // A replica set (MONGODB_URI pointing at one): then w: 1 must warn.
       expect(weakWriteConcern(hello, { w: 1 })).to.be.a('string');
@@ -42,11 +32,10 @@ describe('write concern warning', () => {
     };
     process.on('warning', onWarning);
     try {
-      const a = createAudit({ connection: conn, collection: 'wc_none', writeConcern: { w: 1 }, spoolDir: mkdtempSync(join(tmpdir(), 'ka-wc-')) });
+      const a = fx.auditor({ collection: 'wc_none', writeConcern: { w: 1 } });
       await a.ready();
       await new Promise((r) => setImmediate(r));
       expect(warnings.filter((w) => (w as { code?: string }).code === 'KOA_AUDIT_WEAK_WRITE_CONCERN')).to.deep.equal([]);
-      await a.close({ timeoutMs: 1000 });
     } finally {
       process.off('warning', onWarning);
     }
@@ -54,8 +43,8 @@ describe('write concern warning', () => {
 
   it('a real auditor on a replica set warns once about w: 1, and not about majority', async function () {
     // The server this run uses, made to answer hello as a 3-member replica set (test/support/replica-set-proxy.ts).
-    const proxy = await replicaSetProxy(process.env.KOA_AUDIT_TEST_URI as string);
-    const rsConn = await mongoose.createConnection(proxy.uri('t_wc_rs'), { serverSelectionTimeoutMS: 5000 }).asPromise();
+    const proxy = fx.own(await replicaSetProxy(process.env.KOA_AUDIT_TEST_URI as string));
+    const rsConn = fx.own(await mongoose.createConnection(proxy.uri('t_wc_rs'), { serverSelectionTimeoutMS: 5000 }).asPromise());
     const warnings: Error[] = [];
     const onWarning = (w: Error): void => {
       if ((w as { code?: string }).code === 'KOA_AUDIT_WEAK_WRITE_CONCERN') warnings.push(w);
@@ -64,20 +53,16 @@ describe('write concern warning', () => {
     try {
       const hello = await rsConn.db!.admin().command({ hello: 1 });
       expect(hello.setName).to.equal('rs-test');
-      const weak = createAudit({ connection: rsConn, collection: 'wc_weak', writeConcern: { w: 1 }, spoolDir: mkdtempSync(join(tmpdir(), 'ka-wc-')) });
-      const strong = createAudit({ connection: rsConn, collection: 'wc_strong', writeConcern: { w: 'majority' }, spoolDir: mkdtempSync(join(tmpdir(), 'ka-wc-')) });
+      const weak = fx.auditor({ connection: rsConn, collection: 'wc_weak', writeConcern: { w: 1 } });
+      const strong = fx.auditor({ connection: rsConn, collection: 'wc_strong', writeConcern: { w: 'majority' } });
       await strong.ready();
       await weak.ready();
       await weak.ready();
       await new Promise((r) => setImmediate(r));
       expect(warnings).to.have.length(1);
       expect(warnings[0].message).to.match(/w: 1 is weaker than majority on replica set "rs-test".*writeConcern: \{ w: 'majority' \}/);
-      await weak.close({ timeoutMs: 1000 });
-      await strong.close({ timeoutMs: 1000 });
     } finally {
       process.off('warning', onWarning);
-      await rsConn.close();
-      await proxy.close();
     }
   });
 });
