@@ -1,12 +1,8 @@
 import { expect } from 'chai';
 import Koa, { type Context } from 'koa';
-import type { Connection } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createAudit, feishuRouter, type AuditEvent, type Auditor, type FeishuTokens, type FeishuUser } from '../lib/index.js';
+import { feishuRouter, type AuditEvent, type Auditor, type FeishuTokens, type FeishuUser } from '../lib/index.js';
 import { startFakeFeishu, type FakeFeishu, type FakeFeishuMode } from './support/fake-feishu.js';
-import { connectTestDb, listen, type Running } from './support/helpers.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 const APP_SECRET = 'feishu-app-secret-SENTINEL-4f1c';
 const TOKEN_PREFIX = 'u-token-SENTINEL-9a7e-';
@@ -20,7 +16,7 @@ interface Flow {
 }
 
 describe('Feishu OAuth provider', () => {
-  let conn: Connection;
+  const fx = useFixture('feishu');
   let auditor: Auditor;
   let fake: FakeFeishu;
   let server: Running;
@@ -65,12 +61,9 @@ describe('Feishu OAuth provider', () => {
   }
 
   before(async () => {
-    conn = await connectTestDb('feishu');
-    fake = await startFakeFeishu({ appSecret: APP_SECRET, tokenPrefix: TOKEN_PREFIX });
-    auditor = createAudit({
-      connection: conn,
+    fake = fx.own(await startFakeFeishu({ appSecret: APP_SECRET, tokenPrefix: TOKEN_PREFIX }));
+    auditor = fx.auditor({
       collection: 'feishu_events',
-      spoolDir: mkdtempSync(join(tmpdir(), 'ka-feishu-')),
       loginFailures: { max: 1000, windowMs: 60_000 },
     });
     const app = new Koa();
@@ -89,14 +82,7 @@ describe('Feishu OAuth provider', () => {
       },
     });
     app.use(router.routes());
-    server = await listen(app);
-  });
-
-  after(async () => {
-    await server.close();
-    await fake.close();
-    await auditor.close({ timeoutMs: 2000 });
-    await conn.close();
+    server = await fx.listen(app);
   });
 
   beforeEach(() => {

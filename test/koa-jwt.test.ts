@@ -3,17 +3,14 @@ import Router from '@koa/router';
 import jsonwebtoken from 'jsonwebtoken';
 import Koa, { type Context } from 'koa';
 import koaJwt from 'koa-jwt';
-import { Schema, type Connection, type Model } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createAudit, type AuditEvent, type Auditor } from '../lib/index.js';
-import { connectTestDb, listen, type Running } from './support/helpers.js';
+import { Schema, type Model } from 'mongoose';
+import type { AuditEvent, Auditor } from '../lib/index.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 const SECRET = 'koa-jwt-secret-SENTINEL-61aa';
 
 describe('koa-jwt: audit() above jwt({ secret })', () => {
-  let conn: Connection;
+  const fx = useFixture('koa_jwt');
   let auditor: Auditor;
   let server: Running;
   let Post: Model<{ title: string }>;
@@ -32,11 +29,10 @@ describe('koa-jwt: audit() above jwt({ secret })', () => {
   };
 
   before(async () => {
-    conn = await connectTestDb('koa_jwt');
-    auditor = createAudit({ connection: conn, collection: 'jwt_events', spoolDir: mkdtempSync(join(tmpdir(), 'ka-koa-jwt-')) });
+    auditor = fx.auditor({ collection: 'jwt_events' });
     const schema = new Schema({ title: String });
     schema.plugin(auditor.plugin);
-    Post = conn.model('JwtPost', schema) as unknown as Model<{ title: string }>;
+    Post = fx.conn.model('JwtPost', schema) as unknown as Model<{ title: string }>;
 
     const app = new Koa();
     app.silent = true;
@@ -63,13 +59,7 @@ describe('koa-jwt: audit() above jwt({ secret })', () => {
       ctx.status = 204;
     });
     app.use(router.routes());
-    server = await listen(app);
-  });
-
-  after(async () => {
-    await server.close();
-    await auditor.close({ timeoutMs: 2000 });
-    await conn.close();
+    server = await fx.listen(app);
   });
 
   it('attributes the request and its changes to the verified ctx.state.user', async () => {

@@ -1,13 +1,9 @@
 import { expect } from 'chai';
 import Koa from 'koa';
-import type { Connection } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { authRouter, feishuForEnvironment, sessionMiddleware } from '../example-app/auth.js';
-import { createAudit, type AuditEvent, type Auditor, type LoginFailedInput, type LoginSucceededInput } from '../lib/index.js';
+import type { AuditEvent, Auditor, LoginFailedInput, LoginSucceededInput } from '../lib/index.js';
 import { startFakeFeishu, type FakeFeishu } from './support/fake-feishu.js';
-import { connectTestDb, listen, type Running } from './support/helpers.js';
+import { useFixture, type Running } from './support/helpers.js';
 import jwt from 'jsonwebtoken';
 
 const JWT_SECRET = 'example-jwt-secret';
@@ -15,7 +11,7 @@ const JWT_SECRET = 'example-jwt-secret';
 const SENTINEL = 'Sentinel-Pa55word-7d3b9c';
 
 describe('example app login routes', () => {
-  let conn: Connection;
+  const fx = useFixture('login_example');
   let auditor: Auditor;
   let fake: FakeFeishu;
   let server: Running;
@@ -31,13 +27,10 @@ describe('example app login routes', () => {
     fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() });
 
   before(async () => {
-    conn = await connectTestDb('login_example');
     // The app secret carries the sentinel too: the client secret must never be stored either.
-    fake = await startFakeFeishu({ appSecret: `secret-${SENTINEL}`, tokenPrefix: `tok-${SENTINEL}-` });
-    auditor = createAudit({
-      connection: conn,
+    fake = fx.own(await startFakeFeishu({ appSecret: `secret-${SENTINEL}`, tokenPrefix: `tok-${SENTINEL}-` }));
+    auditor = fx.auditor({
       collection: 'example_events',
-      spoolDir: mkdtempSync(join(tmpdir(), 'ka-example-')),
       jwt: { secret: JWT_SECRET, algorithms: ['HS256'], cookie: 'token' },
       loginFailures: { max: 1000, windowMs: 60_000 },
     });
@@ -45,14 +38,7 @@ describe('example app login routes', () => {
     app.use(auditor({ captureBody: true }));
     const auth = authRouter({ auditor, jwtSecret: JWT_SECRET, feishu: { baseUrl: fake.url, appId: fake.appId, appSecret: fake.appSecret } });
     app.use(auth.routes()).use(auth.allowedMethods());
-    server = await listen(app);
-  });
-
-  after(async () => {
-    await server.close();
-    await fake.close();
-    await auditor.close({ timeoutMs: 2000 });
-    await conn.close();
+    server = await fx.listen(app);
   });
 
   it('serves a login form whose post logs in and redirects to a local `next` only', async () => {
@@ -150,27 +136,19 @@ describe('example app login routes', () => {
     app.use((ctx) => {
       ctx.body = { user: ctx.state.user ?? null };
     });
-    const r = await listen(app);
-    try {
-      const good = jwt.sign({ sub: 'u-alice', name: 'alice', role: 'admin' }, JWT_SECRET, { algorithm: 'HS256' });
-      const forged = jwt.sign({ sub: 'u-alice', name: 'alice', role: 'admin' }, 'not-the-secret', { algorithm: 'HS256' });
-      const who = async (token: string) => ((await (await fetch(r.url, { headers: { cookie: `token=${token}` } })).json()) as { user: unknown }).user;
-      expect(await who(good)).to.deep.equal({ id: 'u-alice', username: 'alice', role: 'admin' });
-      expect(await who(forged)).to.equal(null);
-    } finally {
-      await r.close();
-    }
+    const r = await fx.listen(app);
+    const good = jwt.sign({ sub: 'u-alice', name: 'alice', role: 'admin' }, JWT_SECRET, { algorithm: 'HS256' });
+    const forged = jwt.sign({ sub: 'u-alice', name: 'alice', role: 'admin' }, 'not-the-secret', { algorithm: 'HS256' });
+    const who = async (token: string) => ((await (await fetch(r.url, { headers: { cookie: `token=${token}` } })).json()) as { user: unknown }).user;
+    expect(await who(good)).to.deep.equal({ id: 'u-alice', username: 'alice', role: 'admin' });
+    expect(await who(forged)).to.equal(null);
   });
 
   it('feishuForEnvironment: the fake in development, none in production, the real one when configured', async () => {
-    const dev = await feishuForEnvironment({ NODE_ENV: 'development' });
-    try {
-      expect(dev.config?.baseUrl).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
-      const res = await fetch(`${dev.config?.baseUrl}/open-apis/authen/v1/user_info`);
-      expect(res.status).to.equal(401);
-    } finally {
-      await dev.close();
-    }
+    const dev = fx.own(await feishuForEnvironment({ NODE_ENV: 'development' }));
+    expect(dev.config?.baseUrl).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const res = await fetch(`${dev.config?.baseUrl}/open-apis/authen/v1/user_info`);
+    expect(res.status).to.equal(401);
     expect((await feishuForEnvironment({ NODE_ENV: 'production' })).config).to.equal(null);
     const real = await feishuForEnvironment({ FEISHU_APP_ID: 'cli_x', FEISHU_APP_SECRET: 'y' });
     expect(real.config).to.deep.equal({ baseUrl: 'https://open.feishu.cn', appId: 'cli_x', appSecret: 'y' });

@@ -2,13 +2,9 @@ import { expect } from 'chai';
 import Router from '@koa/router';
 import jwt from 'jsonwebtoken';
 import Koa, { type Context } from 'koa';
-import type { Connection } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { storage } from '../lib/core/context.js';
-import { createAudit, jwtLogin, type AuditEvent, type Auditor, type JwtAlgorithm, type LoginFailedInput } from '../lib/index.js';
-import { connectTestDb, eventually, listen, type Running } from './support/helpers.js';
+import { jwtLogin, type AuditEvent, type Auditor, type JwtAlgorithm, type LoginFailedInput } from '../lib/index.js';
+import { eventually, useFixture, type Running } from './support/helpers.js';
 
 const SECRET = 'login-test-jwt-secret';
 const USERS: Record<string, { id: string; username: string; password: string }> = {
@@ -30,7 +26,7 @@ function post(url: string, body: unknown, headers: Record<string, string> = {}):
 }
 
 describe('login auditing', () => {
-  let conn: Connection;
+  const fx = useFixture('login');
   let auditor: Auditor;
   let server: Running;
   const errors: unknown[] = [];
@@ -46,11 +42,8 @@ describe('login auditing', () => {
   };
 
   before(async () => {
-    conn = await connectTestDb('login');
-    auditor = createAudit({
-      connection: conn,
+    auditor = fx.auditor({
       collection: 'login_events',
-      spoolDir: mkdtempSync(join(tmpdir(), 'ka-login-')),
       jwt: { secret: SECRET, algorithms: ['HS256'] },
       // Flood control has its own tests; here every failure is wanted in detail.
       loginFailures: { max: 1000, windowMs: 60_000 },
@@ -116,13 +109,7 @@ describe('login auditing', () => {
     const app = new Koa();
     app.use(auditor());
     app.use(router.routes());
-    server = await listen(app);
-  });
-
-  after(async () => {
-    await server.close();
-    await auditor.close({ timeoutMs: 2000 });
-    await conn.close();
+    server = await fx.listen(app);
   });
 
   it('records a successful login with the request id, IP, user agent and the user as actor', async () => {

@@ -3,14 +3,10 @@ import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import passportModule, { KoaPassport } from 'koa-passport';
 import session from 'koa-session';
-import type { Connection } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Strategy as BearerStrategy } from 'passport-http-bearer';
 import { Strategy as LocalStrategy } from 'passport-local';
-import { auditPassport, createAudit, type AuditEvent, type Auditor } from '../lib/index.js';
-import { connectTestDb, listen, type Running } from './support/helpers.js';
+import { auditPassport, type AuditEvent, type Auditor } from '../lib/index.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 const PASSWORD = 'alice-pw-SENTINEL-73c1';
 const TOKEN = 'bearer-token-SENTINEL-5be0';
@@ -29,7 +25,7 @@ async function body(ctx: Context, next: Next): Promise<void> {
 }
 
 describe('auditPassport: koa-passport strategies', () => {
-  let conn: Connection;
+  const fx = useFixture('passport');
   let auditor: Auditor;
   let server: Running;
   const errors: unknown[] = [];
@@ -45,11 +41,8 @@ describe('auditPassport: koa-passport strategies', () => {
   const rid = (res: Response): string => res.headers.get('x-request-id') ?? '';
 
   before(async () => {
-    conn = await connectTestDb('passport');
-    auditor = createAudit({
-      connection: conn,
+    auditor = fx.auditor({
       collection: 'passport_events',
-      spoolDir: mkdtempSync(join(tmpdir(), 'ka-passport-')),
       loginFailures: { max: 1000, windowMs: 60_000 },
     });
     auditor.on('error', (err) => errors.push(err));
@@ -122,13 +115,7 @@ describe('auditPassport: koa-passport strategies', () => {
       ctx.body = { ok: true };
     });
     app.use(router.routes());
-    server = await listen(app);
-  });
-
-  after(async () => {
-    await server.close();
-    await auditor.close({ timeoutMs: 2000 });
-    await conn.close();
+    server = await fx.listen(app);
   });
 
   it('local strategy with sessions: login, the session user, logout', async () => {
@@ -236,11 +223,10 @@ describe('auditPassport: koa-passport strategies', () => {
     expect(() => auditPassport(passportModule, { auditor: {} as Auditor })).to.throw(TypeError, /"auditor"/);
     expect(() => auditPassport({} as typeof passportModule, { auditor })).to.throw(TypeError, /"passport"/);
     expect(() => auditPassport(new KoaPassport(), { auditor, bogus: 1 } as never)).to.throw(TypeError, /"bogus"/);
-    const other = createAudit({ connection: conn, collection: 'passport_other', spoolDir: mkdtempSync(join(tmpdir(), 'ka-passport2-')) });
+    const other = fx.auditor({ collection: 'passport_other' });
     const p = new KoaPassport();
     auditPassport(p, { auditor });
     expect(() => auditPassport(p, { auditor: other })).to.throw(TypeError, /already audited/);
-    await other.close();
   });
 
   it('stores no password or token anywhere', async () => {

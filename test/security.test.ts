@@ -1,15 +1,10 @@
 import { expect } from 'chai';
 import Router from '@koa/router';
 import Koa from 'koa';
-import type { Connection } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { auditRouter, createAudit, KNOWN_SECURITY_NAMES, type AuditEvent, type Auditor } from '../lib/index.js';
+import { auditRouter, KNOWN_SECURITY_NAMES, type AuditEvent, type Auditor } from '../lib/index.js';
 import { Writable } from 'node:stream';
 import { main as cli } from '../lib/read/cli.js';
-import { databaseUri } from './support/database.js';
-import { connectTestDb, listen, type Running } from './support/helpers.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 // An application's own security event names, added to the vocabulary the documented way.
 declare module '../lib/index.js' {
@@ -19,7 +14,7 @@ declare module '../lib/index.js' {
 }
 
 describe('security events (OWASP Logging Vocabulary)', () => {
-  let conn: Connection;
+  const fx = useFixture('security');
   let auditor: Auditor;
   let server: Running;
   let plain: Running;
@@ -69,17 +64,9 @@ describe('security events (OWASP Logging Vocabulary)', () => {
   }
 
   before(async () => {
-    conn = await connectTestDb('security');
-    auditor = createAudit({ connection: conn, collection: 'security_events', spoolDir: mkdtempSync(join(tmpdir(), 'ka-security-')) });
-    server = await listen(app(true));
-    plain = await listen(app(false));
-  });
-
-  after(async () => {
-    await server.close();
-    await plain.close();
-    await auditor.close({ timeoutMs: 2000 });
-    await conn.close();
+    auditor = fx.auditor({ collection: 'security_events' });
+    server = await fx.listen(app(true));
+    plain = await fx.listen(app(false));
   });
 
   it('records a named event of kind security, attributed to the request\'s actor', async () => {
@@ -197,7 +184,7 @@ describe('security events (OWASP Logging Vocabulary)', () => {
     let out = '';
     let err = '';
     const sink = (add: (t: string) => void): Writable => new Writable({ write(chunk: Buffer, _enc, cb) { add(chunk.toString()); cb(); } });
-    const uri = databaseUri(process.env.KOA_AUDIT_TEST_URI as string, 't_security');
+    const uri = fx.uri;
     const code = await cli(['export', '--uri', uri, '--collection', 'security_events', '--kind', 'security', '--name', 'authz_change'],
       { stdout: sink((t) => (out += t)), stderr: sink((t) => (err += t)) });
     expect(code, err).to.equal(0);
