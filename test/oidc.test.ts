@@ -1,19 +1,16 @@
 import { expect } from 'chai';
 import Koa, { type Context } from 'koa';
-import type { Connection } from 'mongoose';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createAudit, oidcRouter, type AuditEvent, type Auditor, type OidcTokens, type OidcUser } from '../lib/index.js';
-import { connectTestDb, listen, type Running } from './support/helpers.js';
+import { oidcRouter, type AuditEvent, type Auditor, type OidcTokens, type OidcUser } from '../lib/index.js';
+import { useFixture, type Running } from './support/helpers.js';
 import { browse, startTestIssuer, type TestIssuer, type TokenTamper } from './support/oidc-provider.js';
 
 const CLIENT_SECRET = 'oidc-client-secret-SENTINEL-2b9d';
 
 describe('OpenID Connect login (openid-client against a real oidc-provider)', function () {
   this.timeout(60_000);
-  let conn: Connection;
+  const fx = useFixture('oidc');
   let auditor: Auditor;
   let issuer: TestIssuer;
   let server: Running;
@@ -48,12 +45,9 @@ describe('OpenID Connect login (openid-client against a real oidc-provider)', fu
   }
 
   before(async () => {
-    conn = await connectTestDb('oidc');
-    issuer = await startTestIssuer({ clientSecret: CLIENT_SECRET });
-    auditor = createAudit({
-      connection: conn,
+    issuer = fx.own(await startTestIssuer({ clientSecret: CLIENT_SECRET }));
+    auditor = fx.auditor({
       collection: 'oidc_events',
-      spoolDir: mkdtempSync(join(tmpdir(), 'ka-oidc-')),
       loginFailures: { max: 1000, windowMs: 60_000 },
     });
     const app = new Koa();
@@ -71,15 +65,8 @@ describe('OpenID Connect login (openid-client against a real oidc-provider)', fu
         return { id: `app-${user.sub}`, name: user.name };
       },
     }).routes());
-    server = await listen(app);
+    server = await fx.listen(app);
     await issuer.setRedirectUri(`${server.url}/auth/oidc/callback`);
-  });
-
-  after(async () => {
-    await server?.close();
-    await issuer?.close();
-    await auditor?.close({ timeoutMs: 2000 });
-    await conn?.close();
   });
 
   beforeEach(() => {
@@ -201,15 +188,11 @@ describe('OpenID Connect login (openid-client against a real oidc-provider)', fu
     const app = new Koa();
     app.use(auditor());
     app.use(oidcRouter({ signals: auditor, issuer: 'http://127.0.0.1:9/', clientId: 'x', clientSecret: 'y-SENTINEL', timeoutMs: 1000, onLogin: () => undefined }).routes());
-    const down = await listen(app);
-    try {
-      const res = await fetch(`${down.url}/auth/oidc/login`, { redirect: 'manual' });
-      expect(res.status).to.equal(502);
-      expect(await res.text()).to.equal('OpenID Connect login unavailable: network_error');
-      expect(await loginEvents(res.headers.get('x-request-id'))).to.deep.equal([]);
-    } finally {
-      await down.close();
-    }
+    const down = await fx.listen(app);
+    const res = await fetch(`${down.url}/auth/oidc/login`, { redirect: 'manual' });
+    expect(res.status).to.equal(502);
+    expect(await res.text()).to.equal('OpenID Connect login unavailable: network_error');
+    expect(await loginEvents(res.headers.get('x-request-id'))).to.deep.equal([]);
   });
 
   it('never stores the client secret, a code, a token or the PKCE verifier: every stored document scanned', async () => {
@@ -243,7 +226,7 @@ describe('OpenID Connect login (openid-client against a real oidc-provider)', fu
       console.log(typeof r.routes, k.audit.signals.listenerCount('login'));
       process.exit(0);`;
     const out = execFileSync(process.execPath, ['--import', 'tsx', '-e', script], {
-      cwd: join(__dirname, '..'), encoding: 'utf8', env: { ...process.env, TMPDIR: mkdtempSync(join(tmpdir(), 'ka-oidc-default-')) },
+      cwd: join(__dirname, '..'), encoding: 'utf8', env: { ...process.env, TMPDIR: fx.tmp() },
     });
     expect(out.trim()).to.equal('function 1');
   });

@@ -1,14 +1,8 @@
 import { expect } from 'chai';
 import Koa from 'koa';
-import type { Connection } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createAudit, providerRouter, ProviderError, type AuditEvent, type Auditor, type LoginProvider } from '../lib/index.js';
-import { connectTestDb, listen, type Running } from './support/helpers.js';
+import { createServer } from 'node:http';
+import { providerRouter, ProviderError, type AuditEvent, type Auditor, type LoginProvider } from '../lib/index.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 // ---- the README's "add a provider in one short module" example, verbatim ----
 interface GitHubUser { id: number; login: string; name?: string }
@@ -49,9 +43,8 @@ const SECRET = 'gh-client-secret-SENTINEL-0c4e';
 const TOKEN = 'gho_token-SENTINEL-77aa';
 
 describe('one provider shape: a GitHub provider in one short module (the README example)', () => {
-  let conn: Connection;
+  const fx = useFixture('provider_shape');
   let auditor: Auditor;
-  let gh: Server;
   let ghUrl: string;
   let server: Running;
   let refuseCode = false;
@@ -69,9 +62,8 @@ describe('one provider shape: a GitHub provider in one short module (the README 
   }
 
   before(async () => {
-    conn = await connectTestDb('provider_shape');
     // A stand-in for GitHub's three endpoints, on 127.0.0.1.
-    gh = createServer((req, res) => {
+    const gh = createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://x');
       if (url.pathname === '/login/oauth/authorize') {
         const back = new URL(url.searchParams.get('redirect_uri') ?? '');
@@ -85,10 +77,8 @@ describe('one provider shape: a GitHub provider in one short module (the README 
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 4242, login: 'octocat', name: 'The Octocat' }));
       } else res.writeHead(401).end('{}');
     });
-    gh.listen(0, '127.0.0.1');
-    await once(gh, 'listening');
-    ghUrl = `http://127.0.0.1:${(gh.address() as AddressInfo).port}`;
-    auditor = createAudit({ connection: conn, collection: 'gh_events', spoolDir: mkdtempSync(join(tmpdir(), 'ka-gh-')) });
+    ghUrl = (await fx.listen(gh)).url;
+    auditor = fx.auditor({ collection: 'gh_events' });
     const app = new Koa();
     app.use(auditor());
     app.use(providerRouter(githubProvider({ clientId: 'gh-client', clientSecret: SECRET, baseUrl: ghUrl, apiUrl: ghUrl }), {
@@ -96,15 +86,7 @@ describe('one provider shape: a GitHub provider in one short module (the README 
       onLogin: (ctx, user) => ({ id: `gh:${user.id}`, name: user.login }),
       stateSecret: 'state-key-of-this-app',
     }).routes());
-    server = await listen(app);
-  });
-
-  after(async () => {
-    await server.close();
-    gh.closeAllConnections();
-    gh.close();
-    await auditor.close({ timeoutMs: 2000 });
-    await conn.close();
+    server = await fx.listen(app);
   });
 
   it('logs in through the shared router: login with provider github', async () => {

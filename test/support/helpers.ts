@@ -50,8 +50,13 @@ export interface Running {
   close(): Promise<void>;
 }
 
+/** What can listen on a port: a Koa app, or a plain `http.Server` (a fake provider). */
+export interface Listener {
+  listen(port: number, host: string): Server;
+}
+
 /** Listens on 127.0.0.1 on a free port. */
-export async function listen(app: Koa): Promise<Running> {
+export async function listen(app: Listener): Promise<Running> {
   const server = app.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
@@ -92,8 +97,8 @@ export interface Fixture {
   auditor(opts?: AuditOptions): Auditor;
   /** A Koa app: `a` in front of `handler` (default: answers 'ok'), listening on 127.0.0.1. */
   serve(a: Auditor, handler?: Koa.Middleware): Promise<Running>;
-  /** `app` listening on 127.0.0.1. */
-  listen(app: Koa): Promise<Running>;
+  /** `app` (a Koa app or an `http.Server`) listening on 127.0.0.1. */
+  listen(app: Listener): Promise<Running>;
   /** Another connection (a pool of its own, as another process would have) to this file's database. */
   connect(options?: ConnectOptions): Promise<Connection>;
   /** A connection to a fresh, empty database `t_<name>` of its own. */
