@@ -5,14 +5,13 @@
  */
 import { expect } from 'chai';
 import Koa from 'koa';
-import { mkdirSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { mongo, type Connection } from 'mongoose';
+import { mongo } from 'mongoose';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { auditRouter, createAudit, type Auditor } from '../lib/index.js';
+import { auditRouter, type Auditor } from '../lib/index.js';
 import type { RawEvent } from './support/events.js';
-import { connectTestDb, listen, type Running } from './support/helpers.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 /** The few browser globals the in-page callbacks use: this test compiles its callbacks without relying on them. */
 interface PageNode {
@@ -61,7 +60,7 @@ function trail(): RawEvent[] {
 
 describe('dashboard page (headless Chromium)', function () {
   this.timeout(90_000);
-  let conn: Connection;
+  const fx = useFixture('dashboard');
   let a: Auditor;
   let server: Running;
   let browser: Browser;
@@ -95,8 +94,7 @@ describe('dashboard page (headless Chromium)', function () {
 
   before(async () => {
     mkdirSync(OUTPUT, { recursive: true });
-    conn = await connectTestDb('dashboard');
-    a = createAudit({ connection: conn, collection: 'd_events', spoolDir: mkdtempSync(join(tmpdir(), 'ka-spool-')) });
+    a = fx.auditor({ collection: 'd_events' });
     await a.ready();
     await a.model.collection.insertMany(events);
     // Written around the store: the rollups learn of them by a rebuild, as `koa-audit rollup --rebuild` does.
@@ -104,22 +102,16 @@ describe('dashboard page (headless Chromium)', function () {
     const app = new Koa();
     app.use(a({ exclude: ['/audit/'] }));
     app.use(auditRouter({ auditor: a, prefix: '/audit', authorize: () => true }).routes());
-    server = await listen(app);
-    browser = await chromium.launch({
+    server = await fx.listen(app);
+    browser = fx.own(await chromium.launch({
       executablePath: CHROMIUM,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-    });
+    }));
     page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     page.on('pageerror', (err) => errors.push(err.message));
     page.on('console', (msg) => {
       if (msg.type() === 'error' || msg.type() === 'warning') errors.push(msg.text());
     });
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.close();
-    await a?.close();
-    await conn?.close();
   });
 
   it('opens on the dashboard, from the rollups, with every known number', async () => {

@@ -1,50 +1,33 @@
 import { expect } from 'chai';
-import mongoose, { type Connection } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createAudit, type Auditor, type AuditOptions } from '../lib/index.js';
+import type { Auditor, AuditOptions } from '../lib/index.js';
 import { PRUNE_BATCH } from '../lib/store/retention.js';
-import { databaseUri, startDatabase } from './support/database.js';
 import { ids, newestFirst, sampleEvents } from './support/events.js';
-import { serverKind, APP_EVENTS } from './support/helpers.js';
+import { serverKind, useFixture, APP_EVENTS } from './support/helpers.js';
 
 const DAY = 86_400_000;
 
 describe('retention: TTL index, or prune()', () => {
-  let conn: Connection;
-  const auditors: Auditor[] = [];
+  const fx = useFixture('retention', { connection: { monitorCommands: true } });
   /** Delete commands sent to the database, with how many ids each carried. */
   const deletes: { collection: string; ids: number }[] = [];
   const warnings: Error[] = [];
   const onWarning = (w: Error): void => {
     if ((w as { code?: string }).code === 'KOA_AUDIT_NO_TTL') warnings.push(w);
   };
-  const make = (opts: AuditOptions): Auditor => {
-    const a = createAudit({ connection: conn, spoolDir: mkdtempSync(join(tmpdir(), 'ka-spool-')), ...opts });
-    auditors.push(a);
-    return a;
-  };
+  const make = (opts: AuditOptions): Auditor => fx.auditor(opts);
   /** process.emitWarning delivers on the next tick: once setImmediate runs, every warning emitted so far has arrived. */
   const warningsDelivered = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
   const ttlIndex = async (a: Auditor): Promise<{ expireAfterSeconds?: number } | undefined> =>
     (await a.model.collection.indexes()).find((i) => i.name === 'koa_audit_retention');
 
   before(async () => {
-    const base = process.env.KOA_AUDIT_TEST_URI ?? (await startDatabase()).uri;
-    conn = await mongoose.createConnection(databaseUri(base, 't_retention'), { serverSelectionTimeoutMS: 10_000, monitorCommands: true }).asPromise();
-    await conn.dropDatabase();
-    conn.getClient().on('commandStarted', (ev) => {
+    fx.conn.getClient().on('commandStarted', (ev) => {
       if (ev.commandName !== 'delete') return;
       const c = ev.command as { delete: string; deletes: { q: { _id?: { $in?: unknown[] } } }[] };
       deletes.push({ collection: c.delete, ids: c.deletes[0]?.q._id?.$in?.length ?? -1 });
     });
     process.on('warning', onWarning);
-  });
-  after(async () => {
-    process.off('warning', onWarning);
-    for (const a of auditors) await a.close();
-    await conn.close();
+    fx.cleanup(() => process.off('warning', onWarning));
   });
 
   it('creates a TTL index on ts where the server can, else warns once that prune() is the way', async () => {

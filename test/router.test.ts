@@ -1,14 +1,10 @@
 import { expect } from 'chai';
 import Koa from 'koa';
-import mongoose, { mongo, type Connection } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { auditRouter, createAudit, type Auditor, type QueryFilter } from '../lib/index.js';
+import { mongo } from 'mongoose';
+import { auditRouter, type Auditor, type QueryFilter } from '../lib/index.js';
 import { eventToJson } from '../lib/core/json.js';
-import { databaseUri, startDatabase } from './support/database.js';
 import { ids, newestFirst, sampleEvents } from './support/events.js';
-import { listen, type Running } from './support/helpers.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 interface Page {
   items: { _id: string; ts: string; kind: string; [k: string]: unknown }[];
@@ -16,7 +12,7 @@ interface Page {
 }
 
 describe('HTTP API (auditRouter)', () => {
-  let conn: Connection;
+  const fx = useFixture('router', { connection: { monitorCommands: true } });
   let a: Auditor;
   let server: Running;
   /** Commands the audit collection received, to prove a refused request reads nothing. */
@@ -37,14 +33,11 @@ describe('HTTP API (auditRouter)', () => {
   };
 
   before(async () => {
-    const base = process.env.KOA_AUDIT_TEST_URI ?? (await startDatabase()).uri;
-    conn = await mongoose.createConnection(databaseUri(base, 't_router'), { serverSelectionTimeoutMS: 10_000, monitorCommands: true }).asPromise();
-    await conn.dropDatabase();
-    conn.getClient().on('commandStarted', (ev) => {
+    fx.conn.getClient().on('commandStarted', (ev) => {
       const target = (ev.command as Record<string, unknown>)[ev.commandName];
       if (target === 'r_events' && ev.commandName !== 'insert' && ev.commandName !== 'createIndexes') reads.push(ev.commandName);
     });
-    a = createAudit({ connection: conn, collection: 'r_events', spoolDir: mkdtempSync(join(tmpdir(), 'ka-spool-')) });
+    a = fx.auditor({ collection: 'r_events' });
     await a.ready();
     await a.model.collection.insertMany(all);
 
@@ -58,12 +51,7 @@ describe('HTTP API (auditRouter)', () => {
     });
     const router = auditRouter({ auditor: a, prefix: '/audit', authorize: (ctx) => ctx.state.user?.role === 'admin' });
     app.use(router.routes());
-    server = await listen(app);
-  });
-  after(async () => {
-    await server.close();
-    await a.close();
-    await conn.close();
+    server = await fx.listen(app);
   });
 
   it('requires authorize (and checks its other options) at construction', () => {
@@ -216,13 +204,9 @@ describe('HTTP API (auditRouter)', () => {
     for (const verdict of verdicts) {
       const app = new Koa();
       app.use(auditRouter({ auditor: a, prefix: '/x', authorize: () => verdict as boolean }).routes());
-      const s = await listen(app);
-      try {
-        const res = await fetch(`${s.url}/x/api/events?limit=1`);
-        expect(res.status, String(verdict)).to.equal(verdict instanceof Promise && (await verdict) === true ? 200 : 403);
-      } finally {
-        await s.close();
-      }
+      const s = await fx.listen(app);
+      const res = await fetch(`${s.url}/x/api/events?limit=1`);
+      expect(res.status, String(verdict)).to.equal(verdict instanceof Promise && (await verdict) === true ? 200 : 403);
     }
   });
 
@@ -265,15 +249,11 @@ describe('HTTP API (auditRouter)', () => {
     for (const [prefix, path] of [['/admin/audit/', '/admin/audit/api/events?limit=2'], ['', '/api/events?limit=2']] as const) {
       const app = new Koa();
       app.use(auditRouter({ auditor: a, prefix, authorize: () => true }).routes());
-      const s = await listen(app);
-      try {
-        const res = await fetch(`${s.url}${path}`);
-        expect(res.status, prefix).to.equal(200);
-        expect(((await res.json()) as Page).items).to.have.length(2);
-        expect((await fetch(`${s.url}${prefix.replace(/\/$/, '')}/`)).status).to.equal(200);
-      } finally {
-        await s.close();
-      }
+      const s = await fx.listen(app);
+      const res = await fetch(`${s.url}${path}`);
+      expect(res.status, prefix).to.equal(200);
+      expect(((await res.json()) as Page).items).to.have.length(2);
+      expect((await fetch(`${s.url}${prefix.replace(/\/$/, '')}/`)).status).to.equal(200);
     }
   });
 });

@@ -1,13 +1,11 @@
 import { expect } from 'chai';
 import Koa from 'koa';
-import { mkdirSync, mkdtempSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Connection } from 'mongoose';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { auditRouter, createAudit, type Auditor } from '../lib/index.js';
+import { auditRouter, type Auditor } from '../lib/index.js';
 import { ids, newestFirst, sampleEvents, type RawEvent } from './support/events.js';
-import { connectTestDb, listen, type Running } from './support/helpers.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 /** The few browser globals the in-page callbacks use: this project compiles without the DOM lib. */
 interface PageNode {
@@ -27,7 +25,7 @@ const PWNED = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</s
 
 describe('viewer page (headless Chromium)', function () {
   this.timeout(60_000);
-  let conn: Connection;
+  const fx = useFixture('viewer');
   let a: Auditor;
   let server: Running;
   let browser: Browser;
@@ -61,19 +59,18 @@ describe('viewer page (headless Chromium)', function () {
 
   before(async () => {
     mkdirSync(OUTPUT, { recursive: true });
-    conn = await connectTestDb('viewer');
-    a = createAudit({ connection: conn, collection: 'v_events', spoolDir: mkdtempSync(join(tmpdir(), 'ka-spool-')) });
+    a = fx.auditor({ collection: 'v_events' });
     await a.ready();
     await a.model.collection.insertMany(all);
     const app = new Koa();
     // The viewer's own reads are excluded here so that the list stays exactly the inserted events.
     app.use(a({ exclude: ['/audit', '/audit/'] }));
     app.use(auditRouter({ auditor: a, prefix: '/audit', authorize: () => true }).routes());
-    server = await listen(app);
-    browser = await chromium.launch({
+    server = await fx.listen(app);
+    browser = fx.own(await chromium.launch({
       executablePath: CHROMIUM,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-    });
+    }));
     page = await browser.newPage({ viewport: { width: 1500, height: 1000 } });
     page.on('pageerror', (err) => pageErrors.push(err.message));
     page.on('console', (msg) => {
@@ -86,12 +83,6 @@ describe('viewer page (headless Chromium)', function () {
         window.__cspViolation(`${e.violatedDirective} ${e.blockedURI}`);
       });
     });
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.close();
-    await a?.close();
-    await conn?.close();
   });
 
   it('loads the newest page of events, escaping hostile data, with no CSP violation', async () => {
