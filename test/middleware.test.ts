@@ -2,16 +2,12 @@ import { expect } from 'chai';
 import Router from '@koa/router';
 import jwt from 'jsonwebtoken';
 import Koa from 'koa';
-import type { Connection } from 'mongoose';
-import { EventEmitter, once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
 import { createServer, request as httpRequest } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { connect } from 'node:net';
 import { Readable } from 'node:stream';
-import { createAudit, type Auditor, type AuditEvent, type AuditOptions, type MiddlewareOptions } from '../lib/index.js';
-import { connectTestDb, eventually, listen, sleep, type Running, APP_EVENTS } from './support/helpers.js';
+import type { Auditor, AuditEvent, AuditOptions, MiddlewareOptions } from '../lib/index.js';
+import { eventually, sleep, useFixture, type Running, APP_EVENTS } from './support/helpers.js';
 
 const SECRET = 'test-secret-which-is-long-enough';
 
@@ -45,22 +41,11 @@ function rawRequest(url: string, text: string): Promise<string> {
 }
 
 describe('request middleware', () => {
-  let conn: Connection;
-  const cleanup: (() => Promise<unknown>)[] = [];
-
-  before(async () => {
-    conn = await connectTestDb('middleware');
-  });
-  after(async () => {
-    for (const c of cleanup.reverse()) await c();
-    await conn.close();
-  });
+  const fx = useFixture('middleware');
 
   let n = 0;
   function auditor(opts: AuditOptions = {}): Auditor {
-    const a = createAudit({ connection: conn, collection: `mw_${n++}`, spoolDir: mkdtempSync(join(tmpdir(), 'ka-')), ...opts });
-    cleanup.push(() => a.close({ timeoutMs: 2000 }));
-    return a;
+    return fx.auditor({ collection: `mw_${n++}`, ...opts });
   }
 
   /** The standard test app: router with a few routes, a JWT-free auth stub, a throwing route. */
@@ -86,9 +71,7 @@ describe('request middleware', () => {
     setup?.(app, router);
     app.use(router.routes());
     app.use(router.allowedMethods());
-    const r = await listen(app);
-    cleanup.push(() => r.close());
-    return r;
+    return fx.listen(app);
   }
 
   async function events(a: Auditor, filter: Record<string, unknown> = {}): Promise<AuditEvent[]> {
@@ -148,15 +131,11 @@ describe('request middleware', () => {
         if (ctx.path === '/string') throw 'a plain string'; // eslint-disable-line no-throw-literal
         throw new RangeError('out of range');
       });
-      const r = await listen(app);
-      try {
-        const res = await fetch(`${r.url}${path}`);
-        const body = await res.text();
-        await sleep(20);
-        return { status: res.status, body, errors };
-      } finally {
-        await r.close();
-      }
+      const r = await fx.listen(app);
+      const res = await fetch(`${r.url}${path}`);
+      const body = await res.text();
+      await sleep(20);
+      return { status: res.status, body, errors };
     }
 
     // (`throw null` is left out: Koa then never answers, with or without auditing.)
@@ -300,7 +279,7 @@ describe('request middleware', () => {
     it('takes ctx.state.user set by downstream authentication (id/_id/sub, username/name/email)', async () => {
       const users = [
         [{ id: 7, username: 'ann' }, { id: '7', name: 'ann', via: 'state' }],
-        [{ _id: new conn.base.Types.ObjectId('65f000000000000000000002'), name: 'Bob' }, { id: '65f000000000000000000002', name: 'Bob', via: 'state' }],
+        [{ _id: new fx.conn.base.Types.ObjectId('65f000000000000000000002'), name: 'Bob' }, { id: '65f000000000000000000002', name: 'Bob', via: 'state' }],
         [{ sub: 'u-9', email: 'c@example.com' }, { id: 'u-9', name: 'c@example.com', via: 'state' }],
       ] as const;
       for (const [user, expected] of users) {
@@ -596,25 +575,19 @@ describe('request middleware', () => {
         req.headers['x-request-id'] = hostile;
         void handle(req, res);
       });
-      server.listen(0, '127.0.0.1');
-      await once(server, 'listening');
-      try {
-        const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/posts/1`);
-        expect(res.status).to.equal(200); // echoing the value would have thrown ERR_INVALID_CHAR: a 500
-        expect(await res.text()).to.equal('ok');
-        const id = res.headers.get('x-request-id') ?? '';
-        expect(id).to.match(/^[A-Za-z0-9._:-]{1,128}$/);
-        // A fresh id, nothing of the hostile value (`.not.include('abc')` failed whenever the random UUID held "abc").
-        expect(id).to.match(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
-        expect(res.headers.get('set-cookie')).to.equal(null);
-        const evs = await events(a);
-        expect(evs).to.have.length(1);
-        expect(evs[0].requestId).to.equal(id);
-        expect(JSON.stringify(evs[0])).to.not.include('evil=1');
-      } finally {
-        server.closeAllConnections();
-        server.close();
-      }
+      const { url } = await fx.listen(server);
+      const res = await fetch(`${url}/posts/1`);
+      expect(res.status).to.equal(200); // echoing the value would have thrown ERR_INVALID_CHAR: a 500
+      expect(await res.text()).to.equal('ok');
+      const id = res.headers.get('x-request-id') ?? '';
+      expect(id).to.match(/^[A-Za-z0-9._:-]{1,128}$/);
+      // A fresh id, nothing of the hostile value (`.not.include('abc')` failed whenever the random UUID held "abc").
+      expect(id).to.match(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+      expect(res.headers.get('set-cookie')).to.equal(null);
+      const evs = await events(a);
+      expect(evs).to.have.length(1);
+      expect(evs[0].requestId).to.equal(id);
+      expect(JSON.stringify(evs[0])).to.not.include('evil=1');
     });
 
     it('marks a request whose client went away as aborted, with no unhandled rejection', async () => {
