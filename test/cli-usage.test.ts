@@ -1,13 +1,12 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
-import { mongo, type Connection } from 'mongoose';
+import { mongo } from 'mongoose';
 import { main } from '../lib/read/cli.js';
 import { databaseUri } from './support/database.js';
-import { connectTestDb } from './support/helpers.js';
+import { useFixture } from './support/helpers.js';
 
 const ROOT = resolve(__dirname, '..');
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
@@ -35,21 +34,17 @@ async function inProcess(args: string[]): Promise<{ code: number; stdout: string
 
 describe('koa-audit command line: first use (issue 11, item 11)', function () {
   this.timeout(120_000);
-  let conn: Connection;
+  const fx = useFixture('cli_usage');
   let uri: string;
   let dir: string;
 
   before(async () => {
-    conn = await connectTestDb('cli_usage');
-    uri = databaseUri(process.env.KOA_AUDIT_TEST_URI as string, 't_cli_usage');
-    dir = mkdtempSync(join(tmpdir(), 'ka-cli-'));
-    await conn.collection('events').insertMany([
+    uri = fx.uri;
+    dir = fx.tmp();
+    await fx.conn.collection('events').insertMany([
       { _id: new mongo.ObjectId(), ts: new Date('2026-01-01T00:00:00Z'), kind: 'login', outcome: 'success', actor: { id: 'u1', via: 'explicit' }, requestId: null, ip: null, userAgent: null },
       { _id: new mongo.ObjectId(), ts: new Date('2026-01-02T00:00:00Z'), kind: 'create', outcome: 'success', actor: null, requestId: null, ip: null, userAgent: null, model: 'BlogPost', documentId: 'd1', changes: [] },
     ]);
-  });
-  after(async () => {
-    await conn.close();
   });
 
   it('`npx koa-audit --help` and `--version` work in a checkout without a build (from source)', async () => {

@@ -1,15 +1,13 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { createReadStream, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
-import { mongo, type Connection } from 'mongoose';
+import { mongo } from 'mongoose';
 import { main } from '../lib/read/cli.js';
 import { CSV_COLUMNS, csvCell, exportEvents } from '../lib/read/export.js';
-import { databaseUri } from './support/database.js';
-import { connectTestDb } from './support/helpers.js';
+import { useFixture } from './support/helpers.js';
 
 const ROOT = resolve(__dirname, '..');
 /**
@@ -129,16 +127,16 @@ function flatOf(doc: Record<string, unknown>): Record<string, unknown> {
 
 describe('koa-audit export (command line)', function () {
   this.timeout(900_000);
-  let conn: Connection;
+  const fx = useFixture('export');
   let uri: string;
   let dir: string;
   const start = Date.UTC(2025, 0, 1);
 
   before(async () => {
-    conn = await connectTestDb('export');
-    uri = databaseUri(process.env.KOA_AUDIT_TEST_URI as string, 't_export');
-    dir = mkdtempSync(join(tmpdir(), 'ka-export-'));
-    const coll = conn.collection('x_events');
+    uri = fx.uri;
+    dir = fx.tmp();
+    fx.cleanup(() => rmSync(dir, { recursive: true, force: true })); // tens of MB of exports
+    const coll = fx.conn.collection('x_events');
     const t = Date.now();
     for (let i = 0; i < BIG; i += 5000) {
       const batch = [];
@@ -149,11 +147,7 @@ describe('koa-audit export (command line)', function () {
     console.log(`      (inserted ${BIG} events in ${Date.now() - t} ms)`);
     const small = [];
     for (let j = 0; j < SMALL; j++) small.push(event(j, start));
-    await conn.collection('y_events').insertMany(small.reverse());
-  });
-  after(async () => {
-    await conn.close();
-    rmSync(dir, { recursive: true, force: true });
+    await fx.conn.collection('y_events').insertMany(small.reverse());
   });
 
   
@@ -190,7 +184,7 @@ describe('koa-audit export (command line)', function () {
     expect(records.next().value).to.deep.equal([...CSV_COLUMNS]);
     let n = 0;
     let guarded = 0;
-    for await (const doc of conn.collection('x_events').find({}, { sort: { ts: 1, _id: 1 }, batchSize: 2000 })) {
+    for await (const doc of fx.conn.collection('x_events').find({}, { sort: { ts: 1, _id: 1 }, batchSize: 2000 })) {
       n++;
       const { _id, ts, ...rest } = doc;
       const line = await lines.next();
@@ -225,7 +219,7 @@ describe('koa-audit export (command line)', function () {
     const run = await cli(['export', '--uri', uri, '--collection', 'y_events', '--kind', 'login', '--kind', 'logout', '--since', since.toISOString(), '--until', until.toISOString()]);
     expect(run.code, run.stderr).to.equal(0);
     expect(run.stderr).to.equal('');
-    const want = await conn.collection('y_events').find({ kind: { $in: ['login', 'logout'] }, ts: { $gte: since, $lt: until } }, { sort: { ts: 1, _id: 1 } }).toArray();
+    const want = await fx.conn.collection('y_events').find({ kind: { $in: ['login', 'logout'] }, ts: { $gte: since, $lt: until } }, { sort: { ts: 1, _id: 1 } }).toArray();
     expect(want.length).to.be.greaterThan(50);
     const got = run.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { _id: string; kind: string; ts: string });
     expect(got.map((e) => e._id)).to.deep.equal(want.map((d) => d._id.toHexString()));
@@ -243,7 +237,7 @@ describe('koa-audit export (command line)', function () {
       const r = await inProcess(['export', '--uri', uri, '--collection', 'y_events', ...args]);
       expect(r.code, r.stderr).to.equal(0);
       const ids = r.stdout === '' ? [] : r.stdout.trimEnd().split('\n').map((l) => (JSON.parse(l) as { _id: string })._id);
-      const expected = await conn.collection('y_events').find(want, { sort: { ts: 1, _id: 1 } }).toArray();
+      const expected = await fx.conn.collection('y_events').find(want, { sort: { ts: 1, _id: 1 } }).toArray();
       expect(ids, args.join(' ')).to.deep.equal(expected.map((d) => d._id.toHexString()));
       expect(ids.length, `${args.join(' ')} matches something`).to.be.greaterThan(0);
     }
@@ -264,7 +258,7 @@ describe('koa-audit export (command line)', function () {
       },
     });
     const progress: number[] = [];
-    const n = await exportEvents(conn.collection('y_events') as unknown as mongo.Collection, slow, {
+    const n = await exportEvents(fx.conn.collection('y_events') as unknown as mongo.Collection, slow, {
       format: 'ndjson',
             onProgress: (w) => progress.push(w),
     });
@@ -276,7 +270,7 @@ describe('koa-audit export (command line)', function () {
   });
 
   it('filters with the query API\'s own rules: a kind or date the query API refuses is refused, not exported as nothing', async () => {
-    const coll = conn.collection('y_events') as unknown as mongo.Collection;
+    const coll = fx.conn.collection('y_events') as unknown as mongo.Collection;
     const sink = new Writable({ write: (_c, _e, cb) => cb() });
     const refused = async (options: Parameters<typeof exportEvents>[2]): Promise<unknown> => exportEvents(coll, sink, options).then(() => undefined, (err: unknown) => err);
     const badKind = await refused({ format: 'ndjson', filter: { kind: ['upsert' as never] } });
@@ -284,7 +278,7 @@ describe('koa-audit export (command line)', function () {
     expect((badKind as Error).message).to.match(/"kind"/);
     expect(await refused({ format: 'ndjson', filter: { from: new Date('nope') } })).to.be.instanceOf(TypeError);
     const matched = await exportEvents(coll, sink, { format: 'ndjson', filter: { kind: ['login', 'login'], from: new Date(start + 200), to: new Date(start + 700) } });
-    expect(matched).to.equal(await conn.collection('y_events').countDocuments({ kind: 'login', ts: { $gte: new Date(start + 200), $lt: new Date(start + 700) } }));
+    expect(matched).to.equal(await fx.conn.collection('y_events').countDocuments({ kind: 'login', ts: { $gte: new Date(start + 200), $lt: new Date(start + 700) } }));
     expect(matched).to.be.greaterThan(0);
   });
 
@@ -311,7 +305,7 @@ describe('koa-audit export (command line)', function () {
   });
 
   it('CSV has flat columns a spreadsheet can use: one value per cell', async () => {
-    const coll = conn.collection('flat_events');
+    const coll = fx.conn.collection('flat_events');
     const ts = new Date(start);
     await coll.insertMany([
       { _id: new mongo.ObjectId(), ts, kind: 'request', outcome: 'failure', actor: { id: 'u1', name: 'alice', via: 'state' }, requestId: 'r1', ip: '10.0.0.1', userAgent: 'ua',
