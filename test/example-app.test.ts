@@ -3,9 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import mongoose, { type Connection } from 'mongoose';
-import { databaseUri } from './support/database.js';
-import { connectTestDb, eventually } from './support/helpers.js';
+import { eventually, useFixture } from './support/helpers.js';
 import { browse } from './support/oidc-provider.js';
 
 function freePort(): Promise<number> {
@@ -19,28 +17,22 @@ function freePort(): Promise<number> {
 
 describe('example app (npm start)', function () {
   this.timeout(90_000);
-  let conn: Connection;
+  const fx = useFixture('example_app');
   let child: ChildProcess;
   let url: string;
   let output = '';
 
   before(async () => {
-    conn = await connectTestDb('example_app');
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
-    const uri = databaseUri(process.env.KOA_AUDIT_TEST_URI as string, 't_example_app');
     child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, '../example-app/server.ts')], {
-      env: { ...process.env, MONGODB_URI: uri, PORT: String(port), NODE_ENV: 'development' },
+      env: { ...process.env, MONGODB_URI: fx.uri, PORT: String(port), NODE_ENV: 'development' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    fx.cleanup(() => child.exitCode === null && child.kill('SIGKILL'));
     child.stdout?.on('data', (d) => (output += d));
     child.stderr?.on('data', (d) => (output += d));
     await eventually(() => output.includes('listening'), 60_000, 100);
-  });
-
-  after(async () => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-    await conn.close();
   });
 
   it('serves its routes, audits them, and stores every event on SIGTERM', async () => {
@@ -70,7 +62,7 @@ describe('example app (npm start)', function () {
     expect(code).to.equal(0);
     expect(output).to.include('SIGTERM: shutting down');
 
-    const events = await conn.collection('auditevents').find({}).sort({ ts: 1, _id: 1 }).toArray();
+    const events = await fx.conn.collection('auditevents').find({}).sort({ ts: 1, _id: 1 }).toArray();
     const summary = events.map((e) => `${e.kind}:${(e.http as { path?: string } | undefined)?.path ?? e.model ?? e.provider}:${(e.actor as { id?: string } | null)?.id ?? '-'}`);
     expect(summary).to.include.members([
       'login:local:u-alice', 'request:/auth/login:u-alice', 'create:Server:u-alice', 'request:/servers:u-alice',
@@ -80,6 +72,5 @@ describe('example app (npm start)', function () {
     const update = events.find((e) => e.kind === 'update');
     expect(update?.changes).to.deep.equal([{ path: 'env', from: 'dev', to: 'prod' }]);
     expect(JSON.stringify(events)).not.to.include('alice-password');
-    void mongoose;
   });
 });

@@ -5,15 +5,16 @@ import { once } from 'node:events';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 import { startTestIssuer } from './support/oidc-provider.js';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { useFixture } from './support/helpers.js';
 
 const root = join(__dirname, '..');
 const node = (args: string[]): string => execFileSync(process.execPath, args, { cwd: root, encoding: 'utf8' }).trim();
 
 describe('the built package', function () {
   this.timeout(180_000);
+  const fx = useFixture('package', { database: false });
 
   before(() => {
     execFileSync(process.execPath, [join(root, 'scripts/build.mjs')], { cwd: root, stdio: 'pipe' });
@@ -42,7 +43,7 @@ describe('the built package', function () {
   // What importing the package does: nothing. Run in a child with an empty TMPDIR, so that a directory made
   // anywhere under the OS temp dir (the default spool) is seen.
   const probe = (load: string): Record<string, unknown> => {
-    const tmp = mkdtempSync(join(tmpdir(), 'ka-import-'));
+    const tmp = fx.tmp();
     const script = `(async () => {
       ${load}
       const { readdirSync, existsSync } = require('node:fs');
@@ -80,28 +81,24 @@ describe('the built package', function () {
   });
 
   it('loads openid-client (ES module only) from the CommonJS build at first use: oidcRouter discovers a real issuer', async () => {
-    const issuer = await startTestIssuer({ clientSecret: 'package-test-secret' });
-    try {
-      await issuer.setRedirectUri('http://127.0.0.1:1/auth/oidc/callback');
-      const script = `
-        const { createAudit, oidcRouter } = require('koa-audit');
-        const Koa = require('koa');
-        const mongoose = require('mongoose');
-        const a = createAudit({ connection: mongoose.createConnection(), spoolDir: require('node:os').tmpdir() + '/ka-package-oidc' });
-        const app = new Koa();
-        app.use(oidcRouter({ signals: a, issuer: process.env.ISSUER, clientId: process.env.CLIENT_ID, clientSecret: 's', onLogin: () => {} }).routes());
-        const server = app.listen(0, '127.0.0.1', async () => {
-          const res = await fetch('http://127.0.0.1:' + server.address().port + '/auth/oidc/login', { redirect: 'manual' });
-          const to = new URL(res.headers.get('location'));
-          console.log(res.status, to.origin === process.env.ISSUER, to.pathname, to.searchParams.get('code_challenge_method'));
-          process.exit(0);
-        });`;
-      // Not execFileSync: the issuer answers from this process, whose event loop must keep running.
-      const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', env: { ...process.env, ISSUER: issuer.url, CLIENT_ID: issuer.clientId } });
-      expect(stdout.trim()).to.equal('302 true /auth S256');
-    } finally {
-      await issuer.close();
-    }
+    const issuer = fx.own(await startTestIssuer({ clientSecret: 'package-test-secret' }));
+    await issuer.setRedirectUri('http://127.0.0.1:1/auth/oidc/callback');
+    const script = `
+      const { createAudit, oidcRouter } = require('koa-audit');
+      const Koa = require('koa');
+      const mongoose = require('mongoose');
+      const a = createAudit({ connection: mongoose.createConnection(), spoolDir: require('node:os').tmpdir() + '/ka-package-oidc' });
+      const app = new Koa();
+      app.use(oidcRouter({ signals: a, issuer: process.env.ISSUER, clientId: process.env.CLIENT_ID, clientSecret: 's', onLogin: () => {} }).routes());
+      const server = app.listen(0, '127.0.0.1', async () => {
+        const res = await fetch('http://127.0.0.1:' + server.address().port + '/auth/oidc/login', { redirect: 'manual' });
+        const to = new URL(res.headers.get('location'));
+        console.log(res.status, to.origin === process.env.ISSUER, to.pathname, to.searchParams.get('code_challenge_method'));
+        process.exit(0);
+      });`;
+    // Not execFileSync: the issuer answers from this process, whose event loop must keep running.
+    const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', env: { ...process.env, ISSUER: issuer.url, CLIENT_ID: issuer.clientId } });
+    expect(stdout.trim()).to.equal('302 true /auth S256');
   });
 
   it('ships the viewer: its browser script and uPlot reach dist, and the page runs from there without an error', async () => {
@@ -119,29 +116,22 @@ describe('the built package', function () {
       app.use(auditRouter({ auditor: reader, prefix: '/audit', authorize: () => true }).routes());
       const s = app.listen(0, '127.0.0.1', () => console.log('port ' + s.address().port));
     `], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
-    try {
-      const [line] = (await once(server.stdout, 'data')) as [Buffer];
-      const url = `http://127.0.0.1:${/port (\d+)/.exec(String(line))?.[1]}/audit/`;
-      const res = await fetch(url);
-      const html = await res.text();
-      const script = readFileSync(join(root, 'lib/read/viewer-page.js'), 'utf8');
-      expect(res.headers.get('content-security-policy')).to.include(`'sha256-${createHash('sha256').update(script).digest('base64')}'`);
-      expect(html).to.include(script);
-      const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
-      try {
-        const page = await browser.newPage();
-        const errors: string[] = [];
-        page.on('pageerror', (e) => errors.push(e.message));
-        page.on('console', (m) => void (m.type() === 'error' && errors.push(m.text())));
-        await page.goto(url);
-        await page.waitForSelector('#dashboard[data-ready="1"] #chart-events .uplot');
-        expect(await page.$$eval('#chart-events td[data-series="request"]', (c) => c.map((x) => (x as unknown as { dataset: { count: string } }).dataset.count))).to.deep.equal(['2', '3']);
-        expect(errors).to.deep.equal([]);
-      } finally {
-        await browser.close();
-      }
-    } finally {
-      server.kill();
-    }
+    fx.cleanup(() => server.kill());
+    const [line] = (await once(server.stdout, 'data')) as [Buffer];
+    const url = `http://127.0.0.1:${/port (\d+)/.exec(String(line))?.[1]}/audit/`;
+    const res = await fetch(url);
+    const html = await res.text();
+    const script = readFileSync(join(root, 'lib/read/viewer-page.js'), 'utf8');
+    expect(res.headers.get('content-security-policy')).to.include(`'sha256-${createHash('sha256').update(script).digest('base64')}'`);
+    expect(html).to.include(script);
+    const browser = fx.own(await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] }));
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => void (m.type() === 'error' && errors.push(m.text())));
+    await page.goto(url);
+    await page.waitForSelector('#dashboard[data-ready="1"] #chart-events .uplot');
+    expect(await page.$$eval('#chart-events td[data-series="request"]', (c) => c.map((x) => (x as unknown as { dataset: { count: string } }).dataset.count))).to.deep.equal(['2', '3']);
+    expect(errors).to.deep.equal([]);
   });
 });

@@ -112,6 +112,8 @@ export interface Fixture {
 export interface FixtureOptions {
   /** Opens the file's connection, instead of a fresh database named after the file. */
   connect?: () => Promise<Connection>;
+  /** `false`: the file needs no database of its own (what it starts connects by itself, or to nothing). */
+  database?: false;
   /** Options of the file's connection (e.g. `monitorCommands`, for a test that looks at what is sent). */
   connection?: ConnectOptions;
 }
@@ -129,6 +131,7 @@ export function useFixture(name: string, options: FixtureOptions = {}): Fixture 
     return c;
   };
   before(async () => {
+    if (options.database === false) return;
     if (options.connect === undefined) {
       uri = await testDbUri(name);
       conn = await fresh(name, options.connection);
@@ -151,7 +154,7 @@ export function useFixture(name: string, options: FixtureOptions = {}): Fixture 
   });
   const tmp = (): string => mkdtempSync(join(tmpdir(), `ka-${name}-`));
   const connection = (): Connection => {
-    if (conn === undefined) throw new Error('the fixture connects in before()');
+    if (conn === undefined) throw new Error(options.database === false ? 'this fixture has no database' : 'the fixture connects in before()');
     return conn;
   };
   const fx: Fixture = {
@@ -159,7 +162,7 @@ export function useFixture(name: string, options: FixtureOptions = {}): Fixture 
       return connection();
     },
     get uri(): string {
-      if (uri === undefined) throw new Error(options.connect === undefined ? 'the fixture connects in before()' : 'a fixture with its own connect() has no uri');
+      if (uri === undefined) throw new Error('no uri: the fixture connects in before(), and has none with its own connect() or no database');
       return uri;
     },
     tmp,
