@@ -1,9 +1,9 @@
 import { expect } from 'chai';
 import Koa from 'koa';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium } from 'playwright-core';
 import { auditRouter, type Auditor } from '../lib/index.js';
 import type { AuditEvent } from '../lib/core/types.js';
-import { eventually, listen, useFixture, type Running } from './support/helpers.js';
+import { eventually, useFixture, type Running } from './support/helpers.js';
 
 declare const document: { getElementById(id: string): { textContent: string | null } | null };
 
@@ -27,10 +27,7 @@ describe("reads of the audit trail are audited, marked and hidden by default (is
     });
     app.use(auditRouter({ auditor: a, authorize: (ctx) => ctx.state.user?.role === 'admin' }).routes());
     app.use((ctx) => void (ctx.body = 'app'));
-    server = await listen(app);
-  });
-  after(async () => {
-    await server.close();
+    server = await fx.listen(app);
   });
 
   const requestEvents = async (): Promise<AuditEvent[]> => {
@@ -65,34 +62,29 @@ describe("reads of the audit trail are audited, marked and hidden by default (is
   });
 
   it('the viewer hides them by default, and shows them when asked', async () => {
-    let browser: Browser | undefined;
-    try {
-      browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'] });
-      const page = await browser.newPage();
-      await page.setExtraHTTPHeaders({ 'x-role': 'admin' });
-      const loaded = async (): Promise<void> => {
-        await page.waitForFunction(() => {
-          const s = document.getElementById('status')?.textContent ?? '';
-          return s !== '' && s !== 'Loading…';
-        });
-      };
-      const paths = (): Promise<string[]> => page.$$eval('#events tbody tr[data-id]', (rows) => rows.map((r) => (r as unknown as { textContent: string }).textContent));
-      await page.goto(`${server.url}/audit/?kind=request`);
-      await loaded();
-      const hidden = await paths();
-      expect(hidden).to.have.length(1);
-      expect(hidden[0]).to.include('/hello');
-      expect(await page.isChecked('input[name=showAuditReads]')).to.equal(false);
+    const browser = fx.own(await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'] }));
+    const page = await browser.newPage();
+    await page.setExtraHTTPHeaders({ 'x-role': 'admin' });
+    const loaded = async (): Promise<void> => {
+      await page.waitForFunction(() => {
+        const s = document.getElementById('status')?.textContent ?? '';
+        return s !== '' && s !== 'Loading…';
+      });
+    };
+    const paths = (): Promise<string[]> => page.$$eval('#events tbody tr[data-id]', (rows) => rows.map((r) => (r as unknown as { textContent: string }).textContent));
+    await page.goto(`${server.url}/audit/?kind=request`);
+    await loaded();
+    const hidden = await paths();
+    expect(hidden).to.have.length(1);
+    expect(hidden[0]).to.include('/hello');
+    expect(await page.isChecked('input[name=showAuditReads]')).to.equal(false);
 
-      await page.check('input[name=showAuditReads]');
-      await page.click('button[type=submit]');
-      await loaded();
-      const shown = await paths();
-      expect(shown.length).to.be.greaterThan(1);
-      expect(shown.some((t) => t.includes('/audit/api/events'))).to.equal(true);
-      expect(new URL(page.url()).searchParams.get('showAuditReads')).to.equal('1');
-    } finally {
-      await browser?.close();
-    }
+    await page.check('input[name=showAuditReads]');
+    await page.click('button[type=submit]');
+    await loaded();
+    const shown = await paths();
+    expect(shown.length).to.be.greaterThan(1);
+    expect(shown.some((t) => t.includes('/audit/api/events'))).to.equal(true);
+    expect(new URL(page.url()).searchParams.get('showAuditReads')).to.equal('1');
   });
 });

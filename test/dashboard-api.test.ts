@@ -10,8 +10,7 @@ import { mongo } from 'mongoose';
 import { auditRouter, type Auditor } from '../lib/index.js';
 import { main } from '../lib/read/cli.js';
 import { CSV_COLUMNS } from '../lib/read/export.js';
-import { databaseUri } from './support/database.js';
-import { listen, useFixture, type Running } from './support/helpers.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 const T0 = Date.UTC(2026, 4, 1, 10);
 
@@ -48,10 +47,7 @@ describe('dashboard and investigation HTTP API', function () {
     await a.rebuildRollups();
     const app = new Koa();
     app.use(auditRouter({ auditor: a, prefix: '/audit', authorize: () => allowed }).routes());
-    r = await listen(app);
-  });
-  after(async () => {
-    await r?.close();
+    r = await fx.listen(app);
   });
 
   it('answers the dashboard from the rollups, and 403 before reading when not authorized', async () => {
@@ -150,7 +146,7 @@ describe('dashboard and investigation HTTP API', function () {
       stdout: new Writable({ write: (_c, _e, cb) => cb() }),
       stderr: new Writable({ write(chunk: Buffer, _e, cb) { err += chunk.toString(); cb(); } }),
     };
-    const uri = databaseUri(process.env.KOA_AUDIT_TEST_URI as string, fx.conn.name);
+    const uri = fx.uri;
     expect(await main(['rollup', '--rebuild', '--uri', uri, '--collection', 'api_events'], io), err).to.equal(0);
     expect(err).to.match(/rebuilt the rollups of 15 events/);
     const d = await a.dashboard({ from: new Date(T0), to: new Date(T0 + 3_600_000), bucket: 'hour' });

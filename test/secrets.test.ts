@@ -13,7 +13,7 @@ import { createRedactor } from '../lib/core/redact.js';
 import { DEFAULT_LIMITS } from '../lib/core/safe.js';
 import { createAudit, type AuditEvent, type Auditor } from '../lib/index.js';
 import { isCardNumber } from '../lib/core/scrub.js';
-import { listen, useFixture, type Running } from './support/helpers.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 const R = '[REDACTED]';
 
@@ -113,16 +113,12 @@ describe('no secret reaches the store', function () {
       }
     });
     app.use(router.routes());
-    server = await listen(app);
+    server = await fx.listen(app);
     const loginApp = new Koa();
     loginApp.use(a());
     loginApp.use(bodyParser);
     loginApp.use(logins.routes());
-    loginServer = await listen(loginApp);
-  });
-  after(async () => {
-    await server.close();
-    await loginServer.close();
+    loginServer = await fx.listen(loginApp);
   });
 
   it('stores no sentinel anywhere, and still records every event with its structure', async () => {

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import Koa from 'koa';
 import { Schema } from 'mongoose';
 import { auditRouter, type Auditor } from '../lib/index.js';
-import { listen, useFixture, type Running } from './support/helpers.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 const TRAIL_KINDS: readonly string[] = ['audit_start', 'audit_stop', 'checkpoint', 'prune'];
 
@@ -43,12 +43,8 @@ describe('auditRouter: tenant isolation and the revert route', () => {
       app.use(auditRouter({ auditor: a, prefix: '/audit', authorize: scope, ...(write ? { authorizeWrite: scope } : {}) }).routes());
       return app;
     };
-    server = await listen(make(true));
-    readOnly = await listen(make(false));
-  });
-  after(async () => {
-    await server.close();
-    await readOnly.close();
+    server = await f.listen(make(true));
+    readOnly = await f.listen(make(false));
   });
 
   const get = async (path: string, viewer: string, base = server) => {

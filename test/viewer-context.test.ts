@@ -7,7 +7,7 @@ import Koa from 'koa';
 import { Schema, type Model } from 'mongoose';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { auditRouter, type Auditor } from '../lib/index.js';
-import { listen, useFixture, type Running } from './support/helpers.js';
+import { useFixture, type Running } from './support/helpers.js';
 
 declare const document: { getElementById(id: string): { textContent: string | null } | null };
 
@@ -41,16 +41,12 @@ describe('viewer: change context and revert (headless Chromium)', function () {
       await Post.updateOne({ _id: postId }, { $set: { title: 'v2' }, $push: { tags: 'new' } });
       ctx.body = 'ok';
     });
-    server = await listen(app);
+    server = await f.listen(app);
     await (await fetch(`${server.url}/edit`, { headers: { 'x-as': 'alice', traceparent: `00-${T}-00f067aa0ba902b7-01` } })).text();
     await a.flush();
-    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'] });
+    browser = f.own(await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'] }));
     page = await browser.newPage({ viewport: { width: 1500, height: 1000 } });
     page.on('pageerror', (err) => pageErrors.push(err.message));
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.close();
   });
 
   const loaded = async (): Promise<void> => {
