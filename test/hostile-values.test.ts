@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import Koa from 'koa';
-import { createAudit, type Auditor } from '../lib/index.js';
+import type { Auditor } from '../lib/index.js';
 import { eventually, listen, useFixture } from './support/helpers.js';
 
 /** What the app's own code, upstream of the auditor, and `app.on('error')` saw of a thrown value. */
@@ -43,8 +43,10 @@ describe('hostile values the app hands the auditor (issue 11, items 2 and 3)', (
   const fx = useFixture('hostile_values');
   const uncaught: unknown[] = [];
   const onUncaught = (err: unknown): void => void uncaught.push(err);
-  before(() => process.prependListener('uncaughtException', onUncaught));
-  after(() => process.off('uncaughtException', onUncaught));
+  before(() => {
+    process.prependListener('uncaughtException', onUncaught);
+    fx.cleanup(() => process.off('uncaughtException', onUncaught));
+  });
   beforeEach(() => (uncaught.length = 0));
 
   const eventOf = async (a: Auditor, path: string): Promise<Record<string, unknown>> => {
@@ -102,7 +104,7 @@ describe('hostile values the app hands the auditor (issue 11, items 2 and 3)', (
     });
 
     it('an auditor without an error listener reports a fault of an unprintable value as a warning, not a crash', async () => {
-      const a = createAudit({ connection: fx.conn, spoolDir: fx.tmp() });
+      const a = fx.auditor();
       const warnings: Error[] = [];
       const onWarning = (w: Error): void => void warnings.push(w);
       process.on('warning', onWarning);
@@ -116,7 +118,6 @@ describe('hostile values the app hands the auditor (issue 11, items 2 and 3)', (
         expect(uncaught).to.deep.equal([]);
       } finally {
         process.off('warning', onWarning);
-        await a.close({ timeoutMs: 2000 });
       }
     });
   });

@@ -3,26 +3,18 @@
  * as separate processes would be, hammering one identifier.
  */
 import { expect } from 'chai';
-import mongoose, { type Connection } from 'mongoose';
 import { createAudit, type AuditEvent, type Auditor, type AuditOptions } from '../lib/index.js';
-import { databaseUri } from './support/database.js';
 import { eventually, serverKind, sleep, useFixture } from './support/helpers.js';
 
 describe('failed-login flood control shared through MongoDB', function () {
   this.timeout(30_000);
   const fx = useFixture('login_flood_shared');
-  const conns: Connection[] = [];
-  const auditors: Auditor[] = [];
   /** A fault fails a failure open (recorded in detail): the counts below hold only without one. */
   let errors: Error[] = [];
   beforeEach(() => {
     errors = [];
   });
   let n = 0;
-  after(async () => {
-    for (const a of auditors) await a.close({ timeoutMs: 2000 });
-    for (const c of conns) await c.close();
-  });
 
   /** `count` auditors, each on a connection of its own, sharing one audit collection and one flood collection. */
   const processes = async (count: number, loginFailures: AuditOptions['loginFailures']): Promise<Auditor[]> => {
@@ -30,11 +22,8 @@ describe('failed-login flood control shared through MongoDB', function () {
     const out: Auditor[] = [];
     for (let i = 0; i < count; i++) {
       // A connection (a connection pool, a client) of its own: as another process would have.
-      const c = await mongoose.createConnection(databaseUri(process.env.KOA_AUDIT_TEST_URI as string, `t_login_flood_shared`), { serverSelectionTimeoutMS: 10_000 }).asPromise();
-      conns.push(c);
-      const a = createAudit({ connection: c, collection, spoolDir: fx.tmp(), loginFailures });
+      const a = fx.auditor({ connection: await fx.connect(), collection, loginFailures });
       a.on('error', (e) => errors.push(e));
-      auditors.push(a);
       out.push(a);
     }
     return out;

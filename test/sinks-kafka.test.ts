@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Kafka, logLevel, type Consumer } from 'kafkajs';
+import { Kafka, logLevel } from 'kafkajs';
 import { kafkaSink, type AuditEvent, type Auditor } from '../lib/index.js';
 import { eventually, useFixture, type Running, APP_EVENTS } from './support/helpers.js';
 import { startKafka, type KafkaBroker } from './support/kafka.js';
@@ -23,7 +23,6 @@ describe('kafka sink (real broker)', function () {
   const fx = useFixture('sinks_kafka');
   let broker: KafkaBroker | null = null;
   let client: Kafka;
-  const consumers: Consumer[] = [];
   let n = 0;
 
   before(async function () {
@@ -34,13 +33,9 @@ describe('kafka sink (real broker)', function () {
       console.log(`      (kafka sink tests skipped: ${why.reason})`);
       this.skip();
     }
+    fx.cleanup(() => broker?.destroy());
     // Quick to reconnect: the consumers ride out the broker's outages.
     client = new Kafka({ brokers: [broker.broker], logLevel: logLevel.NOTHING, clientId: 'test', retry: { initialRetryTime: 100, maxRetryTime: 1000, retries: 30 } });
-  });
-  after(async function () {
-    this.timeout(60_000);
-    for (const c of consumers) await c.disconnect().catch(() => {});
-    await broker?.destroy();
   });
 
   /** A new topic, and a consumer collecting everything on it by event id. */
@@ -52,7 +47,7 @@ describe('kafka sink (real broker)', function () {
     await admin.disconnect();
     const got: Received = { ids: new Map(), keys: new Map(), headers: new Map(), partitions: new Map() };
     const consumer = client.consumer({ groupId: `g-${topic}`, sessionTimeout: 10_000, heartbeatInterval: 1000 });
-    consumers.push(consumer);
+    fx.cleanup(() => consumer.disconnect().catch(() => {}));
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: true });
     await consumer.run({

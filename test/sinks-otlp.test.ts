@@ -8,16 +8,8 @@ import { otlpReceiver, type OtlpReceiver } from './support/sink-receivers.js';
 describe('OTLP sink', function () {
   this.timeout(60_000);
   const fx = useFixture('sinks_otlp');
-  const receivers: OtlpReceiver[] = [];
   let n = 0;
-  after(async () => {
-    for (const r of receivers) await r.close();
-  });
-  const receiver = async (): Promise<OtlpReceiver> => {
-    const r = await otlpReceiver();
-    receivers.push(r);
-    return r;
-  };
+  const receiver = async (): Promise<OtlpReceiver> => fx.own(await otlpReceiver());
   const storedIds = async (a: Auditor): Promise<string[]> =>
     ((await a.model.find(APP_EVENTS, { _id: 1 }).lean()) as { _id: { toHexString(): string } }[]).map((d) => d._id.toHexString()).sort();
   const hit = async (r: Running, count: number): Promise<void> => {

@@ -9,16 +9,8 @@ const SECRET = 'whsec-0123456789abcdef-test';
 
 describe('webhook sink', () => {
   const fx = useFixture('sinks_webhook');
-  const receivers: Receiver[] = [];
   let n = 0;
-  after(async () => {
-    for (const r of receivers) await r.close();
-  });
-  const receiver = async (): Promise<Receiver> => {
-    const r = await webhookReceiver(SECRET);
-    receivers.push(r);
-    return r;
-  };
+  const receiver = async (): Promise<Receiver> => fx.own(await webhookReceiver(SECRET));
   const storedIds = async (a: Auditor): Promise<string[]> =>
     ((await a.model.find(APP_EVENTS, { _id: 1 }).lean()) as { _id: { toHexString(): string } }[]).map((d) => d._id.toHexString()).sort();
   const hit = async (r: Running, count: number, parallel = 10): Promise<void> => {
