@@ -7,7 +7,7 @@ import { createAudit, type Auditor } from '../lib/index.js';
 import type { StoredDoc } from '../lib/core/types.js';
 import { Spool } from '../lib/store/spool.js';
 import { defaultSpoolBase, defaultSpoolDir, headerLine, type Destination } from '../lib/store/spool-files.js';
-import { APP_EVENTS, connectTestDb, useFixture } from './support/helpers.js';
+import { APP_EVENTS, useFixture } from './support/helpers.js';
 
 const doc = (n: number): StoredDoc => ({ _id: new mongo.ObjectId(), ts: new Date(1_700_000_000_000 + n), kind: 'request', outcome: 'success', n });
 
@@ -184,32 +184,27 @@ describe('spool isolation and trust', () => {
   }
 
   it('two apps, same collection name, two databases, default spool directories: each replays only its own events', async () => {
-    const other = await connectTestDb('spool_trust_b');
+    const other = await fx.database('spool_trust_b');
     const collection = `iso_${new mongo.ObjectId().toHexString()}`; // unique: the default base directory is shared by every run on this host
-    try {
-      const a = fx.auditor({ connection: fx.conn, collection, spoolDir: undefined, ...stalled });
-      const b = fx.auditor({ connection: other, collection, spoolDir: undefined, ...stalled });
-      await a.loginFailed({ identifier: 'a-0', provider: 'local', reason: 'x' });
-      await a.loginFailed({ identifier: 'a-1', provider: 'local', reason: 'x' });
-      await b.loginFailed({ identifier: 'b-0', provider: 'local', reason: 'x' });
-      await b.loginFailed({ identifier: 'b-1', provider: 'local', reason: 'x' });
-      expect(a.stats().spooled).to.equal(1);
-      expect(b.stats().spooled).to.equal(1);
-      const dirA = defaultSpoolDir({ db: fx.conn.name, collection });
-      const dirB = defaultSpoolDir({ db: other.name, collection });
-      expect(dirA).to.not.equal(dirB);
-      expect(readdirSync(dirA)).to.have.length(1);
-      expect(statSync(dirA).mode & 0o777).to.equal(0o700, 'directories 0700');
-      expect(statSync(join(dirA, readdirSync(dirA)[0])).mode & 0o777).to.equal(0o600, 'files 0600');
-      expect(statSync(defaultSpoolBase()).mode & 0o777).to.equal(0o700);
-      await a.flush();
-      await b.flush();
-      expect((await a.model.find(APP_EVENTS).lean()).map((e) => e.identifier).sort()).to.deep.equal(['a-0', 'a-1']);
-      expect((await b.model.find(APP_EVENTS).lean()).map((e) => e.identifier).sort()).to.deep.equal(['b-0', 'b-1']);
-      await b.close();
-    } finally {
-      await other.close();
-    }
+    const a = fx.auditor({ connection: fx.conn, collection, spoolDir: undefined, ...stalled });
+    const b = fx.auditor({ connection: other, collection, spoolDir: undefined, ...stalled });
+    await a.loginFailed({ identifier: 'a-0', provider: 'local', reason: 'x' });
+    await a.loginFailed({ identifier: 'a-1', provider: 'local', reason: 'x' });
+    await b.loginFailed({ identifier: 'b-0', provider: 'local', reason: 'x' });
+    await b.loginFailed({ identifier: 'b-1', provider: 'local', reason: 'x' });
+    expect(a.stats().spooled).to.equal(1);
+    expect(b.stats().spooled).to.equal(1);
+    const dirA = defaultSpoolDir({ db: fx.conn.name, collection });
+    const dirB = defaultSpoolDir({ db: other.name, collection });
+    expect(dirA).to.not.equal(dirB);
+    expect(readdirSync(dirA)).to.have.length(1);
+    expect(statSync(dirA).mode & 0o777).to.equal(0o700, 'directories 0700');
+    expect(statSync(join(dirA, readdirSync(dirA)[0])).mode & 0o777).to.equal(0o600, 'files 0600');
+    expect(statSync(defaultSpoolBase()).mode & 0o777).to.equal(0o700);
+    await a.flush();
+    await b.flush();
+    expect((await a.model.find(APP_EVENTS).lean()).map((e) => e.identifier).sort()).to.deep.equal(['a-0', 'a-1']);
+    expect((await b.model.find(APP_EVENTS).lean()).map((e) => e.identifier).sort()).to.deep.equal(['b-0', 'b-1']);
   });
 
   it('a spool file of another destination in the directory is left alone and reported once', async () => {

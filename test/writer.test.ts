@@ -206,31 +206,21 @@ describe('writer: queue policies, duplicates, sync mode', () => {
   });
 
   it('passes writeConcern to the inserts, and the connection\'s own by default', async () => {
-    const base = process.env.KOA_AUDIT_TEST_URI as string;
-    const uri = new URL(base);
-    uri.pathname = '/t_writer';
-    const monitored = await mongoose.createConnection(uri.toString(), { monitorCommands: true, w: 1 }).asPromise();
+    const monitored = await fx.connect({ monitorCommands: true, w: 1 });
     const seen: { collection: string; wc: unknown }[] = [];
     monitored.getClient().on('commandStarted', (e) => {
       if (e.commandName === 'insert') seen.push({ collection: String(e.command.insert), wc: e.command.writeConcern });
     });
     const explicit = fx.auditor({ connection: monitored, collection: 'wc_explicit', writeConcern: { w: 1, wtimeoutMS: 2000 } });
     const inherited = fx.auditor({ connection: monitored, collection: 'wc_inherited' });
-    try {
-      for (const a of [explicit, inherited]) expect(await get(await serve(a), '/wc')).to.equal(200);
-      await explicit.flush();
-      await inherited.flush();
-      const e = seen.find((s) => s.collection === 'wc_explicit');
-      const i = seen.find((s) => s.collection === 'wc_inherited');
-      expect(e?.wc).to.deep.include({ w: 1, wtimeout: 2000 });
-      expect(i?.wc).to.deep.equal({ w: 1 }, "the connection's write concern");
-      expect(await explicit.model.countDocuments(APP_EVENTS)).to.equal(1);
-    } finally {
-      // The auditors first: their connection is this test's own, closed here rather than by the fixture.
-      await explicit.close();
-      await inherited.close();
-      await monitored.close();
-    }
+    for (const a of [explicit, inherited]) expect(await get(await serve(a), '/wc')).to.equal(200);
+    await explicit.flush();
+    await inherited.flush();
+    const e = seen.find((s) => s.collection === 'wc_explicit');
+    const i = seen.find((s) => s.collection === 'wc_inherited');
+    expect(e?.wc).to.deep.include({ w: 1, wtimeout: 2000 });
+    expect(i?.wc).to.deep.equal({ w: 1 }, "the connection's write concern");
+    expect(await explicit.model.countDocuments(APP_EVENTS)).to.equal(1);
   });
 });
 

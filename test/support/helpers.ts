@@ -33,13 +33,6 @@ export async function testDbUri(name: string): Promise<string> {
   return databaseUri(base, `t_${name}`);
 }
 
-/** @deprecated the files still on it move to useFixture; then it goes. */
-export async function connectTestDb(name: string): Promise<Connection> {
-  const c = await openDb(await testDbUri(name));
-  await c.dropDatabase();
-  return c;
-}
-
 async function openDb(uri: string, options: ConnectOptions = {}): Promise<Connection> {
   return mongoose.createConnection(uri, { serverSelectionTimeoutMS: 10_000, ...options }).asPromise();
 }
