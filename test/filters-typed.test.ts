@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import Koa from 'koa';
 import { Schema } from 'mongoose';
 import { auditRouter } from '../lib/index.js';
-import { listen, useFixture } from './support/helpers.js';
+import { useFixture } from './support/helpers.js';
 
 describe('filters match what users type (issue 11, item 15)', () => {
   const fx = useFixture('filters_typed');
@@ -13,13 +13,9 @@ describe('filters match what users type (issue 11, item 15)', () => {
     app.proxy = true; // X-Forwarded-For is how a test on 127.0.0.1 can present a mapped address
     app.use(a());
     app.use((ctx) => void (ctx.body = 'ok'));
-    const r = await listen(app);
-    try {
-      const res = await fetch(`${r.url}/ip-probe`, { headers: { 'x-forwarded-for': '::ffff:10.1.2.3' } });
-      expect(res.status).to.equal(200);
-    } finally {
-      await r.close();
-    }
+    const r = await fx.listen(app);
+    const res = await fetch(`${r.url}/ip-probe`, { headers: { 'x-forwarded-for': '::ffff:10.1.2.3' } });
+    expect(res.status).to.equal(200);
     await a.flush();
     const stored = await a.model.find({ 'http.path': '/ip-probe' }).lean();
     expect(stored.map((e) => e.ip)).to.deep.equal(['10.1.2.3']);
@@ -46,14 +42,10 @@ describe('filters match what users type (issue 11, item 15)', () => {
 
     const app = new Koa();
     app.use(auditRouter({ auditor: a, authorize: () => true }).routes());
-    const r = await listen(app);
-    try {
-      const res = await fetch(`${r.url}/audit/api/events?model=casepost`);
-      expect(res.status).to.equal(200);
-      const body = (await res.json()) as { items: { model: string }[] };
-      expect(body.items.map((e) => e.model)).to.deep.equal(['CasePost']);
-    } finally {
-      await r.close();
-    }
+    const r = await fx.listen(app);
+    const res = await fetch(`${r.url}/audit/api/events?model=casepost`);
+    expect(res.status).to.equal(200);
+    const body = (await res.json()) as { items: { model: string }[] };
+    expect(body.items.map((e) => e.model)).to.deep.equal(['CasePost']);
   });
 });

@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { createAudit, type Auditor } from '../lib/index.js';
 import { databaseUri } from './support/database.js';
-import { listen, sleep, useFixture } from './support/helpers.js';
+import { sleep, useFixture } from './support/helpers.js';
 
 /** Runs test/support/first-use-child.ts in a process of its own (TMPDIR: a directory of this test). */
 function child(scenario: string, tmp: string): Promise<Record<string, unknown>> {
@@ -42,7 +42,7 @@ describe('first use: bounded close, clear errors', function () {
   }
 
   it('close({ timeoutMs }) returns in time when the database was never reachable, and spools what it could not write', async () => {
-    const conn = mongoose.createConnection('mongodb://127.0.0.1:9/never', { serverSelectionTimeoutMS: 200 });
+    const conn = fx.own(mongoose.createConnection('mongodb://127.0.0.1:9/never', { serverSelectionTimeoutMS: 200 }));
     conn.on('error', () => {});
     await conn.asPromise().catch(() => {});
     const dir = fx.tmp();
@@ -50,7 +50,6 @@ describe('first use: bounded close, clear errors', function () {
     const r = await closeAfterEvents(a);
     expect(r.unwritten).to.equal(3, 'spooled, and counted');
     expect(r.ms).to.be.below(300 + SLACK);
-    await conn.close();
   });
 
   it('close({ timeoutMs }) returns in time when connect() was never called', async () => {
@@ -114,11 +113,10 @@ describe('first use: bounded close, clear errors', function () {
       app.use((ctx) => {
         ctx.body = 'fallthrough';
       });
-      const r = await listen(app);
+      const r = await fx.listen(app);
       const warned = await warningsWhile(async () => {
         for (const p of ['/routed', '/other', '/other2']) await (await fetch(r.url + p)).text();
       });
-      await r.close();
       expect(warned).to.have.length(1);
       expect(warned[0]).to.contain('after a router').and.contain('app.use(audit()) before app.use(router.routes())');
     });
@@ -131,11 +129,10 @@ describe('first use: bounded close, clear errors', function () {
         await next();
       });
       app.use(a());
-      const r = await listen(app);
+      const r = await fx.listen(app);
       const warned = await warningsWhile(async () => {
         for (let i = 0; i < 3; i++) await (await fetch(`${r.url}/b/${i}`)).text();
       });
-      await r.close();
       expect(warned).to.have.length(1);
       expect(warned[0]).to.contain('ctx.body').and.contain('Register it first');
     });
@@ -149,11 +146,10 @@ describe('first use: bounded close, clear errors', function () {
       const app = new Koa();
       app.use(a());
       app.use(router.routes());
-      const r = await listen(app);
+      const r = await fx.listen(app);
       const warned = await warningsWhile(async () => {
         await (await fetch(`${r.url}/routed`)).text();
       });
-      await r.close();
       expect(warned).to.deep.equal([]);
     });
   });

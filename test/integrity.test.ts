@@ -10,7 +10,7 @@ import { auditRouter, createAudit, type Auditor, type AuditOptions, type Checkpo
 import { canonical, eventHash } from '../lib/integrity/canonical.js';
 import { LIBRARY_VERSION } from '../lib/integrity/trail.js';
 import { main } from '../lib/read/cli.js';
-import { listen, useFixture } from './support/helpers.js';
+import { useFixture } from './support/helpers.js';
 
 const KEY = 'an integrity key of 32 bytes....';
 /** The browser global the in-page callback uses: this project compiles without the DOM lib. */
@@ -123,9 +123,8 @@ describe('tamper evidence: hash chains, checkpoints, verify', () => {
         if (ctx.path === '/fail') await a.loginFailed({ ctx, identifier: 'bob', reason: 'bad password' });
         ctx.body = 'ok';
       });
-      const r = await listen(app);
+      const r = await fx.listen(app);
       for (const p of ['/post', '/login', '/fail', '/post', '/nothing']) expect((await fetch(r.url + p)).status).to.equal(200);
-      await r.close();
       await a.close();
 
       // 2. sync mode
@@ -429,41 +428,33 @@ describe('tamper evidence: hash chains, checkpoints, verify', () => {
       const { a, name, chainId } = await closedTrail(4);
       const app = new Koa();
       app.use(auditRouter({ auditor: a, prefix: '/audit', authorize: (ctx) => ctx.get('x-role') === 'admin' }).routes());
-      const r = await listen(app);
-      try {
-        const admin = { headers: { 'x-role': 'admin' } };
-        const ok = await fetch(`${r.url}/audit/api/verify`, admin);
-        expect(ok.status).to.equal(200);
-        expect(await ok.json()).to.deep.include({ ok: true, chains: 1, events: 7, problems: [] });
-        expect((await fetch(`${r.url}/audit/api/verify`)).status).to.equal(403);
-        const bad = await fetch(`${r.url}/audit/api/verify?from=yesterday`, admin);
-        expect(bad.status).to.equal(400);
-        expect(((await bad.json()) as { error: string }).error).to.match(/parameter "from"/);
-        expect((await fetch(`${r.url}/audit/api/verify?limit=3`, admin)).status).to.equal(400);
-        const future = await fetch(`${r.url}/audit/api/verify?from=2999-01-01T00:00:00Z`, admin);
-        expect(await future.json()).to.deep.include({ ok: true, events: 0 });
+      const r = await fx.listen(app);
+      const admin = { headers: { 'x-role': 'admin' } };
+      const ok = await fetch(`${r.url}/audit/api/verify`, admin);
+      expect(ok.status).to.equal(200);
+      expect(await ok.json()).to.deep.include({ ok: true, chains: 1, events: 7, problems: [] });
+      expect((await fetch(`${r.url}/audit/api/verify`)).status).to.equal(403);
+      const bad = await fetch(`${r.url}/audit/api/verify?from=yesterday`, admin);
+      expect(bad.status).to.equal(400);
+      expect(((await bad.json()) as { error: string }).error).to.match(/parameter "from"/);
+      expect((await fetch(`${r.url}/audit/api/verify?limit=3`, admin)).status).to.equal(400);
+      const future = await fetch(`${r.url}/audit/api/verify?from=2999-01-01T00:00:00Z`, admin);
+      expect(await future.json()).to.deep.include({ ok: true, events: 0 });
 
-        await coll(name).updateOne({ 'chain.id': chainId, 'chain.seq': 2 }, { $set: { identifier: 'mallory' } });
-        const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu'] });
-        try {
-          const page = await browser.newPage({ extraHTTPHeaders: { 'x-role': 'admin' } });
-          await page.goto(`${r.url}/audit/?view=events`); // `/audit/` opens on the dashboard
-          await page.waitForSelector('#events tbody tr[data-id]');
-          await page.click('#events tbody tr[data-id] button');
-          await page.waitForSelector('#detail:not([hidden])');
-          const detail = (await page.textContent('#detail')) ?? '';
-          expect(detail).to.include('Chain position').and.include(chainId);
-          await page.click('#verify');
-          await page.waitForFunction(() => !/Verifying/.test(document.getElementById('verify-result')?.textContent ?? 'Verifying'));
-          const result = (await page.textContent('#verify-result')) ?? '';
-          expect(result).to.match(/Tampering found: 1 problems in 7 events, 1 chains/);
-          expect(result).to.include(`modified · chain ${chainId} · seq 2`);
-        } finally {
-          await browser.close();
-        }
-      } finally {
-        await r.close();
-      }
+      await coll(name).updateOne({ 'chain.id': chainId, 'chain.seq': 2 }, { $set: { identifier: 'mallory' } });
+      const browser = fx.own(await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu'] }));
+      const page = await browser.newPage({ extraHTTPHeaders: { 'x-role': 'admin' } });
+      await page.goto(`${r.url}/audit/?view=events`); // `/audit/` opens on the dashboard
+      await page.waitForSelector('#events tbody tr[data-id]');
+      await page.click('#events tbody tr[data-id] button');
+      await page.waitForSelector('#detail:not([hidden])');
+      const detail = (await page.textContent('#detail')) ?? '';
+      expect(detail).to.include('Chain position').and.include(chainId);
+      await page.click('#verify');
+      await page.waitForFunction(() => !/Verifying/.test(document.getElementById('verify-result')?.textContent ?? 'Verifying'));
+      const result = (await page.textContent('#verify-result')) ?? '';
+      expect(result).to.match(/Tampering found: 1 problems in 7 events, 1 chains/);
+      expect(result).to.include(`modified · chain ${chainId} · seq 2`);
     });
   });
 });
