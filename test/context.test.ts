@@ -12,7 +12,7 @@ import { planQuery } from '../lib/read/query.js';
 import { explainStages } from './support/explain.js';
 import type { AuditEvent } from '../lib/core/types.js';
 import { changeFixture, type ChangeFixture } from './support/changes.js';
-import { APP_EVENTS, listen, serverKind, useFixture } from './support/helpers.js';
+import { APP_EVENTS, serverKind, useFixture } from './support/helpers.js';
 
 describe('change context: reason, meta, onBehalfOf, tenant, trace', () => {
   const f = useFixture('context');
@@ -94,12 +94,8 @@ describe('change context: reason, meta, onBehalfOf, tenant, trace', () => {
         await M.create({ title: 'after' });
         ctx.body = 'ok';
       });
-      const s = await listen(app);
-      try {
-        await (await fetch(`${s.url}/x`)).text();
-      } finally {
-        await s.close();
-      }
+      const s = await f.listen(app);
+      await (await fetch(`${s.url}/x`)).text();
       const [before, after] = await fx.events({ model: M.modelName });
       expect(before.reason).to.equal(undefined);
       expect(after.reason).to.equal('GDPR request 7');
@@ -129,17 +125,13 @@ describe('change context: reason, meta, onBehalfOf, tenant, trace', () => {
         await M.create({ n: Number(ctx.get('x-n')) });
         ctx.body = 'ok';
       });
-      const s = await listen(app);
+      const s = await f.listen(app);
       const N = 1000;
-      try {
-        for (let start = 0; start < N; start += 250) {
-          await Promise.all(Array.from({ length: 250 }, (_, k) => start + k).map(async (i) => {
-            const res = await fetch(`${s.url}/r`, { headers: { 'x-user': `admin${i % 7}`, 'x-as': `user${i}`, 'x-n': String(i) } });
-            await res.text();
-          }));
-        }
-      } finally {
-        await s.close();
+      for (let start = 0; start < N; start += 250) {
+        await Promise.all(Array.from({ length: 250 }, (_, k) => start + k).map(async (i) => {
+          const res = await fetch(`${s.url}/r`, { headers: { 'x-user': `admin${i % 7}`, 'x-as': `user${i}`, 'x-n': String(i) } });
+          await res.text();
+        }));
       }
       await a.flush();
       const events = (await a.model.find({}).lean()) as unknown as AuditEvent[];
@@ -181,13 +173,9 @@ describe('change context: reason, meta, onBehalfOf, tenant, trace', () => {
         await M.create({ n: 1 });
         ctx.body = 'ok';
       });
-      const s = await listen(app);
-      try {
-        await (await fetch(`${s.url}/`, { headers: { 'x-tenant': 'acme' } })).text();
-        await (await fetch(`${s.url}/`)).text();
-      } finally {
-        await s.close();
-      }
+      const s = await f.listen(app);
+      await (await fetch(`${s.url}/`, { headers: { 'x-tenant': 'acme' } })).text();
+      await (await fetch(`${s.url}/`)).text();
       await a.flush();
       const acme = await a.query({ tenant: 'acme' });
       expect(acme.items.map((e) => e.kind).sort()).to.deep.equal(['create', 'request']);
@@ -196,12 +184,8 @@ describe('change context: reason, meta, onBehalfOf, tenant, trace', () => {
       const app2 = new Koa();
       app2.use(mw);
       app2.use((ctx) => void (ctx.body = 'ok'));
-      const s2 = await listen(app2);
-      try {
-        await (await fetch(`${s2.url}/`, { headers: { 'x-tenant': 'acme' } })).text();
-      } finally {
-        await s2.close();
-      }
+      const s2 = await f.listen(app2);
+      await (await fetch(`${s2.url}/`, { headers: { 'x-tenant': 'acme' } })).text();
       await a.flush();
       expect((await a.query({ tenant: 'fixed' })).items).to.have.length(1);
       await a.ready();
@@ -274,12 +258,8 @@ describe('change context: reason, meta, onBehalfOf, tenant, trace', () => {
         app.use((ctx, next) => context.with(trace.setSpan(context.active(), trace.wrapSpanContext({ traceId: OT, spanId: OS, traceFlags: 1 })), next));
         app.use(a());
         app.use((ctx) => void (ctx.body = 'ok'));
-        const s = await listen(app);
-        try {
-          await (await fetch(`${s.url}/`, { headers: { traceparent: `00-${T}-${S}-01` } })).text();
-        } finally {
-          await s.close();
-        }
+        const s = await f.listen(app);
+        await (await fetch(`${s.url}/`, { headers: { traceparent: `00-${T}-${S}-01` } })).text();
         await a.flush();
         const [e] = (await a.model.find({ kind: 'request' }).lean()) as unknown as AuditEvent[];
         expect([e.traceId, e.spanId]).to.deep.equal([OT, OS]);
