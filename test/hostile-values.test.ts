@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import Koa from 'koa';
 import type { Auditor } from '../lib/index.js';
-import { eventually, listen, useFixture } from './support/helpers.js';
+import { eventually, useFixture, type Fixture } from './support/helpers.js';
 
 /** What the app's own code, upstream of the auditor, and `app.on('error')` saw of a thrown value. */
 interface Seen {
@@ -10,10 +10,10 @@ interface Seen {
 }
 
 /**
- * An app with `outer` (the app's catch-all, before the auditor), the auditor (when given), and `handler`. The
+ * An app served by `fx`, with `outer` (the app's catch-all, before the auditor), the auditor (when given), and `handler`. The
  * control app without an auditor shows what Koa does on its own.
  */
-async function run(a: Auditor | null, handler: Koa.Middleware, path: string, setup?: (app: Koa) => void): Promise<{ status: number; seen: Seen }> {
+async function run(fx: Fixture, a: Auditor | null, handler: Koa.Middleware, path: string, setup?: (app: Koa) => void): Promise<{ status: number; seen: Seen }> {
   const seen: Seen = { caught: [], appErrors: [] };
   const app = new Koa();
   app.silent = true;
@@ -29,14 +29,10 @@ async function run(a: Auditor | null, handler: Koa.Middleware, path: string, set
   });
   if (a !== null) app.use(a({ captureBody: true }));
   app.use(handler);
-  const r = await listen(app);
-  try {
-    const res = await fetch(`${r.url}${path}`, { method: 'POST' });
-    await res.arrayBuffer();
-    return { status: res.status, seen };
-  } finally {
-    await r.close();
-  }
+  const r = await fx.listen(app);
+  const res = await fetch(`${r.url}${path}`, { method: 'POST' });
+  await res.arrayBuffer();
+  return { status: res.status, seen };
 }
 
 describe('hostile values the app hands the auditor (issue 11, items 2 and 3)', () => {
@@ -60,7 +56,7 @@ describe('hostile values the app hands the auditor (issue 11, items 2 and 3)', (
   describe('item 2: nothing thrown out of a listener', () => {
     it('a body whose `pipe` getter throws: the request event is stored with what could be read, nothing crashes', async () => {
       const a = fx.auditor({ flushIntervalMs: 20 });
-      const { status } = await run(a, (ctx) => {
+      const { status } = await run(fx, a, (ctx) => {
         const body = { title: 'readable', get pipe(): unknown { throw new Error('pipe getter says no'); } };
         (ctx.request as { body?: unknown }).body = body;
         ctx.body = 'ok';
@@ -80,7 +76,7 @@ describe('hostile values the app hands the auditor (issue 11, items 2 and 3)', (
         has() { throw new Error('has trap'); },
         getOwnPropertyDescriptor() { throw new Error('descriptor trap'); },
       });
-      const { status } = await run(a, (ctx) => {
+      const { status } = await run(fx, a, (ctx) => {
         (ctx.request as { body?: unknown }).body = hostile;
         ctx.state.user = hostile;
         ctx.body = 'ok';
@@ -95,7 +91,7 @@ describe('hostile values the app hands the auditor (issue 11, items 2 and 3)', (
     it('a user whose id is an object without a prototype: anonymous, not a lost event', async () => {
       const a = fx.auditor({ flushIntervalMs: 20 });
       const id = Object.create(null) as object;
-      await run(a, (ctx) => {
+      await run(fx, a, (ctx) => {
         ctx.state.user = { id, get username(): string { throw new Error('no name'); } };
         ctx.body = 'ok';
       }, '/odd-user');
@@ -128,7 +124,7 @@ describe('hostile values the app hands the auditor (issue 11, items 2 and 3)', (
       const thrown = new TypeError('original');
       Object.defineProperty(thrown, 'message', { get() { throw new Error('message getter says no'); } });
       (thrown as { status?: number }).status = 418;
-      const { status, seen } = await run(a, () => {
+      const { status, seen } = await run(fx, a, () => {
         throw thrown;
       }, '/message-getter');
       expect(seen.caught).to.have.length(1);
@@ -151,12 +147,12 @@ describe('hostile values the app hands the auditor (issue 11, items 2 and 3)', (
         o.self = o;
         return o;
       };
-      const control = await run(null, () => {
+      const control = await run(fx, null, () => {
         throw make();
       }, '/cyclic');
       const a = fx.auditor({ flushIntervalMs: 20 });
       const thrown = make();
-      const { status, seen } = await run(a, () => {
+      const { status, seen } = await run(fx, a, () => {
         throw thrown;
       }, '/cyclic');
       expect(seen.caught).to.have.length(1);
