@@ -1,16 +1,15 @@
 /**
- * Shared test helpers: the fixture every test file that touches the database uses, a Koa app on a loopback port,
- * and small waits.
+ * Shared test helpers: the fixture of every test file, a Koa app on a loopback port, and small waits.
  *
- * One fixture style, `const fx = useFixture('file_name')` at the top of the file's describe() (or `useChanges` for
- * change auditing, built on it), and everything the file opens goes through it: `fx.auditor()`, `fx.serve()`,
- * `fx.listen()`, `fx.connect()`, `fx.database()`, `fx.own(x)`, `fx.cleanup(fn)`. Why: when each file opened its own
- * connection and wrote its own `after` hook, teardown was copied thirty times and went wrong in ways no test
- * reports: an auditor never closed keeps writing and retrying after its file, and an `after` hook registered after
- * the fixture's runs after it (mocha runs them in registration order), so it closed auditors whose connection was
- * already gone and lost their last flush. The fixture closes what was opened in reverse order of opening (a server
- * before the auditor behind it, an auditor before its connection, a fake provider after the app that calls it),
- * goes on when one close fails, and reports the first failure, so that a file never says how to tear down.
+ * The fixture style: `const fx = useFixture('file_name')` at the top of the file's describe() (`useChanges` for
+ * change auditing is built on it), and whatever a test opens is opened through it or handed to it (`fx.own(x)`,
+ * `fx.cleanup(fn)`); no test file has teardown code of its own. Why: when each file opened its own connection and
+ * wrote its own `after` hook, teardown was copied into dozens of files and went wrong where no test looks: auditors
+ * never closed kept writing and retrying after their file, and an `after` hook registered after the fixture's runs
+ * after it (mocha runs them in registration order), so it closed auditors whose connection was already gone and
+ * lost their last flush. One stack, closed last-opened-first, gets the order right by construction: a server before
+ * the auditor behind it, an auditor before its connection, a fake provider after the app that calls it. It goes on
+ * when one close fails and reports the first failure, so that one broken close does not leak everything after it.
  */
 import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
@@ -160,7 +159,7 @@ export function useFixture(name: string, options: FixtureOptions = {}): Fixture 
     },
     tmp,
     auditor(opts = {}) {
-      const a = createAudit({ connection: connection(), spoolDir: tmp(), ...opts });
+      const a = createAudit({ connection: opts.connection ?? connection(), spoolDir: tmp(), ...opts });
       cleanup(() => a.close({ timeoutMs: 2000 }));
       return a;
     },
