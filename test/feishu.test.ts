@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import Koa, { type Context } from 'koa';
 import { feishuRouter, type AuditEvent, type Auditor, type FeishuTokens, type FeishuUser } from '../lib/index.js';
 import { startFakeFeishu, type FakeFeishu, type FakeFeishuMode } from './support/fake-feishu.js';
-import { useFixture, type Running } from './support/helpers.js';
+import { storedEvents, useFixture, type Running } from './support/helpers.js';
 
 const APP_SECRET = 'feishu-app-secret-SENTINEL-4f1c';
 const TOKEN_PREFIX = 'u-token-SENTINEL-9a7e-';
@@ -23,10 +23,7 @@ describe('Feishu OAuth provider', () => {
   const logins: { user: FeishuUser; tokens: FeishuTokens; actorDuring: unknown }[] = [];
   let refuse = false;
 
-  const events = async (filter: Record<string, unknown>): Promise<AuditEvent[]> => {
-    await auditor.flush();
-    return (await auditor.model.find(filter).sort({ ts: 1, _id: 1 }).lean()) as AuditEvent[];
-  };
+  const events = (filter: Record<string, unknown>): Promise<AuditEvent[]> => storedEvents(auditor, filter);
 
   /** Plays the browser: app login -> Feishu authorize -> app callback, carrying the state cookie. */
   async function flow(tamper?: (callback: URL) => void, keepCookie = true): Promise<Flow> {

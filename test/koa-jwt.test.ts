@@ -5,7 +5,7 @@ import Koa, { type Context } from 'koa';
 import koaJwt from 'koa-jwt';
 import { Schema, type Model } from 'mongoose';
 import type { AuditEvent, Auditor } from '../lib/index.js';
-import { useFixture, type Running } from './support/helpers.js';
+import { storedEvents, useFixture, type Running } from './support/helpers.js';
 
 const SECRET = 'koa-jwt-secret-SENTINEL-61aa';
 
@@ -16,10 +16,7 @@ describe('koa-jwt: audit() above jwt({ secret })', () => {
   let Post: Model<{ title: string }>;
   const issued: string[] = [];
 
-  const events = async (filter: Record<string, unknown>): Promise<AuditEvent[]> => {
-    await auditor.flush();
-    return (await auditor.model.find(filter).sort({ ts: 1, _id: 1 }).lean()) as AuditEvent[];
-  };
+  const events = (filter: Record<string, unknown>): Promise<AuditEvent[]> => storedEvents(auditor, filter);
   const rid = (res: Response): string => res.headers.get('x-request-id') ?? '';
   const token = async (): Promise<string> => {
     const res = await fetch(`${server.url}/token`, { method: 'POST' });

@@ -3,7 +3,7 @@ import Koa from 'koa';
 import { authRouter, feishuForEnvironment, sessionMiddleware } from '../example-app/auth.js';
 import type { AuditEvent, Auditor, LoginFailedInput, LoginSucceededInput } from '../lib/index.js';
 import { startFakeFeishu, type FakeFeishu } from './support/fake-feishu.js';
-import { useFixture, type Running } from './support/helpers.js';
+import { storedEvents, useFixture, type Running } from './support/helpers.js';
 import jwt from 'jsonwebtoken';
 
 const JWT_SECRET = 'example-jwt-secret';
@@ -16,10 +16,7 @@ describe('example app login routes', () => {
   let fake: FakeFeishu;
   let server: Running;
 
-  const events = async (filter: Record<string, unknown>): Promise<AuditEvent[]> => {
-    await auditor.flush();
-    return (await auditor.model.find(filter).sort({ ts: 1, _id: 1 }).lean()) as AuditEvent[];
-  };
+  const events = (filter: Record<string, unknown>): Promise<AuditEvent[]> => storedEvents(auditor, filter);
   const loginEvents = (requestId: string | null) => events({ requestId, kind: { $in: ['login', 'login_failed', 'logout'] } });
   const postJson = (path: string, body: unknown, headers: Record<string, string> = {}) =>
     fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });

@@ -4,7 +4,7 @@ import jwt from 'jsonwebtoken';
 import Koa, { type Context } from 'koa';
 import { storage } from '../lib/core/context.js';
 import { jwtLogin, type AuditEvent, type Auditor, type JwtAlgorithm, type LoginFailedInput } from '../lib/index.js';
-import { eventually, useFixture, type Running } from './support/helpers.js';
+import { eventually, storedEvents, useFixture, type Running } from './support/helpers.js';
 
 const SECRET = 'login-test-jwt-secret';
 const USERS: Record<string, { id: string; username: string; password: string }> = {
@@ -31,10 +31,7 @@ describe('login auditing', () => {
   let server: Running;
   const errors: unknown[] = [];
 
-  const events = async (filter: Record<string, unknown>): Promise<AuditEvent[]> => {
-    await auditor.flush();
-    return (await auditor.model.find(filter).sort({ ts: 1, _id: 1 }).lean()) as AuditEvent[];
-  };
+  const events = (filter: Record<string, unknown>): Promise<AuditEvent[]> => storedEvents(auditor, filter);
   const one = async (filter: Record<string, unknown>): Promise<AuditEvent> => {
     const list = await events(filter);
     expect(list, JSON.stringify(filter)).to.have.length(1);

@@ -3,7 +3,7 @@ import Koa, { type Context } from 'koa';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { oidcRouter, type AuditEvent, type Auditor, type OidcTokens, type OidcUser } from '../lib/index.js';
-import { useFixture, type Running } from './support/helpers.js';
+import { storedEvents, useFixture, type Running } from './support/helpers.js';
 import { browse, startTestIssuer, type TestIssuer, type TokenTamper } from './support/oidc-provider.js';
 
 const CLIENT_SECRET = 'oidc-client-secret-SENTINEL-2b9d';
@@ -17,10 +17,7 @@ describe('OpenID Connect login (openid-client against a real oidc-provider)', fu
   const logins: { user: OidcUser; tokens: OidcTokens; actorDuring: unknown }[] = [];
   let refuse = false;
 
-  const events = async (filter: Record<string, unknown>): Promise<AuditEvent[]> => {
-    await auditor.flush();
-    return (await auditor.model.find(filter).sort({ ts: 1, _id: 1 }).lean()) as AuditEvent[];
-  };
+  const events = (filter: Record<string, unknown>): Promise<AuditEvent[]> => storedEvents(auditor, filter);
   const loginEvents = (requestId: string | null): Promise<AuditEvent[]> => events({ requestId, kind: { $in: ['login', 'login_failed'] } });
 
   /** Every authorization code the issuer handed out: none may be stored. */

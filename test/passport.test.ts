@@ -6,7 +6,7 @@ import session from 'koa-session';
 import { Strategy as BearerStrategy } from 'passport-http-bearer';
 import { Strategy as LocalStrategy } from 'passport-local';
 import { auditPassport, type AuditEvent, type Auditor } from '../lib/index.js';
-import { useFixture, type Running } from './support/helpers.js';
+import { storedEvents, useFixture, type Running } from './support/helpers.js';
 
 const PASSWORD = 'alice-pw-SENTINEL-73c1';
 const TOKEN = 'bearer-token-SENTINEL-5be0';
@@ -30,10 +30,7 @@ describe('auditPassport: koa-passport strategies', () => {
   let server: Running;
   const errors: unknown[] = [];
 
-  const events = async (filter: Record<string, unknown>): Promise<AuditEvent[]> => {
-    await auditor.flush();
-    return (await auditor.model.find(filter).sort({ ts: 1, _id: 1 }).lean()) as AuditEvent[];
-  };
+  const events = (filter: Record<string, unknown>): Promise<AuditEvent[]> => storedEvents(auditor, filter);
   const logins = (requestId: string | null): Promise<AuditEvent[]> =>
     events({ requestId, kind: { $in: ['login', 'login_failed', 'logout'] } });
   const post = (path: string, data: unknown, headers: Record<string, string> = {}): Promise<Response> =>

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import Koa from 'koa';
 import { createServer } from 'node:http';
 import { providerRouter, ProviderError, type AuditEvent, type Auditor, type LoginProvider } from '../lib/index.js';
-import { useFixture, type Running } from './support/helpers.js';
+import { storedEvents, useFixture, type Running } from './support/helpers.js';
 
 // ---- the README's "add a provider in one short module" example, verbatim ----
 interface GitHubUser { id: number; login: string; name?: string }
@@ -49,10 +49,7 @@ describe('one provider shape: a GitHub provider in one short module (the README 
   let server: Running;
   let refuseCode = false;
 
-  const events = async (filter: Record<string, unknown>): Promise<AuditEvent[]> => {
-    await auditor.flush();
-    return (await auditor.model.find(filter).sort({ ts: 1, _id: 1 }).lean()) as AuditEvent[];
-  };
+  const events = (filter: Record<string, unknown>): Promise<AuditEvent[]> => storedEvents(auditor, filter);
 
   async function flow(): Promise<Response> {
     const start = await fetch(`${server.url}/auth/github/login`, { redirect: 'manual' });

@@ -4,7 +4,7 @@ import Koa from 'koa';
 import { auditRouter, KNOWN_SECURITY_NAMES, type AuditEvent, type Auditor } from '../lib/index.js';
 import { Writable } from 'node:stream';
 import { main as cli } from '../lib/read/cli.js';
-import { useFixture, type Running } from './support/helpers.js';
+import { storedEvents, useFixture, type Running } from './support/helpers.js';
 
 // An application's own security event names, added to the vocabulary the documented way.
 declare module '../lib/index.js' {
@@ -19,10 +19,7 @@ describe('security events (OWASP Logging Vocabulary)', () => {
   let server: Running;
   let plain: Running;
 
-  const events = async (filter: Record<string, unknown>): Promise<AuditEvent[]> => {
-    await auditor.flush();
-    return (await auditor.model.find(filter).sort({ ts: 1, _id: 1 }).lean()) as AuditEvent[];
-  };
+  const events = (filter: Record<string, unknown>): Promise<AuditEvent[]> => storedEvents(auditor, filter);
   const rid = (res: Response): string => res.headers.get('x-request-id') ?? '';
   const as = (role: string): RequestInit => ({ headers: { 'x-test-user': `u-${role}`, 'x-test-role': role } });
 

@@ -3,7 +3,7 @@ import { Schema, type Model, type SchemaDefinition, type mongo } from 'mongoose'
 import type { CommandStartedEvent } from 'mongodb';
 import type { AuditOptions, Auditor, PluginOptions } from '../../lib/index.js';
 import type { AuditEvent, Change } from '../../lib/core/types.js';
-import { useFixture, type Fixture } from './helpers.js';
+import { storedEvents, useFixture, type Fixture } from './helpers.js';
 
 export interface ChangeFixture {
   auditor: Auditor;
@@ -27,10 +27,7 @@ export function changeFixture(fx: Fixture, auditOptions: AuditOptions = {}): Cha
       const name = `M${++counter}_${Date.now().toString(36)}`;
       return conn.model(name, schema) as unknown as Model<T>;
     },
-    async events(filter: Record<string, unknown> = {}): Promise<AuditEvent[]> {
-      await auditor.flush();
-      return (await auditor.model.find(filter).sort({ ts: 1, _id: 1 }).lean()) as unknown as AuditEvent[];
-    },
+    events: (filter: Record<string, unknown> = {}): Promise<AuditEvent[]> => storedEvents(auditor, filter),
   };
 }
 

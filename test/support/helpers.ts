@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Koa from 'koa';
 import mongoose, { type ConnectOptions, type Connection } from 'mongoose';
-import { createAudit, type Auditor, type AuditKind, type AuditOptions } from '../../lib/index.js';
+import { createAudit, type AuditEvent, type Auditor, type AuditKind, type AuditOptions } from '../../lib/index.js';
 import { databaseUri, startDatabase } from './database.js';
 
 export function serverKind(): string {
@@ -187,6 +187,12 @@ export function useFixture(name: string, options: FixtureOptions = {}): Fixture 
     cleanup,
   };
   return fx;
+}
+
+/** `a`'s stored events matching `filter`, oldest first, once what it holds is flushed. */
+export async function storedEvents(a: Auditor, filter: Record<string, unknown> = {}): Promise<AuditEvent[]> {
+  await a.flush();
+  return (await a.model.find(filter).sort({ ts: 1, _id: 1 }).lean()) as AuditEvent[];
 }
 
 /** A filter for the application's events: the trail's own (chain start and stop, checkpoints, prunes) left out. */
