@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { useFixture } from './support/helpers.js';
 
 const root = join(__dirname, '..');
 const repoModules = join(root, 'node_modules');
@@ -76,13 +76,15 @@ function linkClosure(consumerModules: string, names: string[]): Set<string> {
 
 describe('the packed package, as a consumer installs it (issue 11, items 13 and 18)', function () {
   this.timeout(240_000);
+  const fx = useFixture('consumer_types', { database: false });
   let work: string;
   let consumer: string;
   let files: string[];
   let linked: Set<string>;
 
   before(() => {
-    work = mkdtempSync(join(tmpdir(), 'ka-consumer-'));
+    work = fx.tmp();
+    fx.cleanup(() => rmSync(work, { recursive: true, force: true })); // a packed tarball and a linked node_modules
     // `npm pack` builds first (prepack): what is packed is what the sources say now.
     const out = execFileSync('npm', ['pack', '--json', '--pack-destination', work], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     const [packed] = JSON.parse(out.slice(out.indexOf('['))) as { filename: string; files: { path: string }[] }[];
@@ -97,9 +99,6 @@ describe('the packed package, as a consumer installs it (issue 11, items 13 and 
     const optionals = Object.keys(own.optionalDependencies ?? {}).filter((d) => existsSync(join(repoModules, d, 'package.json')));
     linked = linkClosure(join(consumer, 'node_modules'), ['koa', 'mongoose', ...Object.keys(own.dependencies ?? {}), ...peers, ...optionals]);
     for (const f of ['consumer.mts', 'tsconfig.json']) copyFileSync(join(root, 'test/fixtures/consumer', f), join(consumer, f));
-  });
-  after(() => {
-    rmSync(work, { recursive: true, force: true });
   });
 
   it('type-checks a consumer file with skipLibCheck: false, without @types/jsonwebtoken of its own', () => {

@@ -1,12 +1,11 @@
 import { expect } from 'chai';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mongo } from 'mongoose';
-import { eventually } from './support/helpers.js';
+import { eventually, useFixture } from './support/helpers.js';
 
 const root = join(__dirname, '..');
 
@@ -21,6 +20,8 @@ function freePort(): Promise<number> {
 
 describe('two commands on a fresh clone: npm start and npm test (issue 11, item 17)', function () {
   this.timeout(180_000);
+  // No database of its own: npm start brings the example's.
+  const fx = useFixture('first_run', { database: false });
 
   describe('dependencies installed by prestart / pretest', () => {
     const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
@@ -39,38 +40,35 @@ describe('two commands on a fresh clone: npm start and npm test (issue 11, item 
     });
 
     it('runs `npm ci` with one line of explanation when node_modules is missing or stale', async () => {
-      const clone = mkdtempSync(join(tmpdir(), 'ka-fresh-'));
-      try {
-        mkdirSync(join(clone, 'scripts'));
-        for (const f of ['package.json', 'package-lock.json', 'scripts/ensure-deps.mjs']) copyFileSync(join(root, f), join(clone, f));
-        // A stand-in for npm on the PATH: records how it was called, and installs nothing.
-        const bin = join(clone, 'fake-bin');
-        mkdirSync(bin);
-        writeFileSync(join(bin, 'npm'), `#!/bin/sh\necho "$@" > "${join(clone, 'npm-args')}"\n`);
-        chmodSync(join(bin, 'npm'), 0o755);
-        const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
-        delete env.npm_execpath;
-        const run = (): string => execFileSync(process.execPath, [join(clone, 'scripts/ensure-deps.mjs')], { cwd: clone, encoding: 'utf8', env });
+      const clone = fx.tmp();
+      fx.cleanup(() => rmSync(clone, { recursive: true, force: true }));
+      mkdirSync(join(clone, 'scripts'));
+      for (const f of ['package.json', 'package-lock.json', 'scripts/ensure-deps.mjs']) copyFileSync(join(root, f), join(clone, f));
+      // A stand-in for npm on the PATH: records how it was called, and installs nothing.
+      const bin = join(clone, 'fake-bin');
+      mkdirSync(bin);
+      writeFileSync(join(bin, 'npm'), `#!/bin/sh\necho "$@" > "${join(clone, 'npm-args')}"\n`);
+      chmodSync(join(bin, 'npm'), 0o755);
+      const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
+      delete env.npm_execpath;
+      const run = (): string => execFileSync(process.execPath, [join(clone, 'scripts/ensure-deps.mjs')], { cwd: clone, encoding: 'utf8', env });
 
-        expect(run().trim()).to.equal('koa-audit: installing the dependencies first (node_modules is missing): npm ci');
-        expect(readFileSync(join(clone, 'npm-args'), 'utf8').trim()).to.equal('ci --no-audit --no-fund');
+      expect(run().trim()).to.equal('koa-audit: installing the dependencies first (node_modules is missing): npm ci');
+      expect(readFileSync(join(clone, 'npm-args'), 'utf8').trim()).to.equal('ci --no-audit --no-fund');
 
-        // Installed, but one package at another version than the lockfile's.
-        const { installNeeded } = (await import(join(clone, 'scripts/ensure-deps.mjs'))) as { installNeeded(dir: string): string | null };
-        const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version?: string }> };
-        mkdirSync(join(clone, 'node_modules'));
-        for (const path of Object.keys(lock.packages)) if (path !== '') mkdirSync(join(clone, path), { recursive: true });
-        writeFileSync(join(clone, 'node_modules/.package-lock.json'), JSON.stringify(lock));
-        expect(installNeeded(clone)).to.equal(null);
-        lock.packages['node_modules/mongoose'].version = '8.0.0';
-        writeFileSync(join(clone, 'node_modules/.package-lock.json'), JSON.stringify(lock));
-        expect(installNeeded(clone)).to.match(/^mongoose is 8\.0\.0, the lockfile says 9\./);
-        rmSync(join(clone, 'npm-args'));
-        expect(run()).to.match(/installing the dependencies first \(mongoose is 8\.0\.0/);
-        expect(existsSync(join(clone, 'npm-args'))).to.equal(true);
-      } finally {
-        rmSync(clone, { recursive: true, force: true });
-      }
+      // Installed, but one package at another version than the lockfile's.
+      const { installNeeded } = (await import(join(clone, 'scripts/ensure-deps.mjs'))) as { installNeeded(dir: string): string | null };
+      const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version?: string }> };
+      mkdirSync(join(clone, 'node_modules'));
+      for (const path of Object.keys(lock.packages)) if (path !== '') mkdirSync(join(clone, path), { recursive: true });
+      writeFileSync(join(clone, 'node_modules/.package-lock.json'), JSON.stringify(lock));
+      expect(installNeeded(clone)).to.equal(null);
+      lock.packages['node_modules/mongoose'].version = '8.0.0';
+      writeFileSync(join(clone, 'node_modules/.package-lock.json'), JSON.stringify(lock));
+      expect(installNeeded(clone)).to.match(/^mongoose is 8\.0\.0, the lockfile says 9\./);
+      rmSync(join(clone, 'npm-args'));
+      expect(run()).to.match(/installing the dependencies first \(mongoose is 8\.0\.0/);
+      expect(existsSync(join(clone, 'npm-args'))).to.equal(true);
     });
   });
 
@@ -78,11 +76,9 @@ describe('two commands on a fresh clone: npm start and npm test (issue 11, item 
     let dataDir: string;
     let child: ChildProcess | null = null;
     before(() => {
-      dataDir = join(mkdtempSync(join(tmpdir(), 'ka-example-data-')), 'data');
-    });
-    after(() => {
-      if (child !== null && child.exitCode === null) child.kill('SIGKILL');
-      rmSync(dataDir, { recursive: true, force: true });
+      dataDir = join(fx.tmp(), 'data');
+      fx.cleanup(() => rmSync(dataDir, { recursive: true, force: true }));
+      fx.cleanup(() => child !== null && child.exitCode === null && child.kill('SIGKILL')); // before its data goes
     });
 
     /** Starts the example as `npm start` does (its own database, data in `dataDir`); resolves with its URLs. */
