@@ -119,7 +119,7 @@ describe('delivery: no event can halt it', function () {
     // Writes during the "outage" go to a server that does not exist (port 9): they time out after
     // blockTimeoutMs. The store comes back while some of them are still waiting; their failures, after the
     // first success, must not start a new outage.
-    const dead = mongoose.createConnection('mongodb://127.0.0.1:9/none', { serverSelectionTimeoutMS: 2_000 });
+    const dead = fx.own(mongoose.createConnection('mongodb://127.0.0.1:9/none', { serverSelectionTimeoutMS: 2_000 }));
     dead.on('error', () => {});
     let down = true;
     const live = fx.conn.collection('sync_storm');
@@ -139,7 +139,6 @@ describe('delivery: no event can halt it', function () {
     await Promise.all(writes);
     expect(signals).to.deep.equal(['degraded', 'recovered']);
     await w.close(1000);
-    await dead.close();
   });
 });
 

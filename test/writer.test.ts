@@ -177,7 +177,7 @@ describe('writer: queue policies, duplicates, sync mode', () => {
   it('sync mode: answers 503 when the event cannot be written, and the log learns of it once the store is back', async () => {
     // A connection to a port where nothing listens: the driver cannot reach any server.
     // Same database name as the fixture's: the spooled event belongs to the same destination, so `b` replays it.
-    const dead = mongoose.createConnection('mongodb://127.0.0.1:9/t_writer', { serverSelectionTimeoutMS: 300, bufferCommands: false });
+    const dead = fx.own(mongoose.createConnection('mongodb://127.0.0.1:9/t_writer', { serverSelectionTimeoutMS: 300, bufferCommands: false }));
     dead.on('error', () => {});
     const dir = tmp();
     const a = createAudit({ connection: dead, collection: 'sync_fail', mode: 'sync', blockTimeoutMs: 800, spoolDir: dir });
@@ -191,7 +191,6 @@ describe('writer: queue policies, duplicates, sync mode', () => {
     expect(a.stats()).to.include({ accepted: 1, stored: 0, queued: 1 });
     const result = await a.close({ timeoutMs: 300 });
     expect(result.unwritten).to.equal(1);
-    await dead.close();
     // The spooled event (a 503 request) is stored by an auditor on the same spool directory and a live store.
     // The 503 request reached the spool; an auditor on the same directory and a live store stores it.
     const b = make({ collection: 'sync_fail', spoolDir: dir });
