@@ -112,12 +112,15 @@ function verify(token: string, o: JwtOptions): Actor | null {
   }
 }
 
-/** The request-time resolver of one auditor: built once, at construction. */
+/**
+ * The request-time resolver of one auditor: built once, at construction. Synchronous unless the app's
+ * `resolveActor` answers with a promise: an event needs no promise of its own to learn its actor.
+ */
 export function createRequestResolver(
   jwtOptions: JwtOptions | undefined,
   resolveActor: ActorResolver | undefined,
-): (frame: AuditContext) => Promise<Actor | null> {
-  return async function resolveRequestActor(frame: AuditContext): Promise<Actor | null> {
+): (frame: AuditContext) => Actor | null | Promise<Actor | null> {
+  return function resolveRequestActor(frame: AuditContext): Actor | null | Promise<Actor | null> {
     const ctx = frame.ctx;
     if (ctx === null) return null;
     const fromState = toActor(ctx.state?.user, 'state');
@@ -130,12 +133,20 @@ export function createRequestResolver(
       if (frame.tokenActor !== null) return frame.tokenActor;
     }
     if (resolveActor !== undefined) {
+      let user: unknown;
       try {
-        return toActor(await resolveActor(ctx), 'resolver');
+        user = resolveActor(ctx);
+        if (!isThenable(user)) return toActor(user, 'resolver');
       } catch {
         return null; // the app's resolver failing must not lose the event
       }
+      return Promise.resolve(user).then((u) => toActor(u, 'resolver'), () => null);
     }
     return null;
   };
+}
+
+/** What `await` would wait for (reading `then` may throw: the caller treats that as the resolver failing). */
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function';
 }

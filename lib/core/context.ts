@@ -20,7 +20,7 @@ export interface AuditContext {
   /** Set by `withActor` or a successful login; wins over everything else. */
   explicitActor: Actor | null;
   /** Resolves the actor from the request (state, token, resolver); absent outside a request. */
-  readonly resolve: ((frame: AuditContext) => Promise<Actor | null>) | null;
+  readonly resolve: ((frame: AuditContext) => Actor | null | Promise<Actor | null>) | null;
   /** The JWT verdict is stable for a request: computed once, kept here (undefined: not yet asked). */
   tokenActor?: Actor | null;
   /** Query parameters secret for this request only (an OAuth callback's `code`): redacted in its request event. */
@@ -113,6 +113,11 @@ export const SYSTEM_ACTOR: Actor = Object.freeze({ id: 'system', via: 'system' }
  * for an anonymous request, and the system actor outside any request.
  */
 export async function actorNow(frame: AuditContext | undefined = storage.getStore()): Promise<Actor | null> {
+  return actorOf(frame);
+}
+
+/** As actorNow, without a promise unless the app's resolver returns one (the event builder's hot path). */
+export function actorOf(frame: AuditContext | undefined): Actor | null | Promise<Actor | null> {
   if (frame === undefined) return SYSTEM_ACTOR;
   if (frame.explicitActor !== null) return frame.explicitActor;
   if (frame.resolve !== null) return frame.resolve(frame);

@@ -9,7 +9,7 @@ import type { Context } from 'koa';
 import { mongo, type Model } from 'mongoose';
 import { createRequestResolver, toActor } from './actor.js';
 import { boundEvent } from './bound.js';
-import { actorNow, frameFor, frameOf, ipOf, SYSTEM_ACTOR, type AuditContext } from './context.js';
+import { actorOf, frameFor, frameOf, ipOf, SYSTEM_ACTOR, type AuditContext } from './context.js';
 import { reportError } from './errors.js';
 import type { ResolvedOptions } from './options.js';
 import { createRedactor, type Redactor } from './redact.js';
@@ -46,13 +46,18 @@ export interface AuditCore {
   readonly model: Model<AuditEvent>;
   /** True under `onFull: 'block'`: writers wait for room (`waitForRoom`) before they act. */
   readonly blocking: boolean;
-  readonly resolveRequestActor: (frame: AuditContext) => Promise<Actor | null>;
+  readonly resolveRequestActor: (frame: AuditContext) => Actor | null | Promise<Actor | null>;
   /** Builds the stored document of an event (common fields, safe values). */
   build(fields: EventFields, source?: EventSource): Promise<StoredDoc>;
   /** Builds an event of the auditor itself: the system actor, no request, whatever async context runs now. */
   buildSystem(fields: EventFields): StoredDoc;
   /** Builds and accepts an event. Rejects only under `onFull: 'block'` when the store cannot take it. */
   record(fields: EventFields, source?: EventSource): Promise<void>;
+  /**
+   * As `record`, without a promise when nothing has to be waited for (no async resolver, room in the store):
+   * the request path's way. May throw (a fault of the auditor) where `record` would reject.
+   */
+  submit(fields: EventFields, source?: EventSource): void | Promise<void>;
   /** Accepts a built document (and has the indexes created, once). Rejects as `record` does. */
   accept(doc: StoredDoc): Promise<void>;
   /** Stores a built document now (sync mode), the indexes requested as by `accept`. */
@@ -200,14 +205,24 @@ export function createCore(parts: CoreParts): AuditCore {
     return out;
   }
 
-  async function build(fields: EventFields, source: EventSource = {}): Promise<StoredDoc> {
+  /** The stored document of an event: synchronous unless the actor or onBehalfOf resolver of the app is asynchronous. */
+  function compose(fields: EventFields, source: EventSource = {}): StoredDoc | Promise<StoredDoc> {
     // A login handler may pass `ctx` from outside the request's async context (a callback API, say).
     const frame = frameFor(source.ctx);
     const ctx = source.ctx ?? frame?.ctx ?? null;
-    const actor = source.actor !== undefined ? source.actor : await actorNow(frame);
-    let extra = contextFields(frame, ctx);
-    if (extra instanceof Promise) extra = await extra;
+    const actor = source.actor !== undefined ? source.actor : actorOf(frame);
+    if (actor instanceof Promise) return actor.then((a) => withContext(fields, a, frame, ctx));
+    return withContext(fields, actor, frame, ctx);
+  }
+
+  function withContext(fields: EventFields, actor: Actor | null, frame: AuditContext | undefined, ctx: Context | null): StoredDoc | Promise<StoredDoc> {
+    const extra = contextFields(frame, ctx);
+    if (extra instanceof Promise) return extra.then((e) => assemble(fields, actor, frame, ctx, e));
     return assemble(fields, actor, frame, ctx, extra);
+  }
+
+  async function build(fields: EventFields, source?: EventSource): Promise<StoredDoc> {
+    return compose(fields, source);
   }
 
   // The first event asks for the indexes; a failure is reported and the next event asks again.
@@ -225,8 +240,17 @@ export function createCore(parts: CoreParts): AuditCore {
   const bounded = (doc: StoredDoc): StoredDoc => boundEvent(doc, o.maxEventBytes, o.maxStringLength);
 
   async function accept(doc: StoredDoc): Promise<void> {
+    await acceptNow(doc);
+  }
+
+  function acceptNow(doc: StoredDoc): void | Promise<void> {
     requestIndexes();
-    await sink().accept(bounded(doc));
+    return sink().accept(bounded(doc));
+  }
+
+  function submit(fields: EventFields, source?: EventSource): void | Promise<void> {
+    const doc = compose(fields, source);
+    return doc instanceof Promise ? doc.then(acceptNow) : acceptNow(doc);
   }
 
   const core: AuditCore = {
@@ -245,7 +269,8 @@ export function createCore(parts: CoreParts): AuditCore {
     build,
     // A timer of the store may run in a request's async context: a system event never takes its fields.
     buildSystem: (fields) => assemble(fields, SYSTEM_ACTOR, undefined, null),
-    record: async (fields, source) => accept(await build(fields, source)),
+    record: async (fields, source) => submit(fields, source),
+    submit,
     accept,
     writeNow: (doc, instead) => {
       requestIndexes();

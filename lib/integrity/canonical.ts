@@ -23,6 +23,7 @@
  * The hash of an event is SHA-256 (lowercase hex) of the canonical form of the event with `chain.hash` left out
  * (`chain.id`, `chain.seq` and `chain.prev` included, so position and link are covered).
  */
+import * as crypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 
 type Tagged = { _bsontype?: unknown };
@@ -33,6 +34,18 @@ function numberForm(n: number): string {
 }
 
 function stringForm(s: string): string {
+  // Most values are short printable ASCII, which JSON quotes as they are: a scan is cheaper than a stringify call.
+  if (s.length <= 256) {
+    let plain = true;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) {
+        plain = false;
+        break;
+      }
+    }
+    if (plain) return `"${s}"`;
+  }
   return JSON.stringify(s.isWellFormed() ? s : s.toWellFormed());
 }
 
@@ -55,69 +68,70 @@ function bsonForm(v: Tagged & Record<string, unknown>): string | undefined {
   }
 }
 
-function write(v: unknown, out: string[]): void {
+/**
+ * The form of a key: most keys are short plain names, looked up in a bounded cache instead of being quoted again
+ * for every event (the keys of events repeat; their values do not).
+ */
+const keyForms = new Map<string, string>();
+const MAX_KEY_FORMS = 4096;
+function keyForm(k: string): string {
+  let f = keyForms.get(k);
+  if (f === undefined) {
+    f = stringForm(k);
+    if (keyForms.size < MAX_KEY_FORMS) keyForms.set(k, f);
+  }
+  return f;
+}
+
+// One string built by concatenation (no list of parts to join): this runs for every event the chain seals.
+function write(v: unknown): string {
   switch (typeof v) {
     case 'string':
-      out.push(stringForm(v));
-      return;
+      return stringForm(v);
     case 'number':
-      out.push(numberForm(v));
-      return;
+      return numberForm(v);
     case 'boolean':
-      out.push(v ? 'true' : 'false');
-      return;
+      return v ? 'true' : 'false';
     case 'bigint':
-      out.push(v.toString());
-      return;
+      return v.toString();
     case 'undefined':
-      out.push('null');
-      return;
+      return 'null';
     case 'object':
       break;
     default:
-      out.push(stringForm(String(v)));
-      return;
+      return stringForm(String(v));
   }
-  if (v === null) {
-    out.push('null');
-    return;
-  }
-  if (v instanceof Date) {
-    out.push(`{"$date":"${Number.isNaN(v.getTime()) ? 'Invalid Date' : v.toISOString()}"}`);
-    return;
-  }
+  if (v === null) return 'null';
+  if (v instanceof Date) return `{"$date":"${Number.isNaN(v.getTime()) ? 'Invalid Date' : v.toISOString()}"}`;
   if (Array.isArray(v)) {
-    out.push('[');
-    for (let i = 0; i < v.length; i++) {
-      if (i > 0) out.push(',');
-      write(v[i], out);
-    }
-    out.push(']');
-    return;
+    let out = '[';
+    for (let i = 0; i < v.length; i++) out += i > 0 ? `,${write(v[i])}` : write(v[i]);
+    return `${out}]`;
   }
   if ((v as Tagged)._bsontype !== undefined) {
     const tagged = bsonForm(v as Tagged & Record<string, unknown>);
-    if (tagged !== undefined) {
-      out.push(tagged);
-      return;
-    }
+    if (tagged !== undefined) return tagged;
   }
-  const obj = v as Record<string, unknown>;
-  const keys = Object.keys(obj).filter((k) => obj[k] !== undefined).sort();
-  out.push('{');
+  return writeObject(v as Record<string, unknown>, null);
+}
+
+/** An object, its keys sorted, `undefined` values left out; `skip`: one more key left out (`chain.hash`). */
+function writeObject(obj: Record<string, unknown>, skip: string | null): string {
+  const keys = Object.keys(obj).sort();
+  let out = '{';
   for (let i = 0; i < keys.length; i++) {
-    if (i > 0) out.push(',');
-    out.push(stringForm(keys[i]), ':');
-    write(obj[keys[i]], out);
+    const k = keys[i];
+    if (k === skip) continue;
+    const x = obj[k];
+    if (x === undefined) continue;
+    out += out.length > 1 ? `,${keyForm(k)}:${write(x)}` : `${keyForm(k)}:${write(x)}`;
   }
-  out.push('}');
+  return `${out}}`;
 }
 
 /** The canonical form of any stored value (see the table above). */
 export function canonical(value: unknown): string {
-  const out: string[] = [];
-  write(value, out);
-  return out.join('');
+  return write(value);
 }
 
 /** The chain fields of a stored event. */
@@ -130,13 +144,26 @@ export interface ChainFields {
 
 /** The canonical form an event's hash is computed over: the event without `chain.hash`. */
 export function hashInput(doc: Record<string, unknown>): string {
-  const chain = doc.chain as Record<string, unknown> | undefined;
+  const chain = doc.chain;
   if (chain === null || typeof chain !== 'object') return canonical(doc);
-  const { hash: _omitted, ...rest } = chain;
-  return canonical({ ...doc, chain: rest });
+  // As canonical({ ...doc, chain: { ...chain without hash } }) (a plain copy of whatever `chain` is), without the copies.
+  const keys = Object.keys(doc).sort();
+  let out = '{';
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
+    const x = doc[k];
+    if (x === undefined) continue;
+    const form = k === 'chain' ? writeObject(chain as Record<string, unknown>, 'hash') : write(x);
+    out += out.length > 1 ? `,${keyForm(k)}:${form}` : `${keyForm(k)}:${form}`;
+  }
+  return `${out}}`;
 }
+
+// One call instead of a Hash object per event, where this Node has it (20.12+).
+const oneShot = (crypto as { hash?: (alg: string, data: string, enc: 'hex') => string }).hash;
 
 /** SHA-256 (lowercase hex) of the canonical event without `chain.hash`. */
 export function eventHash(doc: Record<string, unknown>): string {
-  return createHash('sha256').update(hashInput(doc), 'utf8').digest('hex');
+  const input = hashInput(doc);
+  return oneShot !== undefined ? oneShot('sha256', input, 'hex') : createHash('sha256').update(input, 'utf8').digest('hex');
 }

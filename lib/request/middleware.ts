@@ -128,7 +128,9 @@ function finishRequest(res: TrackedResponse, aborted: boolean): void {
     // Once headers are out, the response's status is the truth (an upstream handler may have rewritten it).
     const status = res.headersSent ? res.statusCode : p.error?.status ?? p.ctx.status;
     // The event finds its request through `ctx` (build() reads the frame from it): no context to re-enter.
-    p.s.core.record(requestFields(p, status, aborted), { ctx: p.ctx }).catch(p.s.core.report);
+    // Built and accepted now, without a promise unless the app's resolver or the store's policy needs one.
+    const accepted = p.s.core.submit(requestFields(p, status, aborted), { ctx: p.ctx });
+    if (accepted !== undefined) accepted.catch(p.s.core.report);
     recordDenied(p, status);
   } catch (err) {
     p.s.core.report(err);
@@ -148,7 +150,12 @@ function recordDenied(p: Pending, status: number): void {
     reason: status === 401 ? 'unauthenticated (401)' : 'forbidden (403)',
     target: { type: 'route', id: capString(ctx.path, MAX_PATH), method: capString(ctx.method, 32) },
   };
-  p.s.core.record(fields, { ctx }).catch(p.s.core.report);
+  try {
+    const accepted = p.s.core.submit(fields, { ctx });
+    if (accepted !== undefined) accepted.catch(p.s.core.report);
+  } catch (err) {
+    p.s.core.report(err); // never thrown into the request (runSync calls this outside any guard)
+  }
 }
 
 function requestFields(p: Pending, status: number, aborted: boolean): EventFields {
