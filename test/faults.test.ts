@@ -5,9 +5,10 @@
 import { expect } from 'chai';
 import mongoose from 'mongoose';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Auditor, AuditOptions } from '../lib/index.js';
+import { spooledEvents } from '../lib/store/spool.js';
 import { sleep, useFixture, type Running } from './support/helpers.js';
 import { startPrivateServer, type Database } from './support/database.js';
 
@@ -113,10 +114,7 @@ describe('faults: delivery through outages, crashes and shutdown', function () {
 
     // What the dead process left: the spooled events, by _id.
     const files = readdirSync(spoolDir);
-    const ids = files
-      .flatMap((f) => readFileSync(join(spoolDir, f), 'utf8').split('\n'))
-      .filter((l) => l !== '' && !l.startsWith('{"koaAudit":')) // each file starts with its destination
-      .map((l) => (JSON.parse(l) as { _id: { $oid: string } })._id.$oid);
+    const ids = (await Promise.all(files.map((f) => spooledEvents(join(spoolDir, f))))).flat().map((d) => String(d._id));
     expect(ids).to.have.length(spooled);
 
     const a = make({ collection: 'crashed', spoolDir });

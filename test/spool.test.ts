@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { mongo } from 'mongoose';
 import { spawn } from 'node:child_process';
-import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createAudit, type Auditor } from '../lib/index.js';
 import type { StoredDoc } from '../lib/core/types.js';
@@ -134,6 +134,92 @@ describe('spool', () => {
     expect(readdirSync(dir)).to.deep.equal([]);
   });
 
+  it('binary records: a record torn mid-write is skipped, the records before it and any appended after it are replayed', async () => {
+    const dir = tmp();
+    const s = new Spool(dir);
+    s.append([doc(0), doc(1)]);
+    const file = s.files()[0];
+    expect(file).to.match(/\.bson$/);
+    // A crash cut the third record short; the same file was then appended to again (its fd still open).
+    const whole = readFileSync(file);
+    s.append([doc(2)]);
+    const withThird = readFileSync(file);
+    writeFileSync(file, Buffer.concat([whole, withThird.subarray(whole.length, whole.length + 20)]), { mode: 0o600 });
+    appendFileSync(file, withThird.subarray(whole.length)); // doc(2) whole, after the torn copy
+    s.append([doc(3)]);
+    expect(s.count()).to.equal(4, 'the torn record is not counted');
+    const seen: unknown[] = [];
+    expect(await s.replay(10, async (batch) => void seen.push(...batch.map((d) => d.n)))).to.equal(4);
+    expect(seen).to.deep.equal([0, 1, 2, 3]);
+    expect(readdirSync(dir)).to.deep.equal([]);
+  });
+
+  it('binary records: a file cut at any byte replays exactly the records that were whole', async () => {
+    const dir = tmp();
+    const s = new Spool(dir);
+    s.append([doc(0), { ...doc(1), meta: { text: 'x'.repeat(3000), list: [1, 2.5, null, 'é'] } }, doc(2)]);
+    const file = s.files()[0];
+    s.close();
+    const full = readFileSync(file);
+    const header = full.indexOf(0x0a) + 1;
+    const ends: number[] = [];
+    let p = header;
+    while (p < full.length) {
+      p += 4 + full.readInt32LE(p + 4);
+      ends.push(p);
+    }
+    expect(ends).to.have.length(3);
+    for (const cut of [header, header + 3, header + 9, ends[0], ends[0] + 1, ends[1] - 1, ends[1], ends[2] - 1, ends[2]]) {
+      writeFileSync(file, full.subarray(0, cut), { mode: 0o600 });
+      const r = new Spool(dir);
+      const seen: StoredDoc[] = [];
+      await r.replay(10, async (batch) => void seen.push(...batch));
+      expect(seen.map((d) => d.n), `cut at byte ${cut}`).to.deep.equal([0, 1, 2].slice(0, ends.filter((e) => e <= cut).length));
+      if (seen.length >= 2) expect((seen[1].meta as { list: unknown[] }).list).to.deep.equal([1, 2.5, null, 'é']);
+      r.close();
+    }
+  });
+
+  it('the Extended JSON files of an earlier version are still replayed, in order with the binary ones, types intact', async () => {
+    const dir = tmp();
+    const destination = (): Destination => ({ db: fx.conn.name, collection: 'spool_v1' });
+    const docs = [doc(0), doc(1), doc(2)];
+    // What an earlier version left: its header (v 1) and canonical Extended JSON lines, under its own name.
+    const old = join(dir, `spool-${Date.now().toString().padStart(15, '0')}-000000-01df11e5-999999999.ndjson`);
+    writeFileSync(old, headerLine('spool', destination()) + docs.slice(0, 2).map((d) => `${mongo.BSON.EJSON.stringify(d, { relaxed: false })}\n`).join(''), { mode: 0o600 });
+    await new Promise((r) => setTimeout(r, 5));
+    const later = new Spool(dir, destination);
+    later.append(docs.slice(2));
+    later.close();
+    const a = fx.auditor({ collection: 'spool_v1', spoolDir: dir });
+    await a.flush();
+    const stored = await a.model.find(APP_EVENTS).sort({ ts: 1 }).lean();
+    expect(stored.map((e) => (e as { n?: number }).n)).to.deep.equal([0, 1, 2]);
+    expect(stored.map((e) => String(e._id))).to.deep.equal(docs.map((d) => String(d._id)));
+    expect(stored[0].ts).to.be.instanceOf(Date);
+    expect(readdirSync(dir)).to.deep.equal([]);
+  });
+
+  it("the overflow of one turn of the event loop is appended together at its end, counted at once; with durability 'disk', before accept() returns", async () => {
+    const dir = tmp();
+    const a = fx.auditor({ collection: 'spool_burst', spoolDir: dir, batchSize: 10_000, flushIntervalMs: 600_000, maxQueue: 1 });
+    const burst = Array.from({ length: 50 }, (_, i) => a.loginFailed({ identifier: `burst-${i}`, provider: 'local', reason: 'x' }));
+    await Promise.all(burst);
+    expect(a.stats().spooled).to.equal(49, 'one in the queue, the rest spooled');
+    await new Promise((r) => setImmediate(r));
+    expect(readdirSync(dir).filter((f) => f.startsWith('spool-'))).to.have.length(1);
+    await a.flush();
+    expect((await a.model.find(APP_EVENTS).lean()).map((e) => e.identifier).sort()).to.deep.equal(Array.from({ length: 50 }, (_, i) => `burst-${i}`).sort());
+
+    const diskDir = tmp();
+    const d = fx.auditor({ collection: 'spool_burst_disk', spoolDir: diskDir, batchSize: 10_000, flushIntervalMs: 600_000, maxQueue: 1, durability: 'disk' });
+    await d.loginFailed({ identifier: 'd-0', provider: 'local', reason: 'x' });
+    await d.loginFailed({ identifier: 'd-1', provider: 'local', reason: 'x' });
+    expect(d.stats().spooled).to.equal(1);
+    expect(readdirSync(diskDir).filter((f) => f.startsWith('spool-')), 'on disk already').to.have.length(1);
+    await d.flush();
+  });
+
   it("a spool directory that cannot be written: warns once at start and uses 'block'", async () => {
     const file = join(tmp(), 'not-a-dir');
     writeFileSync(file, 'x');
@@ -197,6 +283,7 @@ describe('spool isolation and trust', () => {
     const dirA = defaultSpoolDir({ db: fx.conn.name, collection });
     const dirB = defaultSpoolDir({ db: other.name, collection });
     expect(dirA).to.not.equal(dirB);
+    await new Promise((r) => setImmediate(r)); // the overflow of one turn of the event loop is appended at its end
     expect(readdirSync(dirA)).to.have.length(1);
     expect(statSync(dirA).mode & 0o777).to.equal(0o700, 'directories 0700');
     expect(statSync(join(dirA, readdirSync(dirA)[0])).mode & 0o777).to.equal(0o600, 'files 0600');

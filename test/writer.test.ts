@@ -47,7 +47,7 @@ describe('writer: queue policies, duplicates, sync mode', () => {
     const r = await serve(a);
     for (let i = 0; i < 12; i++) expect(await get(r, `/s/${i}`)).to.equal(200);
     expect(a.stats()).to.include({ accepted: 12, queued: 5, spooled: 7, dropped: 0 });
-    expect(readdirSync(dir).filter((f) => f.endsWith('.ndjson'))).to.have.length(1);
+    expect(readdirSync(dir).filter((f) => f.startsWith('spool-'))).to.have.length(1);
     await a.flush();
     const paths = (await a.model.find({ kind: 'request' }).lean()).map((e) => e.http?.path).sort();
     expect(paths).to.deep.equal(Array.from({ length: 12 }, (_, i) => `/s/${i}`).sort());

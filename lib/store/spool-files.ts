@@ -8,7 +8,8 @@
  *   directory or a file that another user owns, or that others can write, is refused: never read, never replayed.
  * - Destination: the first line of every file names the database and collection it belongs to; a file of
  *   another destination is left alone.
- * - Names: `<kind>-<time>-<seq>-<instance>-<pid>.ndjson`; the instance token tells this auditor's own files
+ * - Names: `<kind>-<time>-<seq>-<instance>-<pid>.<format>`, the format `bson` (spool files: spool-records.ts) or
+ *   `ndjson` (write-ahead files, and the spool files of earlier versions: Extended JSON lines); the instance token tells this auditor's own files
  *   from those of an earlier process that had the same pid (a restarted container's pid 1, say).
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -25,9 +26,11 @@ export interface Destination {
 export type FileKind = 'spool' | 'wal';
 
 export const SUFFIX = '.ndjson';
+/** Spool files of this version: binary records (spool-records.ts). */
+export const BSON_SUFFIX = '.bson';
 /** A file being replayed is renamed first, so that a process still appending to its old name starts a new file. */
 export const CLAIMED = '.replaying';
-const NAME = /^(spool|wal)-(\d{15})-(\d{6})-([0-9a-f]{8})-(\d+)\.ndjson(\.replaying)?$/;
+const NAME = /^(spool|wal)-(\d{15})-(\d{6})-([0-9a-f]{8})-(\d+)\.(ndjson|bson)(\.replaying)?$/;
 
 export interface FileName {
   kind: FileKind;
@@ -36,12 +39,14 @@ export interface FileName {
   instance: string;
   pid: number;
   claimed: boolean;
+  /** How its events are written: Extended JSON lines, or binary records. */
+  format: 'ndjson' | 'bson';
 }
 
 export function parseName(name: string): FileName | null {
   const m = NAME.exec(name);
   if (m === null) return null;
-  return { kind: m[1] as FileKind, order: `${m[2]}-${m[3]}`, instance: m[4], pid: Number(m[5]), claimed: m[6] !== undefined };
+  return { kind: m[1] as FileKind, order: `${m[2]}-${m[3]}`, instance: m[4], pid: Number(m[5]), claimed: m[7] !== undefined, format: m[6] as 'ndjson' | 'bson' };
 }
 
 /** This process's auditors: one token each (files of an earlier process with the same pid are not ours). */
@@ -50,9 +55,9 @@ export function instanceToken(): string {
 }
 
 let seq = 0;
-export function newFileName(kind: FileKind, instance: string): string {
+export function newFileName(kind: FileKind, instance: string, suffix: string = SUFFIX): string {
   const stamp = Date.now().toString().padStart(15, '0');
-  return `${kind}-${stamp}-${(seq++ % 1_000_000).toString().padStart(6, '0')}-${instance}-${process.pid}${SUFFIX}`;
+  return `${kind}-${stamp}-${(seq++ % 1_000_000).toString().padStart(6, '0')}-${instance}-${process.pid}${suffix}`;
 }
 
 /** A spool directory that cannot be trusted (or used): the message says why and names it. */
@@ -118,13 +123,14 @@ export function defaultSpoolDir(d: Destination): string {
 
 interface Header {
   koaAudit: FileKind;
-  v: 1;
+  /** 1: Extended JSON lines follow; 2: binary records (spool-records.ts). */
+  v: 1 | 2;
   db: string | null;
   collection: string;
 }
 
-export function headerLine(kind: FileKind, d: Destination): string {
-  const h: Header = { koaAudit: kind, v: 1, db: d.db, collection: d.collection };
+export function headerLine(kind: FileKind, d: Destination, v: 1 | 2 = 1): string {
+  const h: Header = { koaAudit: kind, v, db: d.db, collection: d.collection };
   return `${JSON.stringify(h)}\n`;
 }
 
@@ -163,10 +169,10 @@ export function sameDestination(a: Destination, b: Destination): boolean {
 }
 
 /** Opens a new file of ours for appending: created by this call (never an existing one, never through a link), 0600, header written. */
-export function createOwnFile(path: string, kind: FileKind, d: Destination): number {
+export function createOwnFile(path: string, kind: FileKind, d: Destination, v: 1 | 2 = 1): number {
   const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_APPEND | (constants.O_NOFOLLOW ?? 0);
   const fd = openSync(path, flags, 0o600);
-  writeSync(fd, headerLine(kind, d));
+  writeSync(fd, headerLine(kind, d, v));
   return fd;
 }
 

@@ -1,6 +1,6 @@
 /**
- * The spool: events that did not fit in memory, kept as Extended JSON lines in local files until the store
- * takes them. Files are named by time, so replay keeps their order; a new process on the same directory
+ * The spool: events that did not fit in memory, kept as BSON records in local files (spool-records.ts) until
+ * the store takes them; the Extended JSON lines of earlier versions' files (and of write-ahead files) are read too. Files are named by time, so replay keeps their order; a new process on the same directory
  * replays what a crashed one left (its write-ahead files too, see wal.ts), never a file that a live auditor
  * still writes. Every event keeps the `_id` it got when accepted and every other field (a hash chain's
  * included), so replaying a file twice (two processes, or a crash mid-replay) stores nothing twice.
@@ -8,13 +8,15 @@
  * The directory and its files are guarded as data (spool-files.ts): a file of another destination, or one
  * that another user could have written, is left alone and reported once.
  */
-import { closeSync, createReadStream, readdirSync, readSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, readdirSync, readSync, openSync, renameSync, unlinkSync, writeSync, writevSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { mongo } from 'mongoose';
 import type { StoredDoc } from '../core/types.js';
+import { encodeRecords, parseRecords } from './spool-records.js';
 import {
-  CLAIMED, createOwnFile, distrustFile, instanceToken, isHeader, newFileName, parseName, readDestination, registerInstance,
+  BSON_SUFFIX, CLAIMED, createOwnFile, distrustFile, instanceToken, isHeader, newFileName, parseName, readDestination, registerInstance,
   replayable, sameDestination, trustedDir, unregisterInstance, type Destination, type FileName,
 } from './spool-files.js';
 
@@ -66,14 +68,13 @@ export class Spool {
    */
   append(docs: readonly StoredDoc[]): void {
     if (docs.length === 0) return;
-    let text = '';
-    for (const d of docs) text += `${EJSON.stringify(d, { relaxed: false })}\n`;
+    const records = encodeRecords(docs);
     if (this.fd === null) {
       trustedDir(this.dir);
-      this.file = join(this.dir, newFileName('spool', this.instance));
-      this.fd = createOwnFile(this.file, 'spool', this.destination);
+      this.file = join(this.dir, newFileName('spool', this.instance, BSON_SUFFIX));
+      this.fd = createOwnFile(this.file, 'spool', this.destination, 2);
     }
-    writeSync(this.fd, text);
+    writeAll(this.fd, records);
   }
 
   /** Closes the current file: the next append starts a new one. */
@@ -118,7 +119,7 @@ export class Spool {
     for (const name of names) {
       const f = parseName(name);
       if (f === null) {
-        if (name.endsWith('.ndjson') || name.endsWith(CLAIMED)) this.refuse(name, 'not a file this version of koa-audit wrote (no destination recorded)');
+        if (name.endsWith('.ndjson') || name.endsWith(BSON_SUFFIX) || name.endsWith(CLAIMED)) this.refuse(name, 'not a file this version of koa-audit wrote (no destination recorded)');
         continue;
       }
       if (!replayable(f, this.instance)) continue;
@@ -143,11 +144,15 @@ export class Spool {
     return ok.sort((a, b) => (a.f.order < b.f.order ? -1 : a.f.order > b.f.order ? 1 : 0)).map((x) => join(this.dir, x.name));
   }
 
-  /** Events waiting in the spool (lines of its files). Reads the files: for close() and tests, not the hot path. */
+  /** Events waiting in the spool (lines or records of its files). Reads the files: for close() and tests, not the hot path. */
   count(): number {
     let n = 0;
     const buf = Buffer.allocUnsafe(64 * 1024);
     for (const file of this.files()) {
+      if (isBinary(file)) {
+        n += countRecords(file);
+        continue;
+      }
       let fd: number;
       try {
         fd = openSync(file, 'r');
@@ -185,6 +190,15 @@ export class Spool {
           continue; // another process claimed it first
         }
       }
+      if (isBinary(file)) {
+        total += await replayRecords(file, batchSize, write);
+        try {
+          unlinkSync(file);
+        } catch {
+          // already removed by another process replaying the same directory
+        }
+        continue;
+      }
       let batch: StoredDoc[] = [];
       const input = createReadStream(file, 'utf8');
       const lines = createInterface({ input, crlfDelay: Infinity });
@@ -218,4 +232,133 @@ export class Spool {
     }
     return total;
   }
+}
+
+function isBinary(file: string): boolean {
+  return file.endsWith(BSON_SUFFIX) || file.endsWith(BSON_SUFFIX + CLAIMED);
+}
+
+/** One append, all of it: writev may write less than asked (a signal, a full disk that frees up). */
+function writeAll(fd: number, chunks: Buffer[]): void {
+  let bufs = chunks;
+  for (;;) {
+    let left = 0;
+    for (const b of bufs) left += b.length;
+    const n = bufs.length === 1 ? writeSync(fd, bufs[0]) : writevSync(fd, bufs);
+    if (n >= left) return;
+    let skip = n;
+    const rest: Buffer[] = [];
+    for (const b of bufs) {
+      if (skip >= b.length) skip -= b.length;
+      else {
+        rest.push(skip > 0 ? b.subarray(skip) : b);
+        skip = 0;
+      }
+    }
+    bufs = rest;
+  }
+}
+
+const CHUNK = 1024 * 1024;
+
+/** The records of a binary spool file, past its header, a chunk at a time (a record longer than a chunk: a longer read). */
+async function replayRecords(file: string, batchSize: number, write: (batch: StoredDoc[]) => Promise<void>): Promise<number> {
+  const fh = await open(file, 'r');
+  let total = 0;
+  try {
+    const size = (await fh.stat()).size; // a file being replayed is no longer appended to
+    let buf = Buffer.alloc(0);
+    let offset = 0;
+    let headerDone = false;
+    let batch: StoredDoc[] = [];
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(Math.max(CHUNK, buf.length));
+      const { bytesRead } = await fh.read(chunk, 0, Math.min(chunk.length, Math.max(0, size - offset)), offset);
+      offset += bytesRead;
+      const final = bytesRead === 0 || offset >= size;
+      buf = buf.length === 0 ? chunk.subarray(0, bytesRead) : Buffer.concat([buf, chunk.subarray(0, bytesRead)]);
+      let start = 0;
+      if (!headerDone) {
+        const nl = buf.indexOf(0x0a);
+        if (nl < 0 && !final) continue;
+        headerDone = true;
+        start = nl < 0 ? buf.length : nl + 1;
+      }
+      const parsed = parseRecords(buf, start, Math.max(0, size - offset));
+      buf = buf.subarray(start + parsed.consumed);
+      for (const d of parsed.docs) {
+        batch.push(d);
+        if (batch.length >= batchSize) {
+          await write(batch);
+          total += batch.length;
+          batch = [];
+        }
+      }
+      if (final) break;
+    }
+    if (batch.length > 0) {
+      await write(batch);
+      total += batch.length;
+    }
+  } finally {
+    await fh.close();
+  }
+  return total;
+}
+
+/** Records in a binary spool file (their frames checked, not parsed), a chunk at a time. */
+function countRecords(file: string): number {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return 0;
+  }
+  let n = 0;
+  try {
+    const size = fstatSync(fd).size;
+    let buf = Buffer.alloc(0);
+    let offset = 0;
+    let headerDone = false;
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(Math.max(CHUNK, buf.length));
+      const got = readSync(fd, chunk, 0, Math.min(chunk.length, Math.max(0, size - offset)), offset);
+      offset += got;
+      const final = got === 0 || offset >= size;
+      buf = buf.length === 0 ? chunk.subarray(0, got) : Buffer.concat([buf, chunk.subarray(0, got)]);
+      let start = 0;
+      if (!headerDone) {
+        const nl = buf.indexOf(0x0a);
+        if (nl < 0 && !final) continue;
+        headerDone = true;
+        start = nl < 0 ? buf.length : nl + 1;
+      }
+      const parsed = parseRecords(buf, start, Math.max(0, size - offset), false);
+      n += parsed.docs.length;
+      buf = buf.subarray(start + parsed.consumed);
+      if (final) break;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return n;
+}
+
+/** The events of one spool file of either format, read at once: for tests and tools, not the store. */
+export async function spooledEvents(file: string): Promise<StoredDoc[]> {
+  const out: StoredDoc[] = [];
+  if (isBinary(file)) {
+    await replayRecords(file, 1000, async (batch) => void out.push(...batch));
+    return out;
+  }
+  const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
+  for await (const line of lines) {
+    if (line.trim() === '' || isHeader(line)) continue;
+    try {
+      out.push(EJSON.parse(line, { relaxed: true }) as StoredDoc);
+    } catch {
+      // torn
+    }
+  }
+  return out;
 }

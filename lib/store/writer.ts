@@ -115,6 +115,13 @@ export class Writer {
   /** After a refused batch: this many events at the head of the queue are written one at a time. */
   private singles = 0;
   private spoolPending = false;
+  /**
+   * Overflow on its way to the spool: appended together once the current turn of the event loop is over (one
+   * write for a burst, not one per event). Only without a write-ahead log: with one, the spool append is the
+   * event's record on disk and happens before accept() returns.
+   */
+  private spoolBuffer: Queued[] = [];
+  private spoolFlush: NodeJS.Immediate | null = null;
   private closed = false;
   private closing: Promise<{ unwritten: number }> | null = null;
   private lost: { count: number; from: Date; to: Date } | null = null;
@@ -284,6 +291,7 @@ export class Writer {
       }),
     ]);
     clearTimeout(timer);
+    this.flushSpoolBuffer();
     this.closed = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
@@ -320,8 +328,10 @@ export class Writer {
   }
 
   private afterClose(doc: StoredDoc): void {
-    if (this.o.spool !== null) this.toSpool([doc]);
-    else this.s.dropped++;
+    if (this.o.spool !== null) {
+      this.toSpool([doc]);
+      this.flushSpoolBuffer(); // nothing runs after close() to append it later
+    } else this.s.dropped++;
   }
 
   private async acceptBlocking(doc: StoredDoc): Promise<void> {
@@ -372,7 +382,33 @@ export class Writer {
   }
 
   private toSpool(docs: StoredDoc[]): void {
-    this.appendToSpool(docs.flatMap((d) => this.link(d)).map((doc) => ({ doc, bytes: 0, wal: null })));
+    const items: Queued[] = [];
+    for (const d of docs) for (const doc of this.link(d)) items.push({ doc, bytes: 0, wal: null });
+    if (this.o.wal !== null) {
+      this.appendToSpool(items);
+      return;
+    }
+    // Counted as spooled now (stats are read right after a burst); a failed append takes them back as dropped.
+    for (const q of items) {
+      if (isChainRecord(q.doc)) this.ownSpooled++;
+      else this.s.spooled++;
+      this.spoolBuffer.push(q);
+    }
+    this.spoolPending = true;
+    this.spoolFlush ??= setImmediate(() => this.flushSpoolBuffer());
+  }
+
+  /** Appends the buffered overflow (see spoolBuffer); everything that reads the spool calls this first. */
+  private flushSpoolBuffer(): void {
+    if (this.spoolFlush !== null) clearImmediate(this.spoolFlush);
+    this.spoolFlush = null;
+    const items = this.spoolBuffer;
+    if (items.length === 0) return;
+    this.spoolBuffer = [];
+    const own = items.filter((q) => isChainRecord(q.doc)).length;
+    this.s.spooled -= items.length - own;
+    this.ownSpooled -= own;
+    this.appendToSpool(items);
   }
 
   private appendToSpool(items: Queued[]): void {
@@ -556,6 +592,7 @@ export class Writer {
   }
 
   private async replaySpool(): Promise<boolean> {
+    this.flushSpoolBuffer();
     const spool = this.o.spool as Spool;
     const started = Date.now();
     try {

@@ -1,0 +1,87 @@
+/**
+ * The binary body of a spool file (`.bson`): after the destination header line, one record per event, each a
+ * 4-byte mark followed by the event's BSON document (which starts with its own length). BSON is what the driver
+ * sends the server anyway: an event is serialised once to be spooled and read back as the driver would, with
+ * no text form in between (the `.ndjson` files of earlier versions held Extended JSON lines; they are still read).
+ *
+ * A crash mid-append leaves a torn last record: it is recognised (length past the end of the file, no closing
+ * NUL, a document that does not parse) and skipped; reading resumes at the next mark, so anything written
+ * after a damaged record is still found.
+ */
+import { mongo } from 'mongoose';
+import type { StoredDoc } from '../core/types.js';
+
+const { BSON } = mongo;
+
+/** The mark before every record: "KAE" and a format byte. */
+export const MARK = Buffer.from([0x4b, 0x41, 0x45, 0x01]);
+
+/** The records of `docs`, as buffers to write in one call. */
+export function encodeRecords(docs: readonly StoredDoc[]): Buffer[] {
+  const out: Buffer[] = [];
+  for (const d of docs) out.push(MARK, BSON.serialize(d as mongo.Document) as Buffer);
+  return out;
+}
+
+function markAt(buf: Buffer, i: number): boolean {
+  return buf[i] === MARK[0] && buf[i + 1] === MARK[1] && buf[i + 2] === MARK[2] && buf[i + 3] === MARK[3];
+}
+
+/** The next mark at or after `from`, or -1. */
+function nextMark(buf: Buffer, from: number): number {
+  return buf.indexOf(MARK, from);
+}
+
+export interface Parsed {
+  docs: StoredDoc[];
+  /** Bytes of `buf` dealt with; the rest waits for more of the file (unless `final`). */
+  consumed: number;
+  /** Records found damaged and skipped. */
+  damaged: number;
+}
+
+/**
+ * The records in `buf[start..]`; `more` bytes of the file follow `buf`. A record that runs past the end of `buf`
+ * is left for the next call, with more of the file; past the end of the file, it is a torn record, skipped.
+ * `decode` false: records are only checked for their frame (counting), not parsed.
+ */
+export function parseRecords(buf: Buffer, start: number, more: number, decode = true): Parsed {
+  const final = more === 0;
+  const docs: StoredDoc[] = [];
+  let damaged = 0;
+  let p = start;
+  while (p < buf.length) {
+    if (buf.length - p < 8) {
+      if (!final) break;
+      damaged++;
+      p = buf.length;
+      break;
+    }
+    let ok = markAt(buf, p);
+    const size = ok ? buf.readInt32LE(p + 4) : 0;
+    if (ok && (size < 5 || p + 4 + size > buf.length + more)) ok = false;
+    if (ok && p + 4 + size > buf.length) break; // the rest of this record is further in the file
+    if (ok && buf[p + 4 + size - 1] !== 0) ok = false;
+    if (ok && decode) {
+      try {
+        docs.push(BSON.deserialize(buf.subarray(p + 4, p + 4 + size)) as StoredDoc);
+      } catch {
+        ok = false;
+      }
+    } else if (ok) docs.push(null as unknown as StoredDoc);
+    if (ok) {
+      p += 4 + size;
+      continue;
+    }
+    // Damage: resume at the next mark. Without one in what was read, keep the last bytes (a mark may be cut).
+    damaged++;
+    const next = nextMark(buf, p + 1);
+    if (next >= 0) {
+      p = next;
+      continue;
+    }
+    p = final ? buf.length : Math.max(p + 1, buf.length - (MARK.length - 1));
+    break;
+  }
+  return { docs, consumed: p - start, damaged };
+}
