@@ -150,24 +150,7 @@ export function unreadable(err: unknown): string {
   return capString(`[Unreadable: ${why}]`, 256);
 }
 
-/**
- * The own enumerable entries of an object, each value read on its own: a getter that throws spoils its own entry
- * (stored as `'[Unreadable: …]'`), not its siblings.
- */
-function entriesOf(obj: object): [string, unknown][] {
-  const keys = Object.keys(obj);
-  const out: [string, unknown][] = [];
-  for (const key of keys) {
-    try {
-      out.push([key, (obj as Record<string, unknown>)[key]]);
-    } catch (err) {
-      out.push([key, new UnreadableValue(err)]);
-    }
-  }
-  return out;
-}
-
-/** Marks an entry whose read threw (see entriesOf). */
+/** Marks an entry whose read threw (see convertObjectEntries). */
 class UnreadableValue {
   constructor(readonly err: unknown) {}
 }
@@ -196,10 +179,38 @@ function convertObject(obj: object, w: Walk, depth: number): StoredValue {
   try {
     if (Array.isArray(plain) || plain instanceof Set) return convertList(plain, w, depth);
     if (plain instanceof Map) return convertEntries([...plain.entries()], w, depth);
-    return convertEntries(entriesOf(plain), w, depth);
+    return convertObjectEntries(plain, w, depth);
   } finally {
     w.path.pop();
   }
+}
+
+/**
+ * The own enumerable entries of an object, each value read on its own: a getter that throws spoils its own entry
+ * (stored as `'[Unreadable: …]'`), not its siblings. No [key, value] pair per entry: this runs for every object
+ * of every event (its `http`, `actor`, `meta`...).
+ */
+function convertObjectEntries(obj: object, w: Walk, depth: number): { [key: string]: StoredValue } {
+  const keys = Object.keys(obj);
+  const keep = keys.length > w.limits.maxItems ? w.limits.maxItems - 1 : keys.length;
+  const out: { [key: string]: StoredValue } = {};
+  for (let i = 0; i < keep; i++) {
+    let item: unknown;
+    try {
+      item = (obj as Record<string, unknown>)[keys[i]];
+    } catch (err) {
+      item = new UnreadableValue(err);
+    }
+    storeEntry(out, keys[i], item, w, depth);
+  }
+  if (keep < keys.length) out['…'] = TRUNCATED;
+  return out;
+}
+
+function storeEntry(out: { [key: string]: StoredValue }, rawKey: unknown, item: unknown, w: Walk, depth: number): void {
+  const key = capString(typeof rawKey === 'string' ? rawKey : String(rawKey), 256);
+  const secret = w.redactor !== null && w.redactor.isSecret(key);
+  out[escapeKey(w.redactor === null ? key : text(key, w, 256))] = secret ? REDACTED : convert(item, w, depth + 1);
 }
 
 /**
@@ -221,12 +232,7 @@ function convertList(list: unknown[] | Set<unknown>, w: Walk, depth: number): St
 function convertEntries(entries: [unknown, unknown][], w: Walk, depth: number): { [key: string]: StoredValue } {
   const keep = entries.length > w.limits.maxItems ? w.limits.maxItems - 1 : entries.length;
   const out: { [key: string]: StoredValue } = {};
-  for (let i = 0; i < keep; i++) {
-    const [rawKey, item] = entries[i];
-    const key = capString(typeof rawKey === 'string' ? rawKey : String(rawKey), 256);
-    const secret = w.redactor !== null && w.redactor.isSecret(key);
-    out[escapeKey(w.redactor === null ? key : text(key, w, 256))] = secret ? REDACTED : convert(item, w, depth + 1);
-  }
+  for (let i = 0; i < keep; i++) storeEntry(out, entries[i][0], entries[i][1], w, depth);
   if (keep < entries.length) out['…'] = TRUNCATED;
   return out;
 }
