@@ -29,7 +29,8 @@ import { createHash } from 'node:crypto';
 type Tagged = { _bsontype?: unknown };
 
 function numberForm(n: number): string {
-  if (Number.isFinite(n)) return Object.is(n, -0) ? '0' : JSON.stringify(n);
+  // String(n) is JSON's form of a finite number (both are Number::toString), without a stringify call.
+  if (Number.isFinite(n)) return Object.is(n, -0) ? '0' : String(n);
   return `{"$num":"${String(n)}"}`;
 }
 
