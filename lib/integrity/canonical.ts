@@ -116,9 +116,35 @@ function write(v: unknown): string {
   return writeObject(v as Record<string, unknown>, null);
 }
 
+/**
+ * The keys of the last object seen with each number of keys, and their sorted order: events of one kind have
+ * the same keys in the same order, so most objects are sorted by comparing their keys to the last ones'.
+ */
+const lastKeys: { keys: string[]; sorted: string[] }[] = [];
+
+function sortedKeys(obj: object): string[] {
+  const keys = Object.keys(obj);
+  const n = keys.length;
+  if (n > 32) return keys.sort();
+  const last = lastKeys[n];
+  if (last !== undefined) {
+    let same = true;
+    for (let i = 0; i < n; i++) {
+      if (keys[i] !== last.keys[i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return last.sorted;
+  }
+  const sorted = [...keys].sort();
+  lastKeys[n] = { keys, sorted };
+  return sorted;
+}
+
 /** An object, its keys sorted, `undefined` values left out; `skip`: one more key left out (`chain.hash`). */
 function writeObject(obj: Record<string, unknown>, skip: string | null): string {
-  const keys = Object.keys(obj).sort();
+  const keys = sortedKeys(obj);
   let out = '{';
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i];
@@ -148,7 +174,7 @@ export function hashInput(doc: Record<string, unknown>): string {
   const chain = doc.chain;
   if (chain === null || typeof chain !== 'object') return canonical(doc);
   // As canonical({ ...doc, chain: { ...chain without hash } }) (a plain copy of whatever `chain` is), without the copies.
-  const keys = Object.keys(doc).sort();
+  const keys = sortedKeys(doc);
   let out = '{';
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i];
