@@ -180,6 +180,17 @@ describe('spool', () => {
     }
   });
 
+  it('binary records: an event bigger than the BSON serializer\'s buffer (17 MiB) is kept whole', async () => {
+    const dir = tmp();
+    const s = new Spool(dir);
+    const blob = `${'z'.repeat(17 * 1024 * 1024)}-end`;
+    s.append([doc(0), { ...doc(1), meta: { blob } }, doc(2)]);
+    const seen: StoredDoc[] = [];
+    await s.replay(10, async (batch) => void seen.push(...batch));
+    expect(seen.map((d) => d.n)).to.deep.equal([0, 1, 2]);
+    expect((seen[1].meta as { blob: string }).blob === blob).to.equal(true, 'every byte of it');
+  });
+
   it('the Extended JSON files of an earlier version are still replayed, in order with the binary ones, types intact', async () => {
     const dir = tmp();
     const destination = (): Destination => ({ db: fx.conn.name, collection: 'spool_v1' });

@@ -16,10 +16,22 @@ const { BSON } = mongo;
 /** The mark before every record: "KAE" and a format byte. */
 export const MARK = Buffer.from([0x4b, 0x41, 0x45, 0x01]);
 
+/** The size of the buffer bson's serialize works in: a longer document comes out cut, silently. */
+const SERIALIZE_BUFFER = 17 * 1024 * 1024;
+
 /** The records of `docs`, as buffers to write in one call. */
 export function encodeRecords(docs: readonly StoredDoc[]): Buffer[] {
   const out: Buffer[] = [];
-  for (const d of docs) out.push(MARK, BSON.serialize(d as mongo.Document) as Buffer);
+  for (const d of docs) {
+    let bytes = BSON.serialize(d as mongo.Document) as Buffer;
+    if (bytes.length >= SERIALIZE_BUFFER) {
+      // Events are bounded far below this (maxEventBytes), but Spool's callers may hold a bigger one (an older
+      // spool's): bson's buffer grows to its size (for good: bson cannot shrink it), and it is serialized again.
+      BSON.setInternalBufferSize(BSON.calculateObjectSize(d as mongo.Document) + 1);
+      bytes = BSON.serialize(d as mongo.Document) as Buffer;
+    }
+    out.push(MARK, bytes);
+  }
   return out;
 }
 
