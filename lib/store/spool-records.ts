@@ -26,9 +26,13 @@ export function encodeRecords(docs: readonly StoredDoc[]): Buffer[] {
     let bytes = BSON.serialize(d as mongo.Document) as Buffer;
     if (bytes.length >= SERIALIZE_BUFFER) {
       // Events are bounded far below this (maxEventBytes), but Spool's callers may hold a bigger one (an older
-      // spool's): bson's buffer grows to its size (for good: bson cannot shrink it), and it is serialized again.
+      // spool's): bson's shared buffer grows to its size for this one document, then back to its usual size.
       BSON.setInternalBufferSize(BSON.calculateObjectSize(d as mongo.Document) + 1);
-      bytes = BSON.serialize(d as mongo.Document) as Buffer;
+      try {
+        bytes = BSON.serialize(d as mongo.Document) as Buffer;
+      } finally {
+        BSON.setInternalBufferSize(SERIALIZE_BUFFER);
+      }
     }
     out.push(MARK, bytes);
   }
