@@ -101,7 +101,7 @@ function unacknowledged(options: Doc, coll: MongooseCollection): boolean {
 const DESERIALIZE_KEYS = ['useBigInt64', 'promoteLongs', 'promoteValues', 'promoteBuffers', 'bsonRegExp'] as const;
 
 /** What the driver sends for `value`, as a read of this collection would give it back. */
-function asRead(value: Doc, bson: DriverBson): Doc {
+export function asRead(value: Doc, bson: DriverBson): Doc {
   const bytes = mongo.BSON.serialize(value, { ignoreUndefined: bson.ignoreUndefined === true, serializeFunctions: bson.serializeFunctions === true });
   const opts: Record<string, unknown> = {};
   for (const k of DESERIALIZE_KEYS) if (bson[k] !== undefined) opts[k] = bson[k];

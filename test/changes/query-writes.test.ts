@@ -154,14 +154,42 @@ describe('changes: query writes (updateOne, updateMany, findOneAnd*, replaceOne,
     });
     const mine = (extra: Record<string, unknown> = {}) => fx.events({ model: User.modelName, ...extra });
 
+    /** The commands of `names` sent to `model`'s collection while `fn` runs. */
+    async function sent(model: { collection: { collectionName: string } }, names: string[], fn: () => Promise<unknown>): Promise<CommandStartedEvent[]> {
+      const seen: CommandStartedEvent[] = [];
+      const listen = (e: CommandStartedEvent): void => {
+        if (names.includes(e.commandName) && e.command[e.commandName] === model.collection.collectionName) seen.push(e);
+      };
+      fx.conn.getClient().on('commandStarted', listen);
+      try {
+        await fn();
+      } finally {
+        fx.conn.getClient().off('commandStarted', listen);
+      }
+      return seen;
+    }
+
     it('the pre-image read of an update is limited to the fields the update names', async () => {
-      const a = await User.create({ email: 'a@x', age: 1, grp: 'g' });
+      await User.insertMany([{ email: 'a@x', age: 1, grp: 'g' }, { email: 'b@x', age: 1, grp: 'g' }]);
       fx.resetCommands();
-      await User.updateOne({ _id: a._id }, { $set: { age: 2 } });
+      await User.updateMany({ grp: 'g' }, { $set: { age: 2 } });
       const [pre, post] = fx.finds(User);
       expect(pre.command.projection).to.deep.equal({ age: 1 });
-      expect(pre.command.limit).to.equal(1);
+      expect(pre.command.limit).to.equal(6);
       expect(post.command.projection).to.deep.equal({ age: 1 });
+    });
+
+    it('an updateOne reads nothing apart from its write, which returns the pre-image of the fields the update names', async () => {
+      const a = await User.create({ email: 'a@x', age: 1, grp: 'g' });
+      fx.resetCommands();
+      const commands = await sent(User, ['findAndModify', 'update'], () => User.updateOne({ _id: a._id }, { $set: { age: 2 } }));
+      expect(fx.finds(User)).to.have.length(0);
+      // FerretDB takes no projection on findAndModify: the write is then sent again without one (nothing was written).
+      expect(commands.map((c) => c.commandName).every((n) => n === 'findAndModify')).to.equal(true);
+      expect(commands[0].command.fields).to.deep.equal({ _id: 1, age: 1 });
+      expect(commands[0].command.new).to.equal(false);
+      const [e] = await mine({ kind: 'update' });
+      expect(e.changes).to.deep.equal([{ path: 'age', from: 1, to: 2 }]);
     });
 
     it('updateMany reads at most maxDocuments + 1 documents before the write', async () => {
@@ -179,18 +207,25 @@ describe('changes: query writes (updateOne, updateMany, findOneAnd*, replaceOne,
         const lsid = session.id!.id.toString('hex');
         const sessionOf = (c: CommandStartedEvent) => (c.command.lsid as { id: mongo.Binary } | undefined)?.id.toString('hex');
         fx.resetCommands();
-        await User.updateOne({ _id: a._id }, { $inc: { n: 1 } }, { session });
+        const writes = await sent(User, ['findAndModify'], async () => {
+          await User.updateOne({ _id: a._id }, { $inc: { n: 1 } }, { session });
+          await User.updateOne({ _id: a._id }, { $currentDate: { n: true } }, { session }); // read before and after
+          await User.updateOne({ _id: a._id }, { $set: { n: 1 } }, { session });
+        });
         const loaded = (await User.findById(a._id).session(session))!;
         loaded.n = 10;
         await loaded.save({ session });
         await User.deleteMany({ _id: a._id }, { session });
+        // The cheap updateOne's pre-image comes with its write: the session reaches that too.
+        expect(writes.length).to.be.at.least(2);
+        for (const w of writes) expect(sessionOf(w)).to.equal(lsid);
         const reads = fx.finds(User);
         expect(reads.length).to.be.at.least(6);
         for (const r of reads) expect(sessionOf(r), JSON.stringify(r.command.filter)).to.equal(lsid);
       } finally {
         await session.endSession();
       }
-      expect((await mine()).map((e) => e.kind)).to.deep.equal(['create', 'update', 'update', 'delete']);
+      expect((await mine()).map((e) => e.kind)).to.deep.equal(['create', 'update', 'update', 'update', 'update', 'delete']);
     });
 
     it('updateMany of maxDocuments documents records each; above it one summary event', async () => {
