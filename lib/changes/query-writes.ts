@@ -84,7 +84,12 @@ export async function preQuery(s: SchemaAudit, q: AuditedQuery): Promise<void> {
     const coll = q.mongooseCollection;
     const write: CheapWrite = { images: null, done: false, fallback: null };
     st.cheap = { write, coll };
-    q.mongooseCollection = cheapCollection(coll, (model as { db?: { db?: unknown } }).db?.db as Parameters<typeof cheapCollection>[1], write, projection === s.projection ? null : projection);
+    const db = (model as { db?: { db?: unknown } }).db?.db as Parameters<typeof cheapCollection>[1];
+    q.mongooseCollection = cheapCollection(coll, db, write, {
+      // Hooks after ours may have changed the update: the usual path reads what the final one names.
+      projectionOf: (final) => narrowProjection(s, topLevelProjection(touchedPaths(final, false))),
+      report: (err) => s.core.report(err),
+    });
     queryStates.set(q, st);
     return;
   }
@@ -142,6 +147,8 @@ export function postQuery(s: SchemaAudit, q: AuditedQuery, res: unknown): Promis
     const fallback = st.cheap.write.fallback;
     if (fallback === null) return inNote(st.note, () => recordCheap(s, q, res, st));
     // Judged uncertain at the write: the pre-image was read there, the usual path records.
+    st.projection = fallback.projection;
+    st.paths = touchedPaths(q.getUpdate(), false);
     for (const d of sameFields(fallback.before, st.projection)) {
       st.ids.push(d._id);
       st.before.set(documentIdString(d._id), d);

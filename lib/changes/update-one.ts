@@ -59,7 +59,7 @@ export interface CheapWrite {
   /** The write was sent the cheap way (matched or not). */
   done: boolean;
   /** Set when the write was judged uncertain at the last moment: the usual path applies, with this pre-image read. */
-  fallback: { before: Doc[]; session: ClientSession | null } | null;
+  fallback: { before: Doc[]; session: ClientSession | null; projection: Record<string, 0 | 1> | null } | null;
 }
 
 /** Servers whose findAndModify takes no projection (FerretDB v1): the whole document is returned, and cut here. */
@@ -133,7 +133,7 @@ interface FindAndModifyResult {
  * A collection standing in for `coll` in one query: its `updateOne` is the cheap write, recorded in `w`.
  * Every other property is `coll`'s own.
  */
-export function cheapCollection(coll: MongooseCollection, db: ListCollections | undefined, w: CheapWrite, readProjection: Record<string, 0 | 1> | null): MongooseCollection {
+export function cheapCollection(coll: MongooseCollection, db: ListCollections | undefined, w: CheapWrite, hooks: CheapHooks): MongooseCollection {
   const stand = Object.create(coll) as MongooseCollection;
   stand.updateOne = async (filter, update, options) => {
     const bson = coll.collection?.bsonOptions ?? {};
@@ -141,33 +141,31 @@ export function cheapCollection(coll: MongooseCollection, db: ListCollections | 
     const sure = bson.raw !== true && !rawFields(bson) && options.upsert !== true && options.arrayFilters === undefined
       && !unacknowledged(options, coll) && isPlainObject(update) && certainUpdate(update, strings);
     const session = (options.session as ClientSession | undefined) ?? null;
-    if (!sure) {
-      // The usual path: the pre-image read here (filter and options are final), then the app's write.
+    // The usual path: the pre-image read here (filter, update and options are final), then the app's write.
+    const usual = async (): Promise<unknown> => {
+      const projection = hooks.projectionOf(update);
       const read: Doc = { limit: 1 };
-      if (readProjection !== null) read.projection = readProjection;
+      if (projection !== null) read.projection = projection;
       if (session !== null) read.session = session;
       if (options.sort !== undefined) read.sort = options.sort;
       if (options.collation !== undefined) read.collation = options.collation;
       const cursor = await coll.find(filter, read);
-      w.fallback = { before: await cursor.toArray(), session };
+      w.fallback = { before: await cursor.toArray(), session, projection };
       return coll.updateOne(filter, update, options);
-    }
+    };
+    if (!sure) return usual();
 
     const fields = topFields(update);
     const write: Doc = { ...options, returnDocument: 'before', includeResultMetadata: true };
-    delete write.upsert;
     let res: FindAndModifyResult;
-    if (coll.collection !== undefined && !noProjection.has(coll.collection)) {
-      try {
-        res = (await coll.findOneAndUpdate(filter, update, { ...write, projection: fields })) as FindAndModifyResult;
-      } catch (err) {
-        // Rejected before anything is written: asked again without the projection.
-        if ((err as { code?: unknown }).code !== 238 || !String((err as Error).message).includes('fields')) throw err;
-        noProjection.add(coll.collection);
-        res = (await coll.findOneAndUpdate(filter, update, write)) as FindAndModifyResult;
-      }
-    } else {
-      res = (await coll.findOneAndUpdate(filter, update, write)) as FindAndModifyResult;
+    try {
+      res = await findAndModify(coll, filter, update, write, fields);
+    } catch (err) {
+      // Refused by the server, nothing written: sent again as the app sent it, so that the app gets the error
+      // an updateOne gets (FerretDB reports a duplicate key of findAndModify as code 1; MongoDB prefixes the
+      // message). Not in a transaction (the refusal aborted it), nor after a write concern error (written).
+      if (!refused(err) || session?.inTransaction() === true) throw err;
+      return usual();
     }
     w.done = true;
     const found = res.value ?? null;
@@ -176,18 +174,50 @@ export function cheapCollection(coll: MongooseCollection, db: ListCollections | 
     const before = cut(found, fields);
     let after = postImage(before, asRead(update, bson));
     if (after === null) {
-      // Not certain from the values: the document as it is now.
-      const read: Doc = { projection: fields };
-      if (session !== null) read.session = session;
-      const cursor = await coll.find({ _id: before._id }, read);
-      const [now] = await cursor.toArray();
-      after = now === undefined ? null : cut(now, fields);
+      // Not certain from the values: the document as it is now. The write is done: a failed read is the
+      // auditor's fault, reported, never the app's.
+      try {
+        const read: Doc = { projection: fields };
+        if (session !== null) read.session = session;
+        const cursor = await coll.find({ _id: before._id }, read);
+        const [now] = await cursor.toArray();
+        after = now === undefined ? null : cut(now, fields);
+      } catch (err) {
+        hooks.report(err);
+      }
     }
     const modified = after === null || !sameBytes(before, after);
     w.images = after === null ? null : { before, after };
     return updateResult(1, modified ? 1 : 0);
   };
   return stand;
+}
+
+/** What the cheap write needs of the query-write recorder. */
+export interface CheapHooks {
+  /** The projection of the usual path's reads for the final update (null: whole documents). */
+  projectionOf(update: Doc): Record<string, 0 | 1> | null;
+  report(err: unknown): void;
+}
+
+async function findAndModify(coll: MongooseCollection, filter: Doc, update: Doc, write: Doc, fields: Record<string, 1>): Promise<FindAndModifyResult> {
+  if (coll.collection === undefined || noProjection.has(coll.collection)) return (await coll.findOneAndUpdate(filter, update, write)) as FindAndModifyResult;
+  try {
+    return (await coll.findOneAndUpdate(filter, update, { ...write, projection: fields })) as FindAndModifyResult;
+  } catch (err) {
+    // Rejected before anything is written: asked again without the projection.
+    if ((err as { code?: unknown }).code !== 238 || !String((err as Error).message).includes('fields')) throw err;
+    noProjection.add(coll.collection);
+    return (await coll.findOneAndUpdate(filter, update, write)) as FindAndModifyResult;
+  }
+}
+
+/** A command the server refused as a whole (nothing written), not a write concern error nor a retryable one. */
+function refused(err: unknown): boolean {
+  if (!(err instanceof mongo.MongoServerError) || err instanceof mongo.MongoWriteConcernError) return false;
+  if (err.errorLabels.length > 0) return false;
+  const wce = (err as { writeConcernError?: unknown; errorResponse?: { writeConcernError?: unknown } });
+  return wce.writeConcernError === undefined && wce.errorResponse?.writeConcernError === undefined;
 }
 
 /** An acknowledged updateOne's result, as the driver builds it (same keys, same order). */
