@@ -2,6 +2,7 @@
  * Overhead of change auditing: the same writes on a plain model and on an audited one, in one run, as ratios.
  *
  *   npx tsx bench/mongoose.ts            # starts the test database (or uses MONGODB_URI) and prints a table
+ *   BENCH_MONGOOSE_ONLY=updateOne,save   # only the cases whose name starts with one of these
  *
  * Each case is timed over several rounds and the median kept. Only the application's write path is timed
  * (what a request waits for: the pre/post-image reads and accepting the events); the audit inserts run in
@@ -74,6 +75,13 @@ const CASES: Case[] = [
     },
   },
   {
+    name: `bulkWrite of ${SEQUENTIAL} updateOne by _id`,
+    setup: async (M) => (await M.insertMany(Array.from({ length: SEQUENTIAL }, (_, i) => item(i, 'bw')), { lean: true })).map((d) => d._id),
+    run: async (M, ids) => {
+      await M.bulkWrite((ids as unknown[]).map((id) => ({ updateOne: { filter: { _id: id }, update: { $inc: { n: 1 }, $set: { 'address.city': 'Paris' } } } })));
+    },
+  },
+  {
     name: `insertMany of ${MANY} documents`,
     setup: async () => null,
     run: async (M) => {
@@ -112,7 +120,8 @@ export async function runMongooseBench(uri: string): Promise<BenchRow[]> {
     await Promise.all([Plain.init(), Audited.init(), auditor.ready()]);
 
     const rows: BenchRow[] = [];
-    for (const c of CASES) {
+    const only = process.env.BENCH_MONGOOSE_ONLY?.split(',') ?? null;
+    for (const c of CASES.filter((x) => only === null || only.some((o) => x.name.startsWith(o)))) {
       // One warm-up round each (connection pool, JIT), then the measured rounds.
       await timeRound(c, Plain, null);
       await timeRound(c, Audited, auditor);

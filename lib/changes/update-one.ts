@@ -77,7 +77,11 @@ function collationFree(driver: object | undefined, db: ListCollections | undefin
   let p = plainStrings.get(driver);
   if (p === undefined) {
     p = db.listCollections({ name }, { nameOnly: false }).toArray().then(
-      (infos) => infos.every((i) => i.options?.collation === undefined),
+      (infos) => {
+        // A collection not made yet is asked again: it may be created with a collation.
+        if (infos.length === 0) plainStrings.delete(driver);
+        return infos.every((i) => i.options?.collation === undefined);
+      },
       () => false,
     );
     plainStrings.set(driver, p);
@@ -156,7 +160,11 @@ export function cheapCollection(coll: MongooseCollection, db: ListCollections | 
     if (!sure) return usual();
 
     const fields = topFields(update);
-    const write: Doc = { ...options, returnDocument: 'before', includeResultMetadata: true };
+    const write: Doc = { ...options };
+    // Options an updateOne ignores and a findOneAndUpdate would act on.
+    for (const k of ['new', 'returnOriginal', 'returnDocument', 'projection', 'fields', 'includeResultMetadata']) delete write[k];
+    write.returnDocument = 'before';
+    write.includeResultMetadata = true;
     let res: FindAndModifyResult;
     try {
       res = await findAndModify(coll, filter, update, write, fields);
