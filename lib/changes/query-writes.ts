@@ -82,7 +82,7 @@ export async function preQuery(s: SchemaAudit, q: AuditedQuery): Promise<void> {
   if (op === 'updateOne' && s.fetchBefore && q.mongooseCollection !== undefined && cheapCandidate(update, opts as Record<string, unknown>)) {
     // No read before the write: the write itself returns the pre-image (update-one.ts).
     const coll = q.mongooseCollection;
-    const write: CheapWrite = { images: null, done: false, fallback: null };
+    const write: CheapWrite = { images: null, projection: null, done: false, fallback: null };
     st.cheap = { write, coll };
     const db = (model as { db?: { db?: unknown } }).db?.db as Parameters<typeof cheapCollection>[1];
     q.mongooseCollection = cheapCollection(coll, db, write, {
@@ -233,8 +233,8 @@ async function recordCheap(s: SchemaAudit, q: AuditedQuery, res: unknown, st: Qu
   const images = w.images;
   if (images === null) return; // nothing matched (or the document is gone since)
   if ((res as WriteResult | null)?.modifiedCount === 0 && !s.recordNoop) return;
-  const before = project(images.before, st.projection);
-  const after = project(images.after, st.projection);
+  const before = project(images.before, w.projection);
+  const after = project(images.after, w.projection);
   await emitTransition(s, t, documentIdString(before._id), before, after);
 }
 

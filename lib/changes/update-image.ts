@@ -109,13 +109,13 @@ export function certainUpdate(update: unknown, strings: boolean): boolean {
   return true;
 }
 
-/** The top-level fields an update names (its pre-image projection), `_id` included. */
+/** The top-level fields an update names (its pre-image projection), `_id` and `$setOnInsert`'s (unchanged, read as the usual path reads them) included. */
 export function topFields(update: Doc): Record<string, 1> {
   const out: Record<string, 1> = { _id: 1 };
   for (const op of Object.keys(update)) {
     const arg = update[op];
     if (op.charCodeAt(0) !== 36) out[op.split('.')[0]] = 1;
-    else if (op !== '$setOnInsert' && isPlainObject(arg)) for (const p of Object.keys(arg)) out[p.split('.')[0]] = 1;
+    else if (isPlainObject(arg)) for (const p of Object.keys(arg)) out[p.split('.')[0]] = 1;
   }
   return out;
 }

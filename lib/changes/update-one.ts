@@ -56,6 +56,8 @@ export interface UpdateImages {
 export interface CheapWrite {
   /** Set when the write went the cheap way and matched a document. */
   images: UpdateImages | null;
+  /** What the event reads of the images: the projection of the final update (hooks after ours may change it). */
+  projection: Record<string, 0 | 1> | null;
   /** The write was sent the cheap way (matched or not). */
   done: boolean;
   /** Set when the write was judged uncertain at the last moment: the usual path applies, with this pre-image read. */
@@ -176,6 +178,7 @@ export function cheapCollection(coll: MongooseCollection, db: ListCollections | 
       return usual();
     }
     w.done = true;
+    w.projection = hooks.projectionOf(update);
     const found = res.value ?? null;
     if (found === null) return updateResult(0, 0);
 
