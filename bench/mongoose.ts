@@ -114,7 +114,9 @@ async function timeRound(c: Case, M: Model<Item>, auditor: Auditor | null): Prom
 export async function runMongooseBench(uri: string): Promise<BenchRow[]> {
   const conn: Connection = await mongoose.createConnection(databaseUri(uri, 'koa_audit_bench_mongoose'), { serverSelectionTimeoutMS: 10_000 }).asPromise();
   const spoolDir = mkdtempSync(join(tmpdir(), 'ka-bench-'));
-  const auditor = createAudit({ connection: conn, collection: 'bench_audit', spoolDir });
+  // BENCH_FLUSH_MS (diagnostic only): a long flush interval keeps the event inserts out of the timed rounds.
+  const flushMs = Number(process.env.BENCH_FLUSH_MS ?? 0);
+  const auditor = createAudit({ connection: conn, collection: 'bench_audit', spoolDir, ...(flushMs > 0 ? { flushIntervalMs: flushMs } : {}) });
   try {
     await conn.dropDatabase();
     const plainSchema = schema();
