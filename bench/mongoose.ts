@@ -2,6 +2,7 @@
  * Overhead of change auditing: the same writes on a plain model and on an audited one, in one run, as ratios.
  *
  *   npx tsx bench/mongoose.ts            # starts the test database (or uses MONGODB_URI) and prints a table
+ *   BENCH_MONGOOSE_ONLY=updateOne,save   # only the cases whose name starts with one of these
  *
  * Each case is timed over several rounds and the median kept. Only the application's write path is timed
  * (what a request waits for: the pre/post-image reads and accepting the events); the audit inserts run in
@@ -32,6 +33,7 @@ interface Item {
 const ROUNDS = 5;
 const SEQUENTIAL = 200;
 const MANY = 1000;
+const BULK = 40;
 
 function item(i: number, grp: string): Item {
   return { title: `item ${i}`, n: i, grp, tags: ['a', 'b'], address: { city: 'Lyon', zip: '69000' } };
@@ -74,6 +76,17 @@ const CASES: Case[] = [
     },
   },
   {
+    // Calls of BULK operations: FerretDB v1 stalls on one update command of 100 statements or more.
+    name: `bulkWrite of ${BULK} updateOne by _id x${SEQUENTIAL / BULK}`,
+    setup: async (M) => (await M.insertMany(Array.from({ length: SEQUENTIAL }, (_, i) => item(i, 'bw')), { lean: true })).map((d) => d._id),
+    run: async (M, ids) => {
+      const all = ids as unknown[];
+      for (let i = 0; i < all.length; i += BULK) {
+        await M.bulkWrite(all.slice(i, i + BULK).map((id) => ({ updateOne: { filter: { _id: id }, update: { $inc: { n: 1 }, $set: { 'address.city': 'Paris' } } } })));
+      }
+    },
+  },
+  {
     name: `insertMany of ${MANY} documents`,
     setup: async () => null,
     run: async (M) => {
@@ -101,7 +114,9 @@ async function timeRound(c: Case, M: Model<Item>, auditor: Auditor | null): Prom
 export async function runMongooseBench(uri: string): Promise<BenchRow[]> {
   const conn: Connection = await mongoose.createConnection(databaseUri(uri, 'koa_audit_bench_mongoose'), { serverSelectionTimeoutMS: 10_000 }).asPromise();
   const spoolDir = mkdtempSync(join(tmpdir(), 'ka-bench-'));
-  const auditor = createAudit({ connection: conn, collection: 'bench_audit', spoolDir });
+  // BENCH_FLUSH_MS (diagnostic only): a long flush interval keeps the event inserts out of the timed rounds.
+  const flushMs = Number(process.env.BENCH_FLUSH_MS ?? 0);
+  const auditor = createAudit({ connection: conn, collection: 'bench_audit', spoolDir, ...(flushMs > 0 ? { flushIntervalMs: flushMs } : {}) });
   try {
     await conn.dropDatabase();
     const plainSchema = schema();
@@ -112,7 +127,8 @@ export async function runMongooseBench(uri: string): Promise<BenchRow[]> {
     await Promise.all([Plain.init(), Audited.init(), auditor.ready()]);
 
     const rows: BenchRow[] = [];
-    for (const c of CASES) {
+    const only = process.env.BENCH_MONGOOSE_ONLY?.split(',') ?? null;
+    for (const c of CASES.filter((x) => only === null || only.some((o) => x.name.startsWith(o)))) {
       // One warm-up round each (connection pool, JIT), then the measured rounds.
       await timeRound(c, Plain, null);
       await timeRound(c, Audited, auditor);
@@ -122,6 +138,7 @@ export async function runMongooseBench(uri: string): Promise<BenchRow[]> {
         plain.push(await timeRound(c, Plain, null));
         audited.push(await timeRound(c, Audited, auditor));
       }
+      if (process.env.BENCH_VERBOSE === '1') process.stderr.write(`${c.name}: plain ${plain.map((x) => x.toFixed(0)).join(' ')} / audited ${audited.map((x) => x.toFixed(0)).join(' ')} ms\n`);
       const plainMs = median(plain);
       const auditedMs = median(audited);
       rows.push({ name: c.name, plainMs: round(plainMs), auditedMs: round(auditedMs), ratio: round(auditedMs / plainMs) });

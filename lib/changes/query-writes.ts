@@ -12,6 +12,7 @@ import {
 } from './recorder.js';
 import { touchedPaths, topLevelProjection } from './update-paths.js';
 import { callNote, inNote } from './call-note.js';
+import { cheapCandidate, cheapCollection, type CheapWrite, type MongooseCollection } from './update-one.js';
 import type { AuditNote } from '../core/types.js';
 
 /** A mongoose Query as the query hooks see it. */
@@ -22,6 +23,8 @@ export interface AuditedQuery {
   getUpdate(): unknown;
   setUpdate(update: object): unknown;
   getOptions(): QueryOptions;
+  /** Mongoose's collection of this query, swapped for the cheap updateOne (update-one.ts). */
+  mongooseCollection?: MongooseCollection;
 }
 
 interface QueryOptions {
@@ -44,7 +47,7 @@ interface QueryState {
   ids: unknown[];
   /** Fields the update names (null: any field); what is read, and listed without a pre-image. */
   paths: string[] | null;
-  projection: object | null;
+  projection: Record<string, 0 | 1> | null;
   session: ClientSession | null;
   /** More documents matched than `maxDocuments`: one summary event instead. */
   over: boolean;
@@ -52,6 +55,8 @@ interface QueryState {
   /** `_id` given to a findOneAndUpdate upsert so that the inserted document can be found. */
   upsertId: unknown;
   note: AuditNote | undefined;
+  /** An updateOne sent the cheap way (update-one.ts), and the collection it replaced. */
+  cheap: { write: CheapWrite; coll: MongooseCollection } | null;
 }
 
 const queryStates = new WeakMap<object, QueryState>();
@@ -72,7 +77,22 @@ export async function preQuery(s: SchemaAudit, q: AuditedQuery): Promise<void> {
   const paths = isDelete ? null : touchedPaths(update, REPLACES.has(op));
   const projection = isDelete ? s.projection : narrowProjection(s, topLevelProjection(paths));
   const filter = q.getFilter();
-  const st: QueryState = { op, before: new Map(), ids: [], paths, projection, session, over: false, upsert: opts.upsert === true, upsertId: undefined, note };
+  const st: QueryState = { op, before: new Map(), ids: [], paths, projection, session, over: false, upsert: opts.upsert === true, upsertId: undefined, note, cheap: null };
+
+  if (op === 'updateOne' && s.fetchBefore && q.mongooseCollection !== undefined && cheapCandidate(update, opts as Record<string, unknown>)) {
+    // No read before the write: the write itself returns the pre-image (update-one.ts).
+    const coll = q.mongooseCollection;
+    const write: CheapWrite = { images: null, projection: null, done: false, fallback: null };
+    st.cheap = { write, coll };
+    const db = (model as { db?: { db?: unknown } }).db?.db as Parameters<typeof cheapCollection>[1];
+    q.mongooseCollection = cheapCollection(coll, db, write, {
+      // Hooks after ours may have changed the update: the usual path reads what the final one names.
+      projectionOf: (final) => narrowProjection(s, topLevelProjection(touchedPaths(final, false))),
+      report: (err) => s.core.report(err),
+    });
+    queryStates.set(q, st);
+    return;
+  }
 
   if (!s.fetchBefore && single && plainIdFilter(filter)) {
     // The hot path reads nothing before the write: the filter names the document.
@@ -122,6 +142,18 @@ export function postQuery(s: SchemaAudit, q: AuditedQuery, res: unknown): Promis
   const st = queryStates.get(q);
   if (st === undefined) return Promise.resolve();
   queryStates.delete(q);
+  if (st.cheap !== null) {
+    q.mongooseCollection = st.cheap.coll;
+    const fallback = st.cheap.write.fallback;
+    if (fallback === null) return inNote(st.note, () => recordCheap(s, q, res, st));
+    // Judged uncertain at the write: the pre-image was read there, the usual path records.
+    st.projection = fallback.projection;
+    st.paths = touchedPaths(q.getUpdate(), false);
+    for (const d of sameFields(fallback.before, st.projection)) {
+      st.ids.push(d._id);
+      st.before.set(documentIdString(d._id), d);
+    }
+  }
   return inNote(st.note, () => recordQuery(s, q, res, st));
 }
 
@@ -181,6 +213,39 @@ async function recordQuery(s: SchemaAudit, q: AuditedQuery, res: unknown, st: Qu
       if (changes.length > 0 || s.recordNoop) await emit(s, t, 'update', id, changes, undefined, doc);
     }
   }
+}
+
+/** The event of a cheap updateOne: its images came with the write (update-one.ts). */
+async function recordCheap(s: SchemaAudit, q: AuditedQuery, res: unknown, st: QueryState): Promise<void> {
+  const t: Target = { modelName: q.model.modelName, collectionName: q.model.collection.collectionName, operation: st.op };
+  const w = (st.cheap as { write: CheapWrite }).write;
+  if (!w.done) {
+    // Mongoose sent nothing (the cast update was empty). The document is as it was: only recordNoop has an event.
+    if (!s.recordNoop) return;
+    const opts = q.getOptions();
+    const readOpts: Record<string, unknown> = { lean: true, session: st.session, limit: 1 };
+    if (opts.sort !== undefined) readOpts.sort = opts.sort;
+    if (opts.collation !== undefined) readOpts.collation = opts.collation;
+    const [doc] = sameFields(await q.model.find(q.getFilter(), st.projection ?? {}, readOpts), st.projection);
+    if (doc !== undefined) await emitTransition(s, t, documentIdString(doc._id), doc, { ...doc });
+    return;
+  }
+  const images = w.images;
+  if (images === null) return; // nothing matched (or the document is gone since)
+  if ((res as WriteResult | null)?.modifiedCount === 0 && !s.recordNoop) return;
+  const before = project(images.before, w.projection);
+  const after = project(images.after, w.projection);
+  await emitTransition(s, t, documentIdString(before._id), before, after);
+}
+
+/** A whole image cut to an inclusive projection of top-level fields, as a read with it would return. */
+function project(doc: Doc, projection: Record<string, 0 | 1> | null): Doc {
+  if (projection === null) return doc;
+  const keys = Object.keys(projection);
+  if (keys.length === 0 || projection[keys[0]] === 0) return doc;
+  const out: Doc = { _id: doc._id };
+  for (const k of Object.keys(doc)) if (k !== '_id' && projection[k] === 1) out[k] = doc[k];
+  return out;
 }
 
 function upsertedIds(st: QueryState, r: WriteResult, res: unknown): unknown[] {
