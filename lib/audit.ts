@@ -31,6 +31,7 @@ import { createTokenEvents, type TokenEventInput } from './login/tokens.js';
 import { query, type QueryFilter, type QueryPage } from './read/query.js';
 import { dashboard, type DashboardAnswer, type DashboardQuery } from './rollup/dashboard.js';
 import { RollupStore } from './rollup/store.js';
+import { recordStoreHealth } from './store/health.js';
 import { createMiddleware, type MiddlewareOptions } from './request/middleware.js';
 import { eventModel } from './store/model.js';
 import { ensureTextIndex, retiredMessage, retireIndexes } from './store/indexes.js';
@@ -223,6 +224,8 @@ export function createAudit(options?: AuditOptions): Auditor {
     pruneTimer.unref();
   }
 
+  // Degraded periods are recorded in the trail (sys_monitor_disabled / _enabled), so a past outage never hides.
+  recordStoreHealth(core, events);
   const chain: Chain = createChain(core, integrity);
   const login = createLogin(core);
   async function shutDown(timeoutMs: number): Promise<CloseResult> {
@@ -235,6 +238,8 @@ export function createAudit(options?: AuditOptions): Auditor {
       stopChain(core, chain, writer.stats());
     }
     const result = writer === null ? { unwritten: 0 } : await writer.close(Math.max(0, deadline - Date.now()));
+    // The rollups of what was stored (their writes trail the store's by a moment).
+    if (rollups !== null) await within(rollups.flush(), deadline);
     // Sinks get what is left of the time; what they cannot deliver waits in their spools for the next process.
     await sinks?.close(Math.max(0, deadline - Date.now()));
     // An index creation still under way would fail once the app closes its connection: let it end first.
@@ -325,6 +330,7 @@ export function createAudit(options?: AuditOptions): Auditor {
       await login.flush();
       if (spool !== null) await spoolChecked;
       await writer?.flush();
+      await rollups?.flush();
     },
     // Bounded in every state (a store never reached, a connection never opened): what could not be written
     // by the deadline is spooled and counted in `unwritten`.

@@ -167,10 +167,12 @@ describe('rollups equal a fresh count of the events', function () {
     const a = fx.auditor({ collection: 'pruned' });
     await a.ready();
     // The auditor's own rollups live in `pruned_rollups`: this writer keeps them, as the auditor's would.
-    const w = writerFor(() => a.model.collection, new RollupStore(() => a.model.collection, () => fx.conn.collection('pruned_rollups'), { days: 4000, topK: 100 }));
+    const kept = new RollupStore(() => a.model.collection, () => fx.conn.collection('pruned_rollups'), { days: 4000, topK: 100 });
+    const w = writerFor(() => a.model.collection, kept);
     for (const e of trail(240)) w.accept(e as StoredDoc);
     await w.flush();
     await w.close(1000);
+    await kept.flush(); // the rollups' writes trail the store's
     const cut = new Date(START + 2 * HOUR + 20 * 60_000);
     const deleted = await a.prune({ before: cut });
     expect(deleted).to.be.greaterThan(0);

@@ -10,7 +10,8 @@
  */
 import type { Collection } from 'mongoose';
 import type { StoredDoc } from '../core/types.js';
-import { DAY_MS, floorHour, fromStored, HOUR_MS, TALLY_PROJECTION, type RollupStore } from './store.js';
+import { DEGRADED_NAME, RECOVERED_NAME, STORE_MONITOR } from '../store/health.js';
+import { DAY_MS, floorHour, HOUR_MS, TALLY_PROJECTION, type RollupStore } from './store.js';
 import { addEvent, emptyTally, merge, parseDocumentKey, parseRouteKey, quantile, STATUS_CLASSES, type Tally, type TopDimension } from './tally.js';
 
 export type DashboardBucket = 'minute' | '5m' | '15m' | 'hour' | 'day';
@@ -19,6 +20,7 @@ export const DASHBOARD_BUCKETS = Object.keys(BUCKET_MS) as DashboardBucket[];
 const MAX_BUCKETS = 2_000;
 const TOP_N = 10;
 const MAX_LOSSES = 50;
+const MAX_PERIODS = 100;
 
 export interface DashboardQuery {
   from: Date;
@@ -74,6 +76,22 @@ export interface DashboardLoss {
   policy: string | null;
 }
 
+/**
+ * A period when the store was failing to write (degraded), from the trail's `sys_monitor_disabled` and
+ * `sys_monitor_enabled` events of the auditor (lib/store/health.ts).
+ */
+export interface DashboardDegradedPeriod {
+  /** When it was declared degraded; null when that was before the range (only its end is in it). */
+  from: string | null;
+  /** When writes succeeded again; null when that is after the range, or has not happened yet. */
+  to: string | null;
+  /** The ids of the two events (null where outside the range). */
+  startId: string | null;
+  endId: string | null;
+  /** The write error that made it degraded. */
+  error: string | null;
+}
+
 export interface DashboardAnswer {
   source: 'rollups' | 'aggregation';
   /** Why the events were counted instead of the rollups read; null when the rollups answered. */
@@ -97,6 +115,8 @@ export interface DashboardAnswer {
   losses: DashboardLoss[];
   /** Whether the store is failing to write right now (a degraded period under way). */
   degraded: boolean;
+  /** Periods of the range when the store was degraded, oldest first (at most 100): they must never hide. */
+  degradedPeriods: DashboardDegradedPeriod[];
 }
 
 export interface DashboardDeps {
@@ -140,11 +160,12 @@ export async function dashboard(deps: DashboardDeps, q: DashboardQuery): Promise
 
   let reason = await whyNotRollups(deps, plan);
   if (reason === null && deps.rollups !== null) {
-    // Daily buckets read the day documents: thirty instead of seven hundred and twenty.
+    // One small document per bucket, read by its _id: a month by days is thirty reads, whatever the events.
+    await deps.rollups.flush();
     const grain = plan.bucketMs % DAY_MS === 0 ? 'd' : 'h';
-    for (const d of await deps.rollups.read(plan.from, plan.to, plan.tenant, grain)) {
-      const into = bucketOf(d.ts.getTime());
-      if (into !== undefined) merge(into, fromStored(d));
+    for (const [start, t] of await deps.rollups.read(plan.from, plan.to, plan.tenant, grain)) {
+      const into = bucketOf(start);
+      if (into !== undefined) merge(into, t);
     }
   } else {
     reason ??= 'rollups are disabled';
@@ -177,6 +198,8 @@ export async function dashboard(deps: DashboardDeps, q: DashboardQuery): Promise
     losses = (await deps.events().find(lossFilter, { sort: { ts: -1, _id: -1 }, limit: MAX_LOSSES }).toArray()) as StoredDoc[];
   }
 
+  const degradedPeriods = all.dg > 0 ? await readDegraded(deps.events(), plan) : [];
+
   return {
     source: reason === null ? 'rollups' : 'aggregation',
     reason,
@@ -202,7 +225,32 @@ export async function dashboard(deps: DashboardDeps, q: DashboardQuery): Promise
       return { id: String(l._id), ts: (l.ts as Date).toISOString(), lost: typeof m.lost === 'number' ? m.lost : 0, from: str(m.from), to: str(m.to), policy: str(m.policy) };
     }),
     degraded: deps.degraded(),
+    degradedPeriods,
   };
+}
+
+/** The degraded periods of the range, paired from their transitions (read only when the counts say there are some). */
+async function readDegraded(events: Collection, plan: ReturnType<typeof planDashboard>): Promise<DashboardDegradedPeriod[]> {
+  const filter: Record<string, unknown> = {
+    kind: 'security', name: { $in: [DEGRADED_NAME, RECOVERED_NAME] }, 'meta.monitor': STORE_MONITOR, ts: { $gte: new Date(plan.from), $lt: new Date(plan.to) },
+  };
+  if (plan.tenant !== null) filter.tenant = plan.tenant;
+  const docs = (await events.find(filter, { sort: { ts: 1, _id: 1 }, limit: 2 * MAX_PERIODS }).toArray()) as StoredDoc[];
+  const out: DashboardDegradedPeriod[] = [];
+  let open: DashboardDegradedPeriod | null = null;
+  for (const d of docs) {
+    const ts = (d.ts as Date).toISOString();
+    const meta = (d.meta ?? {}) as Record<string, unknown>;
+    if (d.name === DEGRADED_NAME) {
+      if (open !== null) out.push(open); // two starts in a row: the first one's end was not recorded
+      open = { from: ts, to: null, startId: String(d._id), endId: null, error: typeof meta.error === 'string' ? meta.error : null };
+    } else {
+      out.push(open === null ? { from: null, to: ts, startId: null, endId: String(d._id), error: null } : { ...open, to: ts, endId: String(d._id) });
+      open = null;
+    }
+  }
+  if (open !== null) out.push(open);
+  return out.slice(-MAX_PERIODS);
 }
 
 async function whyNotRollups(deps: DashboardDeps, plan: ReturnType<typeof planDashboard>): Promise<string | null> {

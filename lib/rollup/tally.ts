@@ -6,6 +6,7 @@
  * only differ where the rollups lost or double-counted something, which is what the tests look for.
  */
 import type { StoredDoc } from '../core/types.js';
+import { DEGRADED_NAME, RECOVERED_NAME, STORE_MONITOR } from '../store/health.js';
 
 /** Upper bounds (ms) of the duration histogram's buckets; a last bucket holds everything slower. */
 export const DURATION_BOUNDS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000] as const;
@@ -50,6 +51,8 @@ export interface Tally {
   la: number;
   /** Events the store reported lost (`loss` events' `meta.lost`). */
   lost: number;
+  /** The store's degraded/recovered transitions (lib/store/health.ts): the dashboard reads them when there are some. */
+  dg: number;
   /** Per route key (see routeKey). */
   r: Record<string, RouteTally>;
   /** Top-K tables. */
@@ -59,7 +62,7 @@ export interface Tally {
 }
 
 export function emptyTally(): Tally {
-  return { n: 0, k: {}, f: {}, s: {}, la: 0, lost: 0, r: {}, t: { actor: {}, identifier: {}, ip: {}, model: {}, document: {} }, o: {} };
+  return { n: 0, k: {}, f: {}, s: {}, la: 0, lost: 0, dg: 0, r: {}, t: { actor: {}, identifier: {}, ip: {}, model: {}, document: {} }, o: {} };
 }
 
 const CHANGE_KINDS = new Set(['create', 'update', 'delete']);
@@ -150,6 +153,8 @@ export function addEvent(t: Tally, e: StoredDoc, room: (dim: Bounded, key: strin
     }
   } else if (kind === 'loss' && meta !== null && typeof meta.lost === 'number') {
     t.lost += meta.lost;
+  } else if (kind === 'security' && (e.name === DEGRADED_NAME || e.name === RECOVERED_NAME) && meta !== null && meta.monitor === STORE_MONITOR) {
+    t.dg++;
   }
 }
 
@@ -158,6 +163,7 @@ export function merge(a: Tally, b: Tally): Tally {
   a.n += b.n;
   a.la += b.la;
   a.lost += b.lost;
+  a.dg += b.dg ?? 0;
   for (const [k, v] of Object.entries(b.k)) inc(a.k, k, v);
   for (const [k, v] of Object.entries(b.f)) inc(a.f, k, v);
   for (const [k, v] of Object.entries(b.s)) inc(a.s, k, v);
