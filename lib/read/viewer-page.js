@@ -230,7 +230,7 @@
   function renderRanges(current, p) {
     rangesEl.replaceChildren();
     for (const r of Object.keys(RANGES)) {
-      add(rangesEl, link('Last ' + r.replace('h', ' h').replace('d', ' d'), qs({ range: r }), r === current ? 'current' : ''));
+      add(rangesEl, link('Last ' + r.replace('h', ' h').replace('d', ' d'), qs({ view: p.has('tenant') ? 'dashboard' : null, range: r, tenant: p.get('tenant') }), r === current ? 'current' : ''));
     }
     const form = el('form', 'custom');
     const f = /** @type {HTMLInputElement} */ (el('input'));
@@ -245,7 +245,7 @@
     form.addEventListener('submit', (ev) => {
       ev.preventDefault();
       if (!f.value || !t.value) return;
-      go('?' + qs({ range: 'custom', from: f.value + (f.value.length === 16 ? ':00' : '') + 'Z', to: t.value + (t.value.length === 16 ? ':00' : '') + 'Z' }).toString());
+      go('?' + qs({ view: p.has('tenant') ? 'dashboard' : null, range: 'custom', from: f.value + (f.value.length === 16 ? ':00' : '') + 'Z', to: t.value + (t.value.length === 16 ? ':00' : '') + 'Z', tenant: p.get('tenant') }).toString());
     });
     add(rangesEl, add(form, f, ' – ', t, ' ', b));
     if (current === 'custom') add(rangesEl, el('span', 'current', ''));
@@ -265,6 +265,11 @@
     charts = [];
     dash.replaceChildren();
     const range = { from: d.from, to: d.to };
+    /**
+     * Every link lists exactly the events its number counts: of the dashboard's tenant too, when it has one.
+     * @param {Record<string, string | string[] | null | undefined>} params
+     */
+    const listIn = (params) => listParams({ tenant: d.tenant, ...params });
     const bucketEnd = (/** @type {string} */ ts) => new Date(new Date(ts).getTime() + d.bucketMs).toISOString();
 
     // Summary, where the numbers came from, and what must never hide.
@@ -273,11 +278,11 @@
     /** @param {string} label @param {number} n @param {URLSearchParams} params @param {string} id */
     const tile = (label, n, params, id) => { const t = add(el('div', 'tile'), add(el('b'), link(fmt(n), params)), el('span', null, label)); t.id = id; return t; };
     add(tiles,
-      tile('events', d.totals.events, listParams(range), 'tile-events'),
-      tile('failures', d.totals.failures, listParams({ ...range, outcome: 'failure' }), 'tile-failures'),
-      tile('failed logins', d.totals.loginFailed, listParams({ ...range, kind: 'login_failed' }), 'tile-login-failed'),
-      tile('server errors (5xx)', d.totals.status['5xx'] || 0, listParams({ ...range, kind: 'request', statusClass: '5xx' }), 'tile-5xx'),
-      tile('changes', (d.totals.byKind.create || 0) + (d.totals.byKind.update || 0) + (d.totals.byKind.delete || 0), listParams({ ...range, kind: ['create', 'update', 'delete'] }), 'tile-changes'));
+      tile('events', d.totals.events, listIn(range), 'tile-events'),
+      tile('failures', d.totals.failures, listIn({ ...range, outcome: 'failure' }), 'tile-failures'),
+      tile('failed logins', d.totals.loginFailed, listIn({ ...range, kind: 'login_failed' }), 'tile-login-failed'),
+      tile('server errors (5xx)', d.totals.status['5xx'] || 0, listIn({ ...range, kind: 'request', statusClass: '5xx' }), 'tile-5xx'),
+      tile('changes', (d.totals.byKind.create || 0) + (d.totals.byKind.update || 0) + (d.totals.byKind.delete || 0), listIn({ ...range, kind: ['create', 'update', 'delete'] }), 'tile-changes'));
     add(sum, tiles);
     const source = el('p', 'source', (d.source === 'rollups' ? 'From the rollups' : 'Counted from the events: ' + str(d.reason)) + ' · ' + timeText(d.from) + ' → ' + timeText(d.to) + ' · buckets of ' + d.bucket);
     source.id = 'source';
@@ -291,7 +296,26 @@
       add(c, el('p', 'alert', fmt(d.totals.lost) + ' events could not be kept in this range (' + d.losses.length + ' loss ' + (d.losses.length === 1 ? 'record' : 'records') + ').'));
       const ul = el('ul');
       for (const l of d.losses) {
-        add(ul, add(el('li'), link(timeText(l.ts), listParams({ kind: 'loss', from: l.ts, to: new Date(new Date(l.ts).getTime() + 1).toISOString() })), ': ' + l.lost + ' lost (' + str(l.policy) + ')' + (l.from ? ', ' + timeText(l.from) + ' → ' + timeText(l.to) : '')));
+        add(ul, add(el('li'), link(timeText(l.ts), listIn({ kind: 'loss', from: l.ts, to: new Date(new Date(l.ts).getTime() + 1).toISOString() })), ': ' + l.lost + ' lost (' + str(l.policy) + ')' + (l.from ? ', ' + timeText(l.from) + ' → ' + timeText(l.to) : '')));
+      }
+      dash.appendChild(add(c, ul));
+    }
+
+    if (d.degradedPeriods.length > 0) {
+      const c = card('Degraded periods of the store', 'degraded', true);
+      add(c, el('p', 'alert', d.degradedPeriods.length + (d.degradedPeriods.length === 1 ? ' period' : ' periods') + ' in this range when the audit store failed to write: events waited in memory or in the spool, and were stored late or counted as lost.'));
+      const ul = el('ul');
+      const one = (/** @type {string} */ ts, /** @type {string} */ name) => listIn({ kind: 'security', name, from: ts, to: new Date(new Date(ts).getTime() + 1).toISOString() });
+      for (const g of d.degradedPeriods) {
+        const li = el('li');
+        li.dataset.from = g.from || '';
+        li.dataset.to = g.to || '';
+        add(li,
+          g.from ? link(timeText(g.from), one(g.from, 'sys_monitor_disabled'), 'start') : 'before this range', ' → ',
+          g.to ? link(timeText(g.to), one(g.to, 'sys_monitor_enabled'), 'end') : (d.degraded ? 'still degraded' : 'after this range'),
+          g.error ? ' (' + g.error + ')' : '', ' · ',
+          link('events of the period', listIn({ from: g.from || d.from, to: g.to ? new Date(new Date(g.to).getTime() + 1).toISOString() : d.to }), 'during'));
+        add(ul, li);
       }
       dash.appendChild(add(c, ul));
     }
@@ -299,26 +323,26 @@
     const kinds = KINDS.filter((k) => d.totals.byKind[k] > 0);
     timeChart(card('Events over time, by kind (failures marked)', 'chart-events', true), d, kinds.map((k) => ({
       label: k, color: KIND_COLORS[k] || '#888', value: (/** @type {Json} */ p) => p.byKind[k] || 0,
-      params: (/** @type {string} */ ts) => listParams({ kind: k, from: ts, to: bucketEnd(ts) }),
+      params: (/** @type {string} */ ts) => listIn({ kind: k, from: ts, to: bucketEnd(ts) }),
     })), {
-      label: 'failures', value: (/** @type {Json} */ p) => p.failures, params: (/** @type {string} */ ts) => listParams({ outcome: 'failure', from: ts, to: bucketEnd(ts) }),
+      label: 'failures', value: (/** @type {Json} */ p) => p.failures, params: (/** @type {string} */ ts) => listIn({ outcome: 'failure', from: ts, to: bucketEnd(ts) }),
     }, uplotError);
     timeChart(card('Requests by status class', 'chart-status', false), d, ['1xx', '2xx', '3xx', '4xx', '5xx'].filter((c) => d.totals.status[c] > 0).map((c) => ({
       label: c, color: STATUS_COLORS[c], value: (/** @type {Json} */ p) => p.status[c] || 0,
-      params: (/** @type {string} */ ts) => listParams({ kind: 'request', statusClass: c, from: ts, to: bucketEnd(ts) }),
+      params: (/** @type {string} */ ts) => listIn({ kind: 'request', statusClass: c, from: ts, to: bucketEnd(ts) }),
     })), null, uplotError);
     timeChart(card('Failed logins over time', 'chart-logins', false), d, [{
       label: 'failed logins', color: KIND_COLORS.login_failed, value: (/** @type {Json} */ p) => p.loginFailed,
-      params: (/** @type {string} */ ts) => listParams({ kind: 'login_failed', from: ts, to: bucketEnd(ts) }),
+      params: (/** @type {string} */ ts) => listIn({ kind: 'login_failed', from: ts, to: bucketEnd(ts) }),
     }], null, uplotError);
 
-    topList(card('Top failed identifiers', 'top-identifiers'), d.topFailedIdentifiers, (r) => listParams({ ...range, kind: 'login_failed', identifier: r.key }), true);
-    topList(card('Top source IPs of failed logins', 'top-ips'), d.topFailedIps, (r) => listParams({ ...range, kind: 'login_failed', ip: r.key }), true);
-    topList(card('Top actors by changes', 'top-actors'), d.topActors, (r) => listParams({ ...range, kind: ['create', 'update', 'delete'], actorId: r.key }), false);
-    topList(card('Most-changed models', 'top-models'), d.topModels, (r) => listParams({ ...range, kind: ['create', 'update', 'delete'], model: r.key }), false);
+    topList(card('Top failed identifiers', 'top-identifiers'), d.topFailedIdentifiers, (r) => listIn({ ...range, kind: 'login_failed', identifier: r.key }), true);
+    topList(card('Top source IPs of failed logins', 'top-ips'), d.topFailedIps, (r) => listIn({ ...range, kind: 'login_failed', ip: r.key }), true);
+    topList(card('Top actors by changes', 'top-actors'), d.topActors, (r) => listIn({ ...range, kind: ['create', 'update', 'delete'], actorId: r.key }), false);
+    topList(card('Most-changed models', 'top-models'), d.topModels, (r) => listIn({ ...range, kind: ['create', 'update', 'delete'], model: r.key }), false);
     topList(card('Most-changed documents', 'top-documents'), d.topDocuments.map((/** @type {Json} */ r) => ({ ...r, label: r.model + ' ' + r.documentId })),
-      (r) => listParams({ ...range, kind: ['create', 'update', 'delete'], model: r.model, documentId: r.documentId }), false);
-    routesTable(card('Routes', 'routes', true), d.routes, range);
+      (r) => listIn({ ...range, kind: ['create', 'update', 'delete'], model: r.model, documentId: r.documentId }), false);
+    routesTable(card('Routes', 'routes', true), d.routes, { ...range, tenant: d.tenant });
     if (Object.keys(d.overflow).length > 0) {
       add(dash, el('p', 'source', 'Not in the tables above (a table of the rollups was full): ' + Object.entries(d.overflow).map(([k, v]) => k + ' ' + v).join(', ')));
     }
@@ -454,7 +478,7 @@
     add(c, ul);
   }
 
-  /** @param {HTMLElement} c @param {Json[]} routes @param {{ from: string, to: string }} range */
+  /** @param {HTMLElement} c @param {Json[]} routes @param {{ from: string, to: string, tenant: string | null }} range */
   function routesTable(c, routes, range) {
     dash.appendChild(c);
     if (routes.length === 0) { add(c, el('p', 'empty', 'No requests in this range.')); return; }
@@ -560,7 +584,8 @@
   /** The filter of the URL, without what is not a filter (view, page, cursor). @param {URLSearchParams} p */
   function filterOf(p) {
     const f = new URLSearchParams(p);
-    ['view', 'page', 'after', 'range', 'bucket', 'tenant'].forEach((n) => f.delete(n));
+    // `tenant` stays: a filter of the list as much as a scope of the dashboard (its links carry it).
+    ['view', 'page', 'after', 'range', 'bucket'].forEach((n) => f.delete(n));
     if (f.has('actor') && !f.has('actorId')) { f.set('actorId', f.get('actor') || ''); }
     f.delete('actor');
     return f;
