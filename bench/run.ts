@@ -4,9 +4,11 @@
  *   1. HTTP (http.ts): bare Koa, the async-context floor, koa-audit (default; durability 'disk'; and with a discarding store), a naive
  *      awaited insertOne, koa-audit sync; at saturation and at a fixed offered load (BENCH_RATE, 4,000 req/s);
  *   2. Mongoose: plain vs audited writes (mongoose.ts);
- *   3. Store: events/s the writer sustains into the real server (store.ts), with the dashboard's rollups off and on.
+ *   3. Store: events/s the writer sustains into the real server (store.ts), by integrity variant, and with the dashboard's
+ *      rollups off and on.
  *   4. Dashboard: dashboard() over BENCH_DASHBOARD_EVENTS events (200,000) from the rollups, beside the fallback (dashboard.ts).
- * BENCH_ONLY=store,dashboard (any of http, mongoose, store, dashboard) runs only those sections and their targets.
+ * BENCH_ONLY=store,dashboard (any of http, mongoose, store, store-rollups, dashboard) runs only those sections and their
+ * targets (store-rollups: the rollups row of the store section alone).
  * BENCH_BASELINE=<git ref>[,…] adds koa-audit as it was at those commits to the HTTP tables, in the same run.
  *
  * Every table is measured side by side in this one run, with medians and ratios. The tables, the machine and
@@ -20,7 +22,7 @@ import { join } from 'node:path';
 import { databaseUri, startDatabase, stopDatabase } from '../test/support/database.js';
 import { fmt, machine, table } from './common.js';
 import { runHttpBench, type HttpResult } from './http.js';
-import { runStoreBench, type RawRow, type StoreRow } from './store.js';
+import { runStoreBench, runStoreRollupsBench, type RawRow, type RollupsRow, type StoreRow } from './store.js';
 import { runDashboardBench, type DashboardBenchResult } from './dashboard.js';
 
 interface MongooseRow {
@@ -56,7 +58,7 @@ async function mongooseBench(uri: string): Promise<{ rows: MongooseRow[] | null;
   return { rows, text };
 }
 
-function targets(http: HttpResult | null, fixed: HttpResult | null, mongooseRows: MongooseRow[] | null, storeRows: StoreRow[], dash: DashboardBenchResult | null, rawRows: RawRow[] = []): string {
+function targets(http: HttpResult | null, fixed: HttpResult | null, mongooseRows: MongooseRow[] | null, storeRows: StoreRow[], dash: DashboardBenchResult | null, rawRows: RawRow[] = [], rollups: RollupsRow | null = null): string {
   const update = mongooseRows?.find((r) => /^updateOne\b/i.test(r.name)) ?? null;
   const save = mongooseRows?.find((r) => /^save\b/i.test(r.name)) ?? null;
   const line = (what: string, value: string, target: string, met: boolean, miss: string): string[] => [what, value, target, met ? 'met' : `missed ${miss}`];
@@ -88,6 +90,9 @@ function targets(http: HttpResult | null, fixed: HttpResult | null, mongooseRows
   }
   for (const r of rawRows) {
     rows.push(line(`store events/s (integrity off) / raw insertMany, _id only (batch ${r.batchSize})`, fmt(r.ratio, 2), '>= 0.8', r.ratio >= 0.8, `by ${fmt(0.8 - r.ratio, 2)}`));
+  }
+  if (rollups !== null) {
+    rows.push(line('store events/s with rollups / without', fmt(rollups.ratio, 2), '>= 0.9', rollups.ratio >= 0.9, `by ${fmt(0.9 - rollups.ratio, 2)}`));
   }
   if (dash !== null) {
     rows.push(line(`dashboard() from rollups over ${fmt(dash.events)} events, ms`, fmt(dash.rollupsMs, 1), '<= 300', dash.rollupsMs <= 300, `by ${fmt(dash.rollupsMs - 300)} ms`));
@@ -132,10 +137,18 @@ async function main(): Promise<void> {
   }
 
   let store: { rows: StoreRow[]; text: string; raw?: RawRow[] } = { rows: [], text: skipped.text };
+  let rollupsRow: RollupsRow | null = null;
   if (runs('store')) {
-    log(`\n## Store (${rounds} rounds x ${fmt(storeEvents)} events, rollups off and on)`);
+    log(`\n## Store (${rounds} rounds x ${fmt(storeEvents)} events, by integrity)`);
     store = await runStoreBench(databaseUri(db.uri, 'koa_audit_bench_store'), storeEvents, rounds, [500]);
     log(`\n${store.text}`);
+  }
+  if (runs('store') || runs('store-rollups')) {
+    log(`\n## Store with the dashboard's rollups on and off (${rounds} rounds x ${fmt(storeEvents)} events)`);
+    const r = await runStoreRollupsBench(databaseUri(db.uri, 'koa_audit_bench_store'), storeEvents, rounds, 500);
+    rollupsRow = r.row;
+    store = { ...store, text: `${runs('store') ? store.text : skipped.text}\n\nWith the dashboard's rollups on and off (integrity off):\n\n${r.text}` };
+    log(`\n${r.text}`);
   }
 
   let dash: DashboardBenchResult | null = null;
@@ -145,7 +158,7 @@ async function main(): Promise<void> {
     log(`\n${dash.text}`);
   }
 
-  const target = targets(http, fixed, mongoose.rows, store.rows, dash, store.raw);
+  const target = targets(http, fixed, mongoose.rows, store.rows, dash, store.raw, rollupsRow);
   log(`\n## Targets\n\n${target}`);
   const loadAfter = loadavg();
   const took = Math.round((Date.now() - t0) / 1000);

@@ -19,6 +19,7 @@ import mongoose, { mongo } from 'mongoose';
 import type { CheckpointSigner, ResolvedIntegrity } from '../lib/core/integrity-options.js';
 import { Chain } from '../lib/integrity/chain.js';
 import { verifyTrail, type VerifyRun } from '../lib/integrity/verify.js';
+import { RollupStore } from '../lib/rollup/store.js';
 import { eventModel } from '../lib/store/model.js';
 import { Writer } from '../lib/store/writer.js';
 import { fmt, median, table } from './common.js';
@@ -196,4 +197,57 @@ export async function runStoreBench(
     raw.map((r) => [r.batchSize, fmt(r.storePerSec), fmt(r.rawPerSec), `${r.ratio.toFixed(2)}x`]),
   );
   return { rows, text: raw.length === 0 ? text : `${text}\n\n${rawText}`, raw };
+}
+
+export interface RollupsRow {
+  batchSize: number;
+  /** events/s with the dashboard's rollups kept after each batch (as createAudit does by default), and without. */
+  withRollups: number;
+  without: number;
+  ratio: number;
+}
+
+/**
+ * Store throughput with the dashboard's rollups on against off (integrity off): the same writer and events,
+ * the rollups' `afterStore` hook added, and the time taken until the rollups too are written. Alternated
+ * within each round, so that a drift of the machine does not favour one side.
+ */
+export async function runStoreRollupsBench(uri: string, events: number, rounds: number, batchSize: number): Promise<{ row: RollupsRow; text: string }> {
+  const conn = await mongoose.createConnection(uri).asPromise();
+  const rates = { off: [] as number[], on: [] as number[] };
+  try {
+    for (let r = 0; r < rounds; r++) for (const side of ['off', 'on'] as const) {
+      const name = `store_bench_rollups_${batchSize}_${r}_${side}`;
+      const model = eventModel(conn, name);
+      await model.createIndexes();
+      const coll = model.collection;
+      const store = side === 'on' ? new RollupStore(() => coll, () => conn.collection(RollupStore.collectionName(name)), { days: 400, topK: 100 }) : null;
+      await store?.prepare(new Date());
+      const w = new Writer(() => coll, {
+        batchSize, flushIntervalMs: 250, maxQueue: events, maxQueueBytes: 1 << 30, onFull: 'drop', spool: null, wal: null,
+        blockTimeoutMs: 5000, writeConcern: undefined, degradedAfterMs: 5000, retryMinMs: 50, retryMaxMs: 5000,
+        lossEvent: () => { throw new Error('store bench: nothing is dropped under drop with room for every event'); },
+        afterStore: store === null ? undefined : (stored, dup) => store.afterStore(stored, dup, (err) => { throw err; }),
+      }, new EventEmitter());
+      const docs = Array.from({ length: events }, (_, i) => requestEvent(i));
+      const t = performance.now();
+      for (const d of docs) w.accept(d);
+      await w.flush();
+      await store?.flush();
+      const secs = (performance.now() - t) / 1000;
+      if (w.stats().stored !== events) throw new Error(`store bench: ${w.stats().stored} of ${events} stored`);
+      rates[side].push(events / secs);
+      await w.close(1000);
+      await coll.drop();
+      if (store !== null) await conn.collection(RollupStore.collectionName(name)).drop();
+    }
+  } finally {
+    await conn.close();
+  }
+  const row: RollupsRow = { batchSize, withRollups: median(rates.on), without: median(rates.off), ratio: median(rates.on) / median(rates.off) };
+  const text = table(
+    ['batchSize', 'rollups', 'events per round', 'rounds', 'events/s (median)', 'on / off'],
+    [[batchSize, 'off', fmt(events), rounds, fmt(row.without), '-'], [batchSize, 'on', fmt(events), rounds, fmt(row.withRollups), `${row.ratio.toFixed(2)}x`]],
+  );
+  return { row, text };
 }
