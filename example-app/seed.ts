@@ -2,11 +2,59 @@
  * Demo data for `npm start`: a few hundred events over the past seven days, so that a newcomer's first look at
  * the dashboard shows something real. Every seeded event is marked: `meta.seeded: true`, user agent
  * `koa-audit example seed`, and request ids starting with `seed-`. Seeded once per database (skipped when any
- * seeded event exists, or with SEED=0). Written straight into the collection (their times are in the past,
- * which the recording API never does), then the dashboard's rollups are recounted.
+ * seeded event exists, or with SEED=0).
+ *
+ * Their times are in the past, which the recording API never does, so they are not recorded through it: they
+ * are written as a chain of their own, complete as the auditor's are (an `audit_start` with `meta.seeded`, the
+ * events in time order, an `audit_stop` and a closing checkpoint, hashed by the library's own chain code), so
+ * that `koa-audit verify` on the example app's database reports no problem: the seeded chain verifies like any
+ * other, and nothing unchained sits among the chained events. Then the dashboard's rollups are recounted.
  */
+import { hostname } from 'node:os';
 import { mongo } from 'mongoose';
 import type { Auditor } from '../lib/index.js';
+import type { StoredDoc } from '../lib/core/types.js';
+import { resolveIntegrity } from '../lib/core/integrity-options.js';
+import { Chain } from '../lib/integrity/chain.js';
+import { LIBRARY_VERSION } from '../lib/integrity/trail.js';
+
+const SYSTEM = { id: 'system', via: 'system' };
+
+/**
+ * The seeded events (in time order) as one sealed chain: what an auditor that had recorded them would have
+ * stored. `integrity` (the auditor's option of that name) signs its checkpoint as the auditor would (none by default);
+ * `mark` is added to the meta of the chain's own start and stop events.
+ */
+export function sealedChain(events: StoredDoc[], collection: string, integrity?: unknown, mark: Record<string, unknown> = { seeded: true }): StoredDoc[] {
+  const sorted = [...events].sort((a, b) => (a.ts as Date).getTime() - (b.ts as Date).getTime());
+  const first = (sorted[0]?.ts as Date | undefined)?.getTime() ?? Date.now();
+  const last = (sorted[sorted.length - 1]?.ts as Date | undefined)?.getTime() ?? first;
+  const own = (kind: string, ts: number, meta?: Record<string, unknown>): StoredDoc => ({
+    _id: new mongo.ObjectId(), ts: new Date(ts), kind, outcome: 'success', actor: SYSTEM, requestId: null, ip: null, userAgent: null, ...(meta ? { meta } : {}),
+  });
+  const out: StoredDoc[] = [];
+  const chain: Chain = new Chain({
+    integrity: { ...resolveIntegrity(integrity, undefined), checkpointEvery: Number.MAX_SAFE_INTEGER },
+    startEvent: (chainId) => own('audit_start', first - 1, { chainId, ...mark, host: hostname(), pid: process.pid, version: LIBRARY_VERSION, node: process.version, collection }),
+    recordCheckpoint: (checkpoint) => {
+      const doc = own('checkpoint', last + 2);
+      doc.checkpoint = checkpoint;
+      out.push(...chain.link(doc));
+    },
+    report: (err) => {
+      throw err;
+    },
+  });
+  try {
+    for (const e of sorted) out.push(...chain.link(e));
+    out.push(...chain.link(own('audit_stop', last + 1, { chainId: chain.id, ...mark, accepted: sorted.length, stored: sorted.length, dropped: 0, spooled: 0 })));
+    chain.checkpoint(); // seals everything, then links the closing checkpoint
+    chain.seal();
+  } finally {
+    chain.stop();
+  }
+  return out;
+}
 
 const HOUR = 3_600_000;
 const ROUTES = [
@@ -76,7 +124,7 @@ export async function seedDemo(auditor: Auditor, count = 400): Promise<number> {
       });
     }
   }
-  await coll.insertMany(docs);
+  await coll.insertMany(sealedChain(docs as StoredDoc[], auditor.model.collection.collectionName));
   await auditor.rebuildRollups();
   return docs.length;
 }

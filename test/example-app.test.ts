@@ -3,6 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { main } from '../lib/read/cli.js';
 import { eventually, useFixture } from './support/helpers.js';
 import { browse } from './support/oidc-provider.js';
 
@@ -72,5 +74,17 @@ describe('example app (npm start)', function () {
     const update = events.find((e) => e.kind === 'update');
     expect(update?.changes).to.deep.equal([{ path: 'env', from: 'dev', to: 'prod' }]);
     expect(JSON.stringify(events)).not.to.include('alice-password');
+
+    // The demo seed is there, and a newcomer's `koa-audit verify` on the example's database finds no problem: the
+    // seeded events are a sealed chain of their own, the app's run another.
+    expect(output).to.match(/seeded \d+ demo events/);
+    expect(events.filter((e) => (e.meta as { seeded?: boolean } | undefined)?.seeded === true).length).to.be.at.least(400);
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (d) => (text += String(d)));
+    expect(await main(['verify', '--uri', fx.uri, '--json'], { stdout: out, stderr: new PassThrough() })).to.equal(0);
+    const result = JSON.parse(text) as { ok: boolean; chains: number; problems: unknown[] };
+    expect(result.problems).to.deep.equal([]);
+    expect(result).to.include({ ok: true, chains: 2 });
   });
 });
