@@ -15,7 +15,9 @@
  * never slows the store, it only merges more batches into its next write). `flush()` waits for it.
  * Each write is a compare-and-set on `v` (a fresh token per write), so that several processes updating one
  * bucket never lose each other's counts: a process keeps the documents it wrote last, and reads one again only
- * when another process wrote it meanwhile.
+ * when another process wrote it meanwhile. (FerretDB applies an update as a read and a write that another update can
+ * come between, so there two processes writing the same bucket at once can lose counts, as `$inc` does there too:
+ * keep one writing process per trail on FerretDB, or rebuild. Within one process writes never overlap.)
  *
  * Exactly once, without transactions: an event the server refused as a duplicate of its `_id` may or may not
  * have been counted (a retried batch whose first attempt did reach the server, a spool file replayed after a
@@ -281,6 +283,20 @@ export class RollupStore {
     while (this.running !== null) await this.running;
   }
 
+  /** Runs `f` with the worker stopped (a prune, a rebuild): no two writes of one document at once in this process. */
+  private async exclusive<T>(f: () => Promise<T>): Promise<T> {
+    for (;;) {
+      await this.flush();
+      if (this.running === null) break;
+    }
+    const p = f();
+    this.running = p.then(() => undefined, () => undefined).finally(() => {
+      this.running = null;
+      this.kick();
+    });
+    return p;
+  }
+
   private kick(): void {
     if (this.running !== null || (this.pending.size === 0 && this.recounts.size === 0 && this.redoDays.size === 0)) return;
     this.running = this.work().finally(() => {
@@ -455,8 +471,11 @@ export class RollupStore {
   }
 
   /** After `prune({ before })`: rollups follow the events (the hour cut in two is recounted). */
-  async afterPrune(before: Date): Promise<void> {
-    await this.flush();
+  afterPrune(before: Date): Promise<void> {
+    return this.exclusive(() => this.pruned(before));
+  }
+
+  private async pruned(before: Date): Promise<void> {
     const cut = floorHour(before.getTime());
     const cutDay = floorDay(before.getTime());
     const coll = this.rollups();
@@ -481,8 +500,11 @@ export class RollupStore {
    * with the event count. Meant for a quiet moment (an upgrade, a repair): events stored meanwhile may be missed
    * until their hour is next recounted.
    */
-  async rebuild(onProgress?: (events: number) => void): Promise<number> {
-    await this.flush();
+  rebuild(onProgress?: (events: number) => void): Promise<number> {
+    return this.exclusive(() => this.rebuilt(onProgress));
+  }
+
+  private async rebuilt(onProgress?: (events: number) => void): Promise<number> {
     const coll = this.rollups();
     await coll.deleteMany({ _id: { $ne: META_ID as never } });
     this.known.clear();
