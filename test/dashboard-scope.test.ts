@@ -156,6 +156,20 @@ describe('dashboard: degraded periods and tenant-scoped links', function () {
       await page.click('#degraded li a.end');
       expect(await listReady()).to.equal(1);
       expect(new URL(page.url()).searchParams.get('name')).to.equal('sys_monitor_enabled');
+      // Narrow and dark: the card fits.
+      await page.setViewportSize({ width: 420, height: 900 });
+      await page.emulateMedia({ colorScheme: 'dark' });
+      await page.goto(`${app.url}/audit/`);
+      await dashboardReady();
+      expect(await page.$$('#degraded li')).to.have.length(1);
+      const overflow = await page.evaluate(() => {
+        const d = (globalThis as unknown as { document: { documentElement: { scrollWidth: number; clientWidth: number } } }).document;
+        return d.documentElement.scrollWidth - d.documentElement.clientWidth;
+      });
+      expect(overflow).to.be.at.most(0);
+      await page.screenshot({ path: join(OUTPUT, 'dashboard-degraded-420-dark.png'), fullPage: false });
+      await page.setViewportSize({ width: 1300, height: 1000 });
+      await page.emulateMedia({ colorScheme: 'light' });
       expect(errors).to.deep.equal([]);
     });
 

@@ -278,6 +278,27 @@ describe('rollups equal a fresh count of the events', function () {
     }
   });
 
+  it('rollups of an earlier shape are dropped at start: the dashboard counts the events until a rebuild', async () => {
+    const name = 'oldshape';
+    const events = fx.conn.collection(name);
+    const rollups = fx.conn.collection(RollupStore.collectionName(name));
+    await events.insertMany(trail(50) as never[]);
+    // What the first rollups kept: a meta document without a format, and an hour with $inc'd fields.
+    await rollups.insertMany([{ _id: 'meta' as never, coveredFrom: new Date(0) }, { _id: `${START}:` as never, ts: new Date(START), tenant: '', n: 7, k: { request: 7 } }]);
+    const store = new RollupStore(() => events, () => rollups, { days: 4000, topK: 100 });
+    const now = new Date();
+    await store.prepare(now);
+    expect(await rollups.countDocuments({})).to.equal(1);
+    expect((await store.coveredFrom())?.getTime()).to.equal(Math.floor(now.getTime() / HOUR) * HOUR + HOUR);
+    const before = await dashboard({ events: () => events, rollups: store, degraded: () => false }, RANGE);
+    expect(before.source).to.equal('aggregation');
+    expect(before.reason).to.match(/rollup --rebuild/);
+    expect(await store.rebuild()).to.equal(50);
+    const after = await dashboard({ events: () => events, rollups: store, degraded: () => false }, RANGE);
+    expect(after.source).to.equal('rollups');
+    expect(after.totals).to.deep.equal(before.totals);
+  });
+
   it('a finer bucket or an uncovered range is counted from the events, and says why', async () => {
     const s = await setUp();
     const d = await s.rolled({ from: new Date(START), to: new Date(START + HOUR), bucket: '5m' });
