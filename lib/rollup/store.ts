@@ -68,6 +68,19 @@ export interface RollupDoc {
   t: string;
 }
 
+/**
+ * Buckets that ended this long ago are closed: their tallies are also kept folded together, hours by day and
+ * days by 32 days, in one block document each, so that an answer over closed time reads a handful of documents.
+ * A write to a closed bucket (a late event, a recount) takes it out of its block again.
+ */
+const SETTLE_MS = 5 * 60_000;
+const BLOCK_MS: Record<Grain, number> = { h: DAY_MS, d: 32 * DAY_MS };
+const blockId = (g: Grain, start: number, tenant: string | null): string => {
+  const b = Math.floor(start / BLOCK_MS[g]) * BLOCK_MS[g];
+  return tenant === null ? `b${g}:${b}` : `b${g}:${b}:${tenant}`;
+};
+const closed = (g: Grain, start: number, now = Date.now()): boolean => start + GRAIN_MS[g] + SETTLE_MS <= now;
+
 export const floorHour = (ms: number): number => Math.floor(ms / HOUR_MS) * HOUR_MS;
 export const floorDay = (ms: number): number => Math.floor(ms / DAY_MS) * DAY_MS;
 /** `h:<start>` for all tenants, `h:<start>:<tenant>` for one. */
@@ -203,6 +216,7 @@ export class RollupStore {
   private recounting: number | null = null;
   private running: Promise<void> | null = null;
   private reportTo: (err: unknown) => void = () => undefined;
+  private covered: Date | null = null;
 
   constructor(
     private readonly events: () => Collection,
@@ -217,6 +231,7 @@ export class RollupStore {
   /** Indexes, retention, and the instant from which the rollups are complete (see `coveredFrom`). */
   async prepare(createdAt: Date): Promise<void> {
     const coll = this.rollups();
+    this.covered = null;
     try {
       await coll.createIndex({ ts: 1 }, { name: 'koa_audit_rollup_retention', expireAfterSeconds: Math.round(this.settings.days * 86_400) });
     } catch {
@@ -243,8 +258,11 @@ export class RollupStore {
 
   /** The instant from which every stored event is counted; null when `prepare` has not run. */
   async coveredFrom(): Promise<Date | null> {
+    // Kept once read: it only moves back (a rebuild), and a later instant only means counting events more often.
+    if (this.covered !== null) return this.covered;
     const meta = await this.rollups().findOne({ _id: META_ID as never });
-    return meta === null || meta.format !== FORMAT ? null : (meta.coveredFrom as Date);
+    this.covered = meta === null || meta.format !== FORMAT ? null : (meta.coveredFrom as Date);
+    return this.covered;
   }
 
   /**
@@ -392,6 +410,7 @@ export class RollupStore {
         if (res.matchedCount === 0) continue; // another process (or a recount) wrote it meanwhile
       }
       this.remember(id, row.v, next);
+      await this.unfold(b.g, b.start, b.tenant);
       return;
     }
     throw new Error(`koa-audit: rollup ${id} changed under ${CAS_ATTEMPTS} writes in a row; it will be recounted`);
@@ -413,7 +432,28 @@ export class RollupStore {
         await this.rollups().replaceOne({ _id: row._id as never }, row, { upsert: true });
       });
       this.remember(row._id, row.v, parseTally(row.t));
+      await this.unfold(row.g, row.ts.getTime(), row.tenant);
     });
+  }
+
+  /** A closed bucket was written (or deleted): its block must not answer for it any more. */
+  private async unfold(g: Grain, start: number, tenant: string | null): Promise<void> {
+    if (!closed(g, start)) return;
+    await this.rollups().updateOne({ _id: blockId(g, start, tenant) as never }, { $unset: { [`e.${start}`]: '' }, $set: { v: token() } });
+  }
+
+  /** Adds closed buckets' tallies to their block: a compare-and-set on the block's `v`, best effort. */
+  private async fold(g: Grain, id: string, start: number, tenant: string | null, v: string | null, entries: Record<string, string>): Promise<void> {
+    const coll = this.rollups();
+    if (v === null) {
+      await coll.insertOne({ _id: id, g: 'b', ts: new Date(Math.floor(start / BLOCK_MS[g]) * BLOCK_MS[g]), tenant, v: token(), e: entries } as never).catch((err: unknown) => {
+        if ((err as { code?: unknown }).code !== 11000) throw err; // another reader folded it first
+      });
+      return;
+    }
+    const set: Record<string, string> = { v: token() };
+    for (const [k, json] of Object.entries(entries)) set[`e.${k}`] = json;
+    await coll.updateOne({ _id: id as never, v }, { $set: set });
   }
 
   private row(g: Grain, start: number, tenant: string | null, t: Tally): RollupDoc {
@@ -425,13 +465,39 @@ export class RollupStore {
    * bucket without events has no document. One read by `_id` per bucket.
    */
   async read(from: number, to: number, tenant: string | null, g: Grain = 'h'): Promise<Map<number, Tally>> {
+    const now = Date.now();
     const starts: number[] = [];
     for (let s = Math.floor(from / GRAIN_MS[g]) * GRAIN_MS[g]; s < to; s += GRAIN_MS[g]) starts.push(s);
-    const docs = await pool(starts, READS_AT_ONCE, (s) => this.rollups().findOne({ _id: rollupId(g, s, tenant) as never }, { projection: { t: 1 } }));
-    const out = new Map<number, Tally>();
-    docs.forEach((d, i) => {
-      if (d !== null && typeof d.t === 'string') out.set(starts[i], parseTally(d.t));
+    // The blocks of the closed buckets first (a month by days: two), then whatever they do not hold.
+    const blocks = new Map<string, { start: number; v: string | null; add: Record<string, string> }>();
+    for (const s of starts) if (closed(g, s, now)) blocks.set(blockId(g, s, tenant), { start: s, v: null, add: {} });
+    const have = new Map<number, string>();
+    await pool([...blocks], READS_AT_ONCE, async ([id, b]) => {
+      const d = (await this.rollups().findOne({ _id: id as never }, { projection: { v: 1, e: 1 } })) as { v?: string; e?: Record<string, string> } | null;
+      b.v = d?.v ?? null;
+      for (const [k, json] of Object.entries(d?.e ?? {})) if (typeof json === 'string') have.set(Number(k), json);
     });
+    const missing = starts.filter((s) => !have.has(s) || !closed(g, s, now));
+    const docs = await pool(missing, READS_AT_ONCE, (s) => this.rollups().findOne({ _id: rollupId(g, s, tenant) as never }, { projection: { t: 1 } }));
+    missing.forEach((s, i) => {
+      const t = docs[i]?.t;
+      const json = typeof t === 'string' ? t : ''; // '': no events then
+      have.set(s, json);
+      if (closed(g, s, now)) (blocks.get(blockId(g, s, tenant)) as { add: Record<string, string> }).add[String(s)] = json;
+    });
+    // What was read bucket by bucket is folded into its block for the next answer (a lost race only costs reads).
+    await pool([...blocks].filter(([, b]) => Object.keys(b.add).length > 0), READS_AT_ONCE, async ([id, b]) => {
+      try {
+        await this.fold(g, id, b.start, tenant, b.v, b.add);
+      } catch (err) {
+        this.report(err);
+      }
+    });
+    const out = new Map<number, Tally>();
+    for (const s of starts) {
+      const json = have.get(s);
+      if (json !== undefined && json !== '') out.set(s, parseTally(json));
+    }
     return out;
   }
 
@@ -449,6 +515,7 @@ export class RollupStore {
     if (gone.length > 0) {
       for (const id of gone) this.known.delete(id);
       await coll.deleteMany({ _id: { $in: gone as never[] } });
+      for (const d of before) if (gone.includes(String(d._id))) await this.unfold('h', hour, (d.tenant ?? null) as string | null);
     }
     await this.sumDay(floorDay(hour), tenants);
   }
@@ -456,17 +523,19 @@ export class RollupStore {
   /** Sums a day's documents from its hours (twenty-four small reads per tenant, not the events). */
   private async sumDay(day: number, tenants: Set<string | null>): Promise<void> {
     const rows: RollupDoc[] = [];
-    const empty: string[] = [];
+    const empty: (string | null)[] = [];
     for (const tenant of tenants) {
       const t = emptyTally();
       for (const h of (await this.read(day, day + DAY_MS, tenant, 'h')).values()) merge(t, h);
-      if (t.n === 0) empty.push(rollupId('d', day, tenant));
+      if (t.n === 0) empty.push(tenant);
       else rows.push(this.row('d', day, tenant, cap(t, this.settings.topK)));
     }
     await this.put(rows);
     if (empty.length > 0) {
-      for (const id of empty) this.known.delete(id);
-      await this.rollups().deleteMany({ _id: { $in: empty as never[] } });
+      const ids = empty.map((tenant) => rollupId('d', day, tenant));
+      for (const id of ids) this.known.delete(id);
+      await this.rollups().deleteMany({ _id: { $in: ids as never[] } });
+      for (const tenant of empty) await this.unfold('d', day, tenant);
     }
   }
 
@@ -481,6 +550,7 @@ export class RollupStore {
     const coll = this.rollups();
     await coll.deleteMany({ g: 'h', ts: { $lt: new Date(cut) } });
     await coll.deleteMany({ g: 'd', ts: { $lt: new Date(cutDay) } });
+    await coll.deleteMany({ g: 'b' }); // folded again from the buckets at the next answers
     this.known.clear();
     if (cut !== before.getTime()) await this.recount(cut); // its day too
     else if (cutDay !== before.getTime()) {
@@ -549,6 +619,7 @@ export class RollupStore {
       await cursor.close();
     }
     await coll.updateOne({ _id: META_ID as never }, { $set: { coveredFrom: new Date(0), format: FORMAT } }, { upsert: true });
+    this.covered = new Date(0);
     onProgress?.(count);
     return count;
   }
