@@ -10,6 +10,10 @@
  * pushed down to its storage (every rollup document is read to answer it); one string read by `_id` is a few
  * milliseconds on both servers. It also needs no encoding of keys that come from data (IPs, routes).
  *
+ * Buckets that ended a few minutes ago are closed, and folded into block documents (hours by day, days by 32
+ * days) by the first answer that reads them bucket by bucket: later answers read the blocks, and only the open
+ * buckets one by one. A write to a closed bucket (a late event, a recount) takes it out of its block.
+ *
  * Writes are off the writer's path: `afterStore` adds the batch to deltas held in memory and returns, and one
  * worker writes them, one document per bucket however many batches arrived meanwhile (so a slow rollup write
  * never slows the store, it only merges more batches into its next write). `flush()` waits for it.
