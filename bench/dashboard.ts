@@ -42,7 +42,22 @@ export async function runDashboardBench(uri: string, events: number, rounds: num
     await model.createIndexes();
     const coll = model.collection;
     const now = Date.now();
-    const store = new RollupStore(() => coll, () => conn.collection(RollupStore.collectionName('dashboard_bench')), { days: 400, topK: 100 });
+    // Reads of the rollup collection, counted: what an answer costs in documents.
+    let reads = 0;
+    const rollupColl = conn.collection(RollupStore.collectionName('dashboard_bench'));
+    const counted = new Proxy(rollupColl, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        if ((prop === 'find' || prop === 'findOne') && typeof v === 'function') {
+          return (...args: unknown[]) => {
+            reads++;
+            return (v as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        }
+        return v;
+      },
+    });
+    const store = new RollupStore(() => coll, () => counted, { days: 400, topK: 100 });
     await store.prepare(new Date(0));
     let rollupSecs = 0;
     // In time order, as a store receives them: each lot then falls in a day or two of buckets.
@@ -58,7 +73,13 @@ export async function runDashboardBench(uri: string, events: number, rounds: num
     const q: DashboardQuery = { from: new Date(now - 30 * DAY), to: new Date(now), bucket: 'day' };
     const fromRollups = () => dashboard({ events: () => coll, rollups: store, degraded: () => false }, q);
     const fromEvents = () => dashboard({ events: () => coll, rollups: null, degraded: () => false }, q);
+    // The first answer reads the days one by one and folds the closed ones into their blocks; the later ones read
+    // the blocks (what the target is about: a dashboard is opened again and again).
+    reads = 0;
+    let t0 = performance.now();
     const a = await fromRollups();
+    const firstMs = performance.now() - t0;
+    const firstReads = reads;
     const b = await fromEvents();
     // Key order aside (a merge and a count add kinds in different orders), the two answers are the same: the
     // series and routes exactly; the top tables' leaders too (a rollup table keeps its first topK keys).
@@ -77,20 +98,32 @@ export async function runDashboardBench(uri: string, events: number, rounds: num
       return median(xs);
     };
     const rollupsMs = await time(fromRollups, Math.max(5, rounds));
+    reads = 0;
+    await fromRollups();
+    const laterReads = reads;
     const fallbackMs = await time(fromEvents, Math.max(1, Math.min(rounds, 3)));
     // The last 24 hours by hours: the other default range (hour documents).
     const day: DashboardQuery = { from: new Date(now - DAY), to: new Date(now), bucket: 'hour' };
+    reads = 0;
+    t0 = performance.now();
     const dayRolled = await dashboard({ events: () => coll, rollups: store, degraded: () => false }, day);
+    const dayFirstMs = performance.now() - t0;
+    const dayFirstReads = reads;
     const dayEvents = dayRolled.totals.events;
     const dayRollupsMs = await time(() => dashboard({ events: () => coll, rollups: store, degraded: () => false }, day), Math.max(5, rounds));
+    reads = 0;
+    await dashboard({ events: () => coll, rollups: store, degraded: () => false }, day);
+    const dayLaterReads = reads;
     const dayFallbackMs = await time(() => dashboard({ events: () => coll, rollups: null, degraded: () => false }, day), Math.max(1, Math.min(rounds, 3)));
-    // Rollup documents read per answer: the coverage marker, and one per bucket (by _id).
+    // Rollup documents read per answer (all by _id).
     const text = table(
       ['answer of dashboard()', 'events in range', 'rollup documents read', 'ms (median)'],
       [
-        ['30 days by days, from the rollups', fmt(events), fmt(a.series.length + 1), fmt(rollupsMs, 1)],
+        ['30 days by days, from the rollups: the first answer (folds the closed days into blocks)', fmt(events), fmt(firstReads), fmt(firstMs, 1)],
+        ['30 days by days, from the rollups: every later answer', fmt(events), fmt(laterReads), fmt(rollupsMs, 1)],
         ['30 days by days, fallback: counting the events of the range', fmt(events), '-', fmt(fallbackMs, 1)],
-        ['24 hours by hours, from the rollups', fmt(dayEvents), fmt(dayRolled.series.length + 1), fmt(dayRollupsMs, 1)],
+        ['24 hours by hours, from the rollups: the first answer', fmt(dayEvents), fmt(dayFirstReads), fmt(dayFirstMs, 1)],
+        ['24 hours by hours, from the rollups: every later answer', fmt(dayEvents), fmt(dayLaterReads), fmt(dayRollupsMs, 1)],
         ['24 hours by hours, fallback', fmt(dayEvents), '-', fmt(dayFallbackMs, 1)],
       ],
     );
