@@ -301,12 +301,14 @@
       dash.appendChild(add(c, ul));
     }
 
-    if (d.degradedPeriods.length > 0) {
+    // An answer from an older reader has no periods: nothing to show then, and no error.
+    const periods = /** @type {Json[]} */ (d.degradedPeriods || []);
+    if (periods.length > 0) {
       const c = card('Degraded periods of the store', 'degraded', true);
-      add(c, el('p', 'alert', d.degradedPeriods.length + (d.degradedPeriods.length === 1 ? ' period' : ' periods') + ' in this range when the audit store failed to write: events waited in memory or in the spool, and were stored late or counted as lost.'));
+      add(c, el('p', 'alert', periods.length + (periods.length === 1 ? ' period' : ' periods') + ' in this range when the audit store failed to write: events waited in memory or in the spool, and were stored late or counted as lost.'));
       const ul = el('ul');
       const one = (/** @type {string} */ ts, /** @type {string} */ name) => listIn({ kind: 'security', name, from: ts, to: new Date(new Date(ts).getTime() + 1).toISOString() });
-      for (const g of d.degradedPeriods) {
+      for (const g of periods) {
         const li = el('li');
         li.dataset.from = g.from || '';
         li.dataset.to = g.to || '';
