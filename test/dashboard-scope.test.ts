@@ -15,7 +15,7 @@ import { auditRouter, type Auditor } from '../lib/index.js';
 import { dashboard, type DashboardAnswer } from '../lib/rollup/dashboard.js';
 import { STORE_MONITOR } from '../lib/store/health.js';
 import { startPrivateServer, type Database } from './support/database.js';
-import { eventually, listen, useFixture, type Running } from './support/helpers.js';
+import { eventually, useFixture, type Running } from './support/helpers.js';
 
 interface PageNode {
   textContent: string | null;
@@ -29,14 +29,16 @@ const HOUR = 3_600_000;
 describe('dashboard: degraded periods and tenant-scoped links', function () {
   this.timeout(90_000);
   let server: Database;
-  const fx = useFixture('dashboard_scope', async (): Promise<Connection> => {
-    server = await startPrivateServer();
-    // No buffering while the server is down: writes fail at once (after server selection) and are retried.
-    const conn = await mongoose.createConnection(`${server.uri}dashboard_scope`, { serverSelectionTimeoutMS: 1000, bufferCommands: false }).asPromise();
-    await conn.dropDatabase();
-    return conn;
+  const fx = useFixture('dashboard_scope', {
+    connect: async (): Promise<Connection> => {
+      server = await startPrivateServer();
+      fx.cleanup(() => server.destroy()); // registered first, so run last: after the auditors and the connection
+      // No buffering while the server is down: writes fail at once (after server selection) and are retried.
+      const conn = await mongoose.createConnection(`${server.uri}dashboard_scope`, { serverSelectionTimeoutMS: 1000, heartbeatFrequencyMS: 500, bufferCommands: false }).asPromise();
+      await conn.dropDatabase();
+      return conn;
+    },
   });
-  after(() => server.destroy());
   let a: Auditor;
   let app: Running;
   let browser: Browser;
@@ -65,11 +67,7 @@ describe('dashboard: degraded periods and tenant-scoped links', function () {
       if (ctx.path.startsWith('/fail/')) ctx.throw(500, 'boom');
       ctx.body = 'ok';
     });
-    app = await listen(k);
-  });
-  after(async () => {
-    await browser?.close();
-    await app?.close();
+    app = await fx.listen(k);
   });
 
   it('records a degraded period in the trail, and the dashboard shows it (rollups and a fresh count agree)', async () => {
@@ -131,10 +129,10 @@ describe('dashboard: degraded periods and tenant-scoped links', function () {
       await send('acme', 8, 2);
       await send('globex', 4, 1);
       await a.flush();
-      browser = await chromium.launch({
+      browser = fx.own(await chromium.launch({
         executablePath: CHROMIUM,
         args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-      });
+      }));
       page = await browser.newPage({ viewport: { width: 1300, height: 1000 } });
       page.on('pageerror', (err) => errors.push(err.message));
       page.on('console', (msg) => {

@@ -221,6 +221,8 @@ export class RollupStore {
   private running: Promise<void> | null = null;
   private reportTo: (err: unknown) => void = () => undefined;
   private covered: Date | null = null;
+  /** Closed buckets written since their blocks were last told, by block id. */
+  private readonly unfolds = new Map<string, Set<string>>();
 
   constructor(
     private readonly events: () => Collection,
@@ -342,6 +344,11 @@ export class RollupStore {
             else this.redoDay(b.start, b.tenant);
           }
         });
+        try {
+          await this.applyUnfolds();
+        } catch (err) {
+          this.report(err);
+        }
         continue;
       }
       const hour = this.recounts.values().next();
@@ -414,7 +421,7 @@ export class RollupStore {
         if (res.matchedCount === 0) continue; // another process (or a recount) wrote it meanwhile
       }
       this.remember(id, row.v, next);
-      await this.unfold(b.g, b.start, b.tenant);
+      this.unfold(b.g, b.start, b.tenant);
       return;
     }
     throw new Error(`koa-audit: rollup ${id} changed under ${CAS_ATTEMPTS} writes in a row; it will be recounted`);
@@ -436,14 +443,31 @@ export class RollupStore {
         await this.rollups().replaceOne({ _id: row._id as never }, row, { upsert: true });
       });
       this.remember(row._id, row.v, parseTally(row.t));
-      await this.unfold(row.g, row.ts.getTime(), row.tenant);
+      this.unfold(row.g, row.ts.getTime(), row.tenant);
     });
+    await this.applyUnfolds();
   }
 
-  /** A closed bucket was written (or deleted): its block must not answer for it any more. */
-  private async unfold(g: Grain, start: number, tenant: string | null): Promise<void> {
+  /** A closed bucket was written (or deleted): its block must not answer for it any more (see applyUnfolds). */
+  private unfold(g: Grain, start: number, tenant: string | null): void {
     if (!closed(g, start)) return;
-    await this.rollups().updateOne({ _id: blockId(g, start, tenant) as never }, { $unset: { [`e.${start}`]: '' }, $set: { v: token() } });
+    const id = blockId(g, start, tenant);
+    let set = this.unfolds.get(id);
+    if (set === undefined) this.unfolds.set(id, (set = new Set()));
+    set.add(String(start));
+  }
+
+  /**
+   * Takes the written buckets out of their blocks: one update per block, one block at a time (FerretDB loses one
+   * of two updates of one document at once). What fails is kept for the next time.
+   */
+  private async applyUnfolds(): Promise<void> {
+    for (const [id, starts] of [...this.unfolds]) {
+      const unset: Record<string, ''> = {};
+      for (const s of starts) unset[`e.${s}`] = '';
+      await this.rollups().updateOne({ _id: id as never }, { $unset: unset, $set: { v: token() } });
+      if (this.unfolds.get(id) === starts) this.unfolds.delete(id);
+    }
   }
 
   /** Adds closed buckets' tallies to their block: a compare-and-set on the block's `v`, best effort. */
@@ -519,7 +543,8 @@ export class RollupStore {
     if (gone.length > 0) {
       for (const id of gone) this.known.delete(id);
       await coll.deleteMany({ _id: { $in: gone as never[] } });
-      for (const d of before) if (gone.includes(String(d._id))) await this.unfold('h', hour, (d.tenant ?? null) as string | null);
+      for (const d of before) if (gone.includes(String(d._id))) this.unfold('h', hour, (d.tenant ?? null) as string | null);
+      await this.applyUnfolds();
     }
     await this.sumDay(floorDay(hour), tenants);
   }
@@ -539,7 +564,8 @@ export class RollupStore {
       const ids = empty.map((tenant) => rollupId('d', day, tenant));
       for (const id of ids) this.known.delete(id);
       await this.rollups().deleteMany({ _id: { $in: ids as never[] } });
-      for (const tenant of empty) await this.unfold('d', day, tenant);
+      for (const tenant of empty) this.unfold('d', day, tenant);
+      await this.applyUnfolds();
     }
   }
 
