@@ -10,6 +10,7 @@
 import type { EventEmitter } from 'node:events';
 import type { AuditCore } from '../core/core.js';
 import { capString } from '../core/safe.js';
+import type { StoredDoc } from '../core/types.js';
 
 /** `meta.monitor` of the auditor's own degraded/recovered events. */
 export const STORE_MONITOR = 'koa-audit store';
@@ -19,15 +20,17 @@ export const RECOVERED_NAME = 'sys_monitor_enabled';
 /** Records each degraded/recovered transition of the writer (`events` is the auditor's emitter). */
 export function recordStoreHealth(core: AuditCore, events: EventEmitter): void {
   let since: Date | null = null;
-  const record = (fields: Parameters<AuditCore['buildSystem']>[0]): void => {
+  /** Builds and accepts the event; `then` sees it built (its `ts` is the instant the period starts or ends). */
+  const record = (fields: Parameters<AuditCore['buildSystem']>[0], then?: (doc: StoredDoc) => void): void => {
     try {
-      core.accept(core.buildSystem(fields)).catch((err: unknown) => core.report(err));
+      const doc = core.buildSystem(fields);
+      then?.(doc);
+      core.accept(doc).catch((err: unknown) => core.report(err));
     } catch (err) {
       core.report(err);
     }
   };
   events.on('degraded', (err: unknown) => {
-    since = new Date();
     const o = core.options;
     record({
       kind: 'security', name: DEGRADED_NAME, outcome: 'failure', reason: 'audit store writes failing',
@@ -35,6 +38,8 @@ export function recordStoreHealth(core: AuditCore, events: EventEmitter): void {
         monitor: STORE_MONITOR, collection: o.collection, degradedAfterMs: o.degradedAfterMs,
         error: capString(err instanceof Error ? err.message : String(err), 512),
       },
+    }, (doc) => {
+      since = doc.ts as Date;
     });
   });
   events.on('recovered', () => {
@@ -42,10 +47,10 @@ export function recordStoreHealth(core: AuditCore, events: EventEmitter): void {
     since = null;
     record({
       kind: 'security', name: RECOVERED_NAME, outcome: 'success', reason: 'audit store writes succeed again',
-      meta: {
-        monitor: STORE_MONITOR, collection: core.options.collection,
-        degradedAt: from === null ? null : from.toISOString(), durationMs: from === null ? null : Date.now() - from.getTime(),
-      },
+      meta: { monitor: STORE_MONITOR, collection: core.options.collection, degradedAt: from === null ? null : from.toISOString(), durationMs: null },
+    }, (doc) => {
+      // The period's length between the two events' own times (set once the event is built).
+      if (from !== null && doc.meta !== null && typeof doc.meta === 'object') (doc.meta as Record<string, unknown>).durationMs = (doc.ts as Date).getTime() - from.getTime();
     });
   });
 }
