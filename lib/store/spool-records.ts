@@ -101,3 +101,37 @@ export function parseRecords(buf: Buffer, start: number, more: number, decode = 
   }
   return { docs, consumed: p - start, damaged };
 }
+
+const CHUNK = 1024 * 1024;
+
+/**
+ * A binary spool file's records, fed to it a chunk at a time: the header line is skipped, and a record cut
+ * between two chunks is kept until the next one completes it.
+ */
+export class RecordReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private headerDone = false;
+  /** `decode` false: records are counted, not parsed (their entries are null). */
+  constructor(private readonly decode: boolean) {}
+
+  /** A buffer for the next read: a chunk, or more when a record longer than that waits to be completed. */
+  chunk(): Buffer {
+    return Buffer.allocUnsafe(Math.max(CHUNK, this.buf.length));
+  }
+
+  /** The records completed by `bytes`; `more` bytes of the file follow them (0: the end of the file). */
+  feed(bytes: Buffer, more: number): StoredDoc[] {
+    // Each chunk() is a new buffer: what is left of this one may be kept as it is.
+    this.buf = this.buf.length === 0 ? bytes : Buffer.concat([this.buf, bytes]);
+    let start = 0;
+    if (!this.headerDone) {
+      const nl = this.buf.indexOf(0x0a);
+      if (nl < 0 && more > 0) return [];
+      this.headerDone = true;
+      start = nl < 0 ? this.buf.length : nl + 1;
+    }
+    const parsed = parseRecords(this.buf, start, more, this.decode);
+    this.buf = this.buf.subarray(start + parsed.consumed);
+    return parsed.docs;
+  }
+}

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { mongo } from 'mongoose';
 import type { StoredDoc } from '../core/types.js';
-import { encodeRecords, parseRecords } from './spool-records.js';
+import { encodeRecords, RecordReader } from './spool-records.js';
 import {
   BSON_SUFFIX, CLAIMED, createOwnFile, distrustFile, instanceToken, isHeader, newFileName, parseName, readDestination, registerInstance,
   replayable, sameDestination, trustedDir, unregisterInstance, type Destination, type FileName,
@@ -259,34 +259,20 @@ function writeAll(fd: number, chunks: Buffer[]): void {
   }
 }
 
-const CHUNK = 1024 * 1024;
-
 /** The records of a binary spool file, past its header, a chunk at a time (a record longer than a chunk: a longer read). */
 async function replayRecords(file: string, batchSize: number, write: (batch: StoredDoc[]) => Promise<void>): Promise<number> {
   const fh = await open(file, 'r');
   let total = 0;
   try {
     const size = (await fh.stat()).size; // a file being replayed is no longer appended to
-    let buf = Buffer.alloc(0);
-    let offset = 0;
-    let headerDone = false;
+    const reader = new RecordReader(true);
     let batch: StoredDoc[] = [];
-    for (;;) {
-      const chunk = Buffer.allocUnsafe(Math.max(CHUNK, buf.length));
+    for (let offset = 0; ;) {
+      const chunk = reader.chunk();
       const { bytesRead } = await fh.read(chunk, 0, Math.min(chunk.length, Math.max(0, size - offset)), offset);
       offset += bytesRead;
       const final = bytesRead === 0 || offset >= size;
-      buf = buf.length === 0 ? chunk.subarray(0, bytesRead) : Buffer.concat([buf, chunk.subarray(0, bytesRead)]);
-      let start = 0;
-      if (!headerDone) {
-        const nl = buf.indexOf(0x0a);
-        if (nl < 0 && !final) continue;
-        headerDone = true;
-        start = nl < 0 ? buf.length : nl + 1;
-      }
-      const parsed = parseRecords(buf, start, Math.max(0, size - offset));
-      buf = buf.subarray(start + parsed.consumed);
-      for (const d of parsed.docs) {
+      for (const d of reader.feed(chunk.subarray(0, bytesRead), final ? 0 : size - offset)) {
         batch.push(d);
         if (batch.length >= batchSize) {
           await write(batch);
@@ -317,25 +303,13 @@ function countRecords(file: string): number {
   let n = 0;
   try {
     const size = fstatSync(fd).size;
-    let buf = Buffer.alloc(0);
-    let offset = 0;
-    let headerDone = false;
-    for (;;) {
-      const chunk = Buffer.allocUnsafe(Math.max(CHUNK, buf.length));
+    const reader = new RecordReader(false);
+    for (let offset = 0; ;) {
+      const chunk = reader.chunk();
       const got = readSync(fd, chunk, 0, Math.min(chunk.length, Math.max(0, size - offset)), offset);
       offset += got;
       const final = got === 0 || offset >= size;
-      buf = buf.length === 0 ? chunk.subarray(0, got) : Buffer.concat([buf, chunk.subarray(0, got)]);
-      let start = 0;
-      if (!headerDone) {
-        const nl = buf.indexOf(0x0a);
-        if (nl < 0 && !final) continue;
-        headerDone = true;
-        start = nl < 0 ? buf.length : nl + 1;
-      }
-      const parsed = parseRecords(buf, start, Math.max(0, size - offset), false);
-      n += parsed.docs.length;
-      buf = buf.subarray(start + parsed.consumed);
+      n += reader.feed(chunk.subarray(0, got), final ? 0 : size - offset).length;
       if (final) break;
     }
   } finally {
