@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import Koa from 'koa';
-import { chromium } from 'playwright-core';
 import { auditRouter, type Auditor } from '../lib/index.js';
 import type { AuditEvent } from '../lib/core/types.js';
+import { launchChromium } from './support/browser.js';
 import { eventually, useFixture, type Running } from './support/helpers.js';
 
 declare const document: { getElementById(id: string): { textContent: string | null } | null };
@@ -62,7 +62,7 @@ describe("reads of the audit trail are audited, marked and hidden by default (is
   });
 
   it('the viewer hides them by default, and shows them when asked', async () => {
-    const browser = fx.own(await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'] }));
+    const browser = await launchChromium(fx);
     const page = await browser.newPage();
     await page.setExtraHTTPHeaders({ 'x-role': 'admin' });
     const loaded = async (): Promise<void> => {

@@ -10,11 +10,12 @@ import Koa from 'koa';
 import mongoose, { type Connection } from 'mongoose';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser, type Page } from 'playwright-core';
 import { auditRouter, type Auditor } from '../lib/index.js';
 import { dashboard, type DashboardAnswer } from '../lib/rollup/dashboard.js';
 import { STORE_MONITOR } from '../lib/store/health.js';
 import { startPrivateServer, type Database } from './support/database.js';
+import { launchChromium } from './support/browser.js';
 import { eventually, useFixture, type Running } from './support/helpers.js';
 
 interface PageNode {
@@ -23,7 +24,6 @@ interface PageNode {
 }
 
 const OUTPUT = resolve(__dirname, 'output');
-const CHROMIUM = '/usr/bin/chromium';
 const HOUR = 3_600_000;
 
 describe('dashboard: degraded periods and tenant-scoped links', function () {
@@ -129,10 +129,7 @@ describe('dashboard: degraded periods and tenant-scoped links', function () {
       await send('acme', 8, 2);
       await send('globex', 4, 1);
       await a.flush();
-      browser = fx.own(await chromium.launch({
-        executablePath: CHROMIUM,
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-      }));
+      browser = await launchChromium(fx);
       page = await browser.newPage({ viewport: { width: 1300, height: 1000 } });
       page.on('pageerror', (err) => errors.push(err.message));
       page.on('console', (msg) => {

@@ -8,9 +8,10 @@ import Koa from 'koa';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { mongo } from 'mongoose';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser, type Page } from 'playwright-core';
 import { auditRouter, type Auditor } from '../lib/index.js';
 import type { RawEvent } from './support/events.js';
+import { launchChromium } from './support/browser.js';
 import { useFixture, type Running } from './support/helpers.js';
 
 /** The few browser globals the in-page callbacks use: this test compiles its callbacks without relying on them. */
@@ -20,7 +21,6 @@ interface PageNode {
 }
 
 const OUTPUT = resolve(__dirname, 'output');
-const CHROMIUM = '/usr/bin/chromium';
 const HOUR = 3_600_000;
 
 /** The trail: every number the page must show is counted here. */
@@ -103,10 +103,7 @@ describe('dashboard page (headless Chromium)', function () {
     app.use(a({ exclude: ['/audit/'] }));
     app.use(auditRouter({ auditor: a, prefix: '/audit', authorize: () => true }).routes());
     server = await fx.listen(app);
-    browser = fx.own(await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-    }));
+    browser = await launchChromium(fx);
     page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     page.on('pageerror', (err) => errors.push(err.message));
     page.on('console', (msg) => {

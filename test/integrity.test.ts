@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import Koa from 'koa';
 import mongoose, { mongo, Schema } from 'mongoose';
-import { chromium } from 'playwright-core';
 import { auditRouter, createAudit, type Auditor, type AuditOptions, type Checkpoint, type VerifyProblem } from '../lib/index.js';
 import { canonical, eventHash } from '../lib/integrity/canonical.js';
 import { LIBRARY_VERSION } from '../lib/integrity/trail.js';
 import { main } from '../lib/read/cli.js';
+import { launchChromium } from './support/browser.js';
 import { useFixture } from './support/helpers.js';
 
 const KEY = 'an integrity key of 32 bytes....';
@@ -442,7 +442,7 @@ describe('tamper evidence: hash chains, checkpoints, verify', () => {
       expect(await future.json()).to.deep.include({ ok: true, events: 0 });
 
       await coll(name).updateOne({ 'chain.id': chainId, 'chain.seq': 2 }, { $set: { identifier: 'mallory' } });
-      const browser = fx.own(await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu'] }));
+      const browser = await launchChromium(fx);
       const page = await browser.newPage({ extraHTTPHeaders: { 'x-role': 'admin' } });
       await page.goto(`${r.url}/audit/?view=events`); // `/audit/` opens on the dashboard
       await page.waitForSelector('#events tbody tr[data-id]');

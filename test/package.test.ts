@@ -3,10 +3,10 @@ import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { promisify } from 'node:util';
-import { chromium } from 'playwright-core';
 import { startTestIssuer } from './support/oidc-provider.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { launchChromium } from './support/browser.js';
 import { useFixture } from './support/helpers.js';
 
 const root = join(__dirname, '..');
@@ -124,7 +124,7 @@ describe('the built package', function () {
     const script = readFileSync(join(root, 'lib/read/viewer-page.js'), 'utf8');
     expect(res.headers.get('content-security-policy')).to.include(`'sha256-${createHash('sha256').update(script).digest('base64')}'`);
     expect(html).to.include(script);
-    const browser = fx.own(await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] }));
+    const browser = await launchChromium(fx);
     const page = await browser.newPage();
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));

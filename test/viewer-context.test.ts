@@ -5,8 +5,9 @@
 import { expect } from 'chai';
 import Koa from 'koa';
 import { Schema, type Model } from 'mongoose';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser, type Page } from 'playwright-core';
 import { auditRouter, type Auditor } from '../lib/index.js';
+import { launchChromium } from './support/browser.js';
 import { useFixture, type Running } from './support/helpers.js';
 
 declare const document: { getElementById(id: string): { textContent: string | null } | null };
@@ -44,7 +45,7 @@ describe('viewer: change context and revert (headless Chromium)', function () {
     server = await f.listen(app);
     await (await fetch(`${server.url}/edit`, { headers: { 'x-as': 'alice', traceparent: `00-${T}-00f067aa0ba902b7-01` } })).text();
     await a.flush();
-    browser = f.own(await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'] }));
+    browser = await launchChromium(f);
     page = await browser.newPage({ viewport: { width: 1500, height: 1000 } });
     page.on('pageerror', (err) => pageErrors.push(err.message));
   });

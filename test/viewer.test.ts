@@ -2,9 +2,10 @@ import { expect } from 'chai';
 import Koa from 'koa';
 import { mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser, type Page } from 'playwright-core';
 import { auditRouter, type Auditor } from '../lib/index.js';
 import { ids, newestFirst, sampleEvents, type RawEvent } from './support/events.js';
+import { launchChromium } from './support/browser.js';
 import { useFixture, type Running } from './support/helpers.js';
 
 /** The few browser globals the in-page callbacks use: this project compiles without the DOM lib. */
@@ -20,7 +21,6 @@ declare const document: {
 declare const window: { __pwned?: number; __cspViolation(v: string): void };
 
 const OUTPUT = resolve(__dirname, 'output');
-const CHROMIUM = '/usr/bin/chromium';
 const PWNED = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>';
 
 describe('viewer page (headless Chromium)', function () {
@@ -67,10 +67,7 @@ describe('viewer page (headless Chromium)', function () {
     app.use(a({ exclude: ['/audit', '/audit/'] }));
     app.use(auditRouter({ auditor: a, prefix: '/audit', authorize: () => true }).routes());
     server = await fx.listen(app);
-    browser = fx.own(await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-    }));
+    browser = await launchChromium(fx);
     page = await browser.newPage({ viewport: { width: 1500, height: 1000 } });
     page.on('pageerror', (err) => pageErrors.push(err.message));
     page.on('console', (msg) => {
