@@ -133,19 +133,8 @@ describe('bulkWrite records each operation, not the net effect (issue 11, item 1
 
   describe('what is sent as one call', () => {
     /** The write commands sent to M's collection while `fn` runs. */
-    async function writes(fn: () => Promise<unknown>): Promise<string[]> {
-      const seen: string[] = [];
-      const listen = (e: { commandName: string; command: Record<string, unknown> }): void => {
-        if (['insert', 'update', 'delete'].includes(e.commandName) && e.command[e.commandName] === M.collection.collectionName) seen.push(e.commandName);
-      };
-      fx.conn.getClient().on('commandStarted', listen);
-      try {
-        await fn();
-      } finally {
-        fx.conn.getClient().off('commandStarted', listen);
-      }
-      return seen;
-    }
+    const writes = async (fn: () => Promise<unknown>): Promise<string[]> =>
+      (await fx.sent(M, ['insert', 'update', 'delete'], fn)).map((e) => e.commandName);
 
     it('upserts by a natural key (each filter on its own value) are independent: one command, one event each', async () => {
       const sent = await writes(() => M.bulkWrite(['k1', 'k2', 'k3'].map((code, i) => ({ updateOne: { filter: { code }, update: { $set: { n: i } }, upsert: true } }))));

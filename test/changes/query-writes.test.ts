@@ -155,20 +155,7 @@ describe('changes: query writes (updateOne, updateMany, findOneAnd*, replaceOne,
     });
     const mine = (extra: Record<string, unknown> = {}) => fx.events({ model: User.modelName, ...extra });
 
-    /** The commands of `names` sent to `model`'s collection while `fn` runs. */
-    async function sent(model: { collection: { collectionName: string } }, names: string[], fn: () => Promise<unknown>): Promise<CommandStartedEvent[]> {
-      const seen: CommandStartedEvent[] = [];
-      const listen = (e: CommandStartedEvent): void => {
-        if (names.includes(e.commandName) && e.command[e.commandName] === model.collection.collectionName) seen.push(e);
-      };
-      fx.conn.getClient().on('commandStarted', listen);
-      try {
-        await fn();
-      } finally {
-        fx.conn.getClient().off('commandStarted', listen);
-      }
-      return seen;
-    }
+    const sent = fx.sent;
 
     it('the pre-image read of an update is limited to the fields the update names', async () => {
       await User.insertMany([{ email: 'a@x', age: 1, grp: 'g' }, { email: 'b@x', age: 1, grp: 'g' }]);
@@ -294,20 +281,9 @@ describe('changes: query writes (updateOne, updateMany, findOneAnd*, replaceOne,
   });
 
   describe('the cheap updateOne (its write returns the pre-image)', () => {
-    /** The commands of `names` sent to `model`'s collection while `fn` runs. */
-    async function sent(model: { collection: { collectionName: string } }, names: string[], fn: () => Promise<unknown>): Promise<string[]> {
-      const seen: string[] = [];
-      const listen = (e: CommandStartedEvent): void => {
-        if (names.includes(e.commandName) && e.command[e.commandName] === model.collection.collectionName) seen.push(e.commandName);
-      };
-      fx.conn.getClient().on('commandStarted', listen);
-      try {
-        await fn();
-      } finally {
-        fx.conn.getClient().off('commandStarted', listen);
-      }
-      return seen;
-    }
+    /** The names of the commands of `names` sent to `model`'s collection while `fn` runs. */
+    const sent = async (model: { collection: { collectionName: string } }, names: string[], fn: () => Promise<unknown>): Promise<string[]> =>
+      (await fx.sent(model, names, fn)).map((e) => e.commandName);
     const ALL = ['find', 'update', 'findAndModify'];
 
     it('returns the result the driver would: matched, not matched, changed, unchanged', async () => {

@@ -40,6 +40,8 @@ export interface ChangesFixture extends ChangeFixture, Omit<Fixture, 'auditor'> 
   /** The `find` commands sent to `model`'s collection since the last `resetCommands()`. */
   finds(model: { collection: { collectionName: string } }): CommandStartedEvent[];
   resetCommands(): void;
+  /** The commands of `names` sent to `model`'s collection while `fn` runs. */
+  sent(model: { collection: { collectionName: string } }, names: readonly string[], fn: () => Promise<unknown>): Promise<CommandStartedEvent[]>;
   /** Another auditor with its plugin on the same connection, with other options; closed with the file. */
   withOptions(options: AuditOptions): ChangeFixture;
 }
@@ -61,6 +63,11 @@ export function useChanges(name: string, auditOptions: AuditOptions = {}): Chang
     if (main === undefined) throw new Error('the change fixture connects in before()');
     return main;
   };
+  const sent = async (model: { collection: { collectionName: string } }, names: readonly string[], fn: () => Promise<unknown>): Promise<CommandStartedEvent[]> => {
+    const from = commands.length;
+    await fn();
+    return commands.slice(from).filter((e) => names.includes(e.commandName) && e.command[e.commandName] === model.collection.collectionName);
+  };
   return {
     get conn() {
       return fx.conn;
@@ -81,6 +88,7 @@ export function useChanges(name: string, auditOptions: AuditOptions = {}): Chang
     model: (definition, options, schemaOptions) => ready().model(definition, options, schemaOptions),
     events: (filter) => ready().events(filter),
     finds: (model) => commands.filter((c) => c.commandName === 'find' && c.command.find === model.collection.collectionName),
+    sent,
     resetCommands: () => {
       commands.length = 0;
     },
