@@ -15,13 +15,9 @@ import { auditRouter, type Auditor } from '../lib/index.js';
 import { dashboard, type DashboardAnswer } from '../lib/rollup/dashboard.js';
 import { STORE_MONITOR } from '../lib/store/health.js';
 import { startPrivateServer, type Database } from './support/database.js';
-import { launchChromium } from './support/browser.js';
+import { dashboardReady, launchChromium, listReady, watchedPage, type PageNode } from './support/browser.js';
 import { eventually, useFixture, type Running } from './support/helpers.js';
 
-interface PageNode {
-  textContent: string | null;
-  dataset: Record<string, string | undefined>;
-}
 
 const OUTPUT = resolve(__dirname, 'output');
 const HOUR = 3_600_000;
@@ -112,17 +108,6 @@ describe('dashboard: degraded periods and tenant-scoped links', function () {
   });
 
   describe('in the page (headless Chromium)', () => {
-    const listReady = async (): Promise<number> => {
-      await page.waitForFunction(() => {
-        const d = document as unknown as { getElementById(id: string): PageNode | null };
-        const s = d.getElementById('status')?.textContent ?? '';
-        return s !== '' && s !== 'Loading…' && d.getElementById('count')?.dataset.count !== undefined;
-      });
-      return Number(await page.getAttribute('#count', 'data-count'));
-    };
-    const dashboardReady = async (): Promise<void> => {
-      await page.waitForSelector('#dashboard[data-ready="1"] #chart-events .uplot');
-    };
     const tile = async (id: string): Promise<number> => Number((await page.textContent(`#${id} a`))?.trim());
 
     before(async () => {
@@ -130,32 +115,28 @@ describe('dashboard: degraded periods and tenant-scoped links', function () {
       await send('globex', 4, 1);
       await a.flush();
       browser = await launchChromium(fx);
-      page = await browser.newPage({ viewport: { width: 1300, height: 1000 } });
-      page.on('pageerror', (err) => errors.push(err.message));
-      page.on('console', (msg) => {
-        if (msg.type() === 'error' || msg.type() === 'warning') errors.push(msg.text());
-      });
+      page = await watchedPage(browser, { width: 1300, height: 1000 }, errors);
     });
 
     it('shows the degraded period, linked to its events', async () => {
       await page.goto(`${app.url}/audit/`);
-      await dashboardReady();
+      await dashboardReady(page);
       expect(await page.$$('#degraded li')).to.have.length(1);
       expect(await page.textContent('#degraded')).to.include('failed to write');
       await page.screenshot({ path: join(OUTPUT, 'dashboard-degraded.png'), fullPage: true });
       await page.click('#degraded li a.start');
-      expect(await listReady()).to.equal(1);
+      expect(await listReady(page)).to.equal(1);
       expect(new URL(page.url()).searchParams.get('name')).to.equal('sys_monitor_disabled');
       await page.goBack();
-      await dashboardReady();
+      await dashboardReady(page);
       await page.click('#degraded li a.end');
-      expect(await listReady()).to.equal(1);
+      expect(await listReady(page)).to.equal(1);
       expect(new URL(page.url()).searchParams.get('name')).to.equal('sys_monitor_enabled');
       // Narrow and dark: the card fits.
       await page.setViewportSize({ width: 420, height: 900 });
       await page.emulateMedia({ colorScheme: 'dark' });
       await page.goto(`${app.url}/audit/`);
-      await dashboardReady();
+      await dashboardReady(page);
       expect(await page.$$('#degraded li')).to.have.length(1);
       const overflow = await page.evaluate(() => {
         const d = (globalThis as unknown as { document: { documentElement: { scrollWidth: number; clientWidth: number } } }).document;
@@ -172,19 +153,19 @@ describe('dashboard: degraded periods and tenant-scoped links', function () {
       const acme = await a.model.countDocuments({ tenant: 'acme' });
       expect(acme).to.equal(8);
       await page.goto(`${app.url}/acme-audit/`);
-      await dashboardReady();
+      await dashboardReady(page);
       expect(await page.$('#degraded')).to.equal(null);
       expect(await tile('tile-events')).to.equal(acme);
       expect(await tile('tile-5xx')).to.equal(2);
       await page.click('#tile-events a');
-      expect(await listReady()).to.equal(acme);
+      expect(await listReady(page)).to.equal(acme);
       expect(new URL(page.url()).searchParams.get('tenant')).to.equal('acme');
       await page.goBack();
-      await dashboardReady();
+      await dashboardReady(page);
       await page.click('#tile-5xx a');
-      expect(await listReady()).to.equal(2);
+      expect(await listReady(page)).to.equal(2);
       await page.goBack();
-      await dashboardReady();
+      await dashboardReady(page);
       // A bar of the events chart (its data table's cell), and a row of the routes table.
       const cell = await page.$$eval('#chart-events td[data-series="request"]', (cells) => {
         const list = (cells as unknown as PageNode[]).map((c) => Number(c.dataset.count));
@@ -194,31 +175,31 @@ describe('dashboard: degraded periods and tenant-scoped links', function () {
       const link = page.locator('#chart-events td[data-series="request"]').nth(cell.index).locator('a');
       expect(new URL(await link.getAttribute('href') ?? '', app.url).searchParams.get('tenant')).to.equal('acme');
       await link.click();
-      expect(await listReady()).to.equal(cell.count);
+      expect(await listReady(page)).to.equal(cell.count);
       expect(errors).to.deep.equal([]);
     });
 
     it('under a full grant with ?tenant=, the numbers and their links are that tenant\'s only', async () => {
       await page.goto(`${app.url}/audit/?view=dashboard&tenant=globex`);
-      await dashboardReady();
+      await dashboardReady(page);
       expect(await tile('tile-events')).to.equal(4);
       expect(await page.$('#degraded')).to.equal(null);
       await page.click('#tile-failures a');
-      expect(await listReady()).to.equal(1);
+      expect(await listReady(page)).to.equal(1);
       expect(new URL(page.url()).searchParams.get('tenant')).to.equal('globex');
       await page.goBack();
-      await dashboardReady();
+      await dashboardReady(page);
       // The routes table: each row's requests, listed.
       const rows = await page.$$eval('#routes tbody tr', (trs) => trs.map((r) => (r as unknown as PageNode).dataset.route ?? ''));
       expect(rows.length).to.be.greaterThan(0);
       const first = await page.textContent('#routes tbody tr:first-child td.requests');
       await page.click('#routes tbody tr:first-child td.requests a');
-      expect(await listReady()).to.equal(Number(first?.trim()));
+      expect(await listReady(page)).to.equal(Number(first?.trim()));
       await page.goBack();
-      await dashboardReady();
+      await dashboardReady(page);
       // A range link keeps the tenant (and the dashboard).
       await page.click('#ranges a:first-child');
-      await dashboardReady();
+      await dashboardReady(page);
       expect(new URL(page.url()).searchParams.get('tenant')).to.equal('globex');
       expect(await tile('tile-events')).to.equal(4);
       await page.screenshot({ path: join(OUTPUT, 'dashboard-tenant.png'), fullPage: true });

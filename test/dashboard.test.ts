@@ -11,14 +11,9 @@ import { mongo } from 'mongoose';
 import { type Browser, type Page } from 'playwright-core';
 import { auditRouter, type Auditor } from '../lib/index.js';
 import type { RawEvent } from './support/events.js';
-import { launchChromium } from './support/browser.js';
+import { dashboardReady, launchChromium, listReady, watchedPage, type PageNode } from './support/browser.js';
 import { useFixture, type Running } from './support/helpers.js';
 
-/** The few browser globals the in-page callbacks use: this test compiles its callbacks without relying on them. */
-interface PageNode {
-  textContent: string | null;
-  dataset: Record<string, string | undefined>;
-}
 
 const OUTPUT = resolve(__dirname, 'output');
 const HOUR = 3_600_000;
@@ -69,19 +64,6 @@ describe('dashboard page (headless Chromium)', function () {
   const events = trail();
 
   const text = (selector: string): Promise<string> => page.textContent(selector).then((t) => (t ?? '').trim());
-  /** Waits for the dashboard to have answered. */
-  const dashboardReady = async (): Promise<void> => {
-    await page.waitForSelector('#dashboard[data-ready="1"] #chart-events .uplot');
-  };
-  /** Waits for the event list and its count. */
-  const listReady = async (): Promise<number> => {
-    await page.waitForFunction(() => {
-      const d = document as unknown as { getElementById(id: string): PageNode | null };
-      const s = d.getElementById('status')?.textContent ?? '';
-      return s !== '' && s !== 'Loading…' && d.getElementById('count')?.dataset.count !== undefined;
-    });
-    return Number(await page.getAttribute('#count', 'data-count'));
-  };
   /** Per series, the sum of a chart's data table. */
   const chartTotals = (id: string): Promise<Record<string, number>> =>
     page.$$eval(`#${id} table.datatable td[data-series]`, (cells) => {
@@ -104,16 +86,12 @@ describe('dashboard page (headless Chromium)', function () {
     app.use(auditRouter({ auditor: a, prefix: '/audit', authorize: () => true }).routes());
     server = await fx.listen(app);
     browser = await launchChromium(fx);
-    page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-    page.on('pageerror', (err) => errors.push(err.message));
-    page.on('console', (msg) => {
-      if (msg.type() === 'error' || msg.type() === 'warning') errors.push(msg.text());
-    });
+    page = await watchedPage(browser, { width: 1400, height: 1000 }, errors);
   });
 
   it('opens on the dashboard, from the rollups, with every known number', async () => {
     await page.goto(`${server.url}/audit/`);
-    await dashboardReady();
+    await dashboardReady(page);
     expect(new URL(page.url()).search).to.equal('');
     expect(await page.getAttribute('#source', 'data-source')).to.equal('rollups');
     expect(await text('#tile-events a')).to.equal(String(events.length));
@@ -149,28 +127,28 @@ describe('dashboard page (headless Chromium)', function () {
     });
     await page.click('#chart-events details.data summary');
     await page.locator('#chart-events td[data-series="request"]').nth(cell.index).locator('a').click();
-    expect(await listReady()).to.equal(cell.count);
+    expect(await listReady(page)).to.equal(cell.count);
     expect(new URL(page.url()).searchParams.getAll('kind')).to.deep.equal(['request']);
 
     await page.goBack();
-    await dashboardReady();
+    await dashboardReady(page);
     await page.click('#top-identifiers li[data-key="admin"] a');
-    expect(await listReady()).to.equal(7);
+    expect(await listReady(page)).to.equal(7);
     await page.goBack();
-    await dashboardReady();
+    await dashboardReady(page);
     await page.click('#routes tr[data-route="/posts/:id GET"] td.errors a');
-    expect(await listReady()).to.equal(5);
+    expect(await listReady(page)).to.equal(5);
     await page.goBack();
-    await dashboardReady();
+    await dashboardReady(page);
     await page.click('#top-documents li:first-child a');
-    expect(await listReady()).to.equal(3);
+    expect(await listReady(page)).to.equal(3);
     expect(await page.textContent('#events tbody')).to.include('“First post”');
     expect(errors).to.deep.equal([]);
   });
 
   it('a click on a chart bar opens the list of that bucket and kind', async () => {
     await page.goto(`${server.url}/audit/?range=24h`);
-    await dashboardReady();
+    await dashboardReady(page);
     const over = (await page.$('#chart-status .u-over'))!;
     const box = (await over.boundingBox())!;
     const counts = await page.$$eval('#chart-status td[data-series="2xx"]', (cells) => (cells as unknown as PageNode[]).map((c) => Number(c.dataset.count)));
@@ -179,26 +157,26 @@ describe('dashboard page (headless Chromium)', function () {
     const x = box.x + ((idx + 0.5) / counts.length) * box.width;
     await page.mouse.move(x, box.y + box.height - 3);
     await page.mouse.click(x, box.y + box.height - 3);
-    expect(await listReady()).to.equal(counts[idx]);
+    expect(await listReady(page)).to.equal(counts[idx]);
     const p = new URL(page.url()).searchParams;
     expect([p.get('kind'), p.get('statusClass')]).to.deep.equal(['request', '2xx']);
   });
 
   it('investigates: reload keeps page 3, a request row shows what it caused, downloads, free text, actor page', async () => {
     await page.goto(`${server.url}/audit/?view=events&limit=25`);
-    expect(await listReady()).to.equal(events.length);
+    expect(await listReady(page)).to.equal(events.length);
     await page.click('#older');
-    await listReady();
+    await listReady(page);
     await page.click('#older');
-    await listReady();
+    await listReady(page);
     const rows = await page.$$eval('#events tbody tr[data-id]', (r) => (r as unknown as PageNode[]).map((x) => x.dataset.id));
     await page.reload();
-    await listReady();
+    await listReady(page);
     expect(await text('#pageinfo')).to.equal('Page 3');
     expect(await page.$$eval('#events tbody tr[data-id]', (r) => (r as unknown as PageNode[]).map((x) => x.dataset.id))).to.deep.equal(rows);
 
     await page.goto(`${server.url}/audit/?requestId=req-ann`);
-    await listReady();
+    await listReady(page);
     await page.waitForSelector('#events button.related');
     expect(await page.getAttribute('#events button.related', 'data-changes')).to.equal('5');
     await page.click('#events button.related');
@@ -210,7 +188,7 @@ describe('dashboard page (headless Chromium)', function () {
     expect(await page.getAttribute('#download-csv', 'href')).to.equal('api/export?format=csv&requestId=req-ann&auditRead=false');
 
     await page.goto(`${server.url}/audit/?view=events&q=wp-login`);
-    expect(await listReady()).to.equal(3);
+    expect(await listReady(page)).to.equal(3);
     const notice = await page.$eval('#notice', (n) => ({ hidden: (n as unknown as { hidden: boolean }).hidden, text: n.textContent }));
     if (notice.hidden) expect(notice.text).to.equal('');
     else {
@@ -228,7 +206,7 @@ describe('dashboard page (headless Chromium)', function () {
     await page.setViewportSize({ width: 420, height: 900 });
     await page.emulateMedia({ colorScheme: 'dark' });
     await page.goto(`${server.url}/audit/?range=7d`);
-    await dashboardReady();
+    await dashboardReady(page);
     const overflow = await page.evaluate(() => {
       const d = (globalThis as unknown as { document: { documentElement: { scrollWidth: number; clientWidth: number } } }).document;
       return d.documentElement.scrollWidth - d.documentElement.clientWidth;
@@ -236,7 +214,7 @@ describe('dashboard page (headless Chromium)', function () {
     expect(overflow).to.be.at.most(0);
     await page.screenshot({ path: join(OUTPUT, 'dashboard-420-dark.png'), fullPage: true });
     await page.goto(`${server.url}/audit/?view=events`);
-    await listReady();
+    await listReady(page);
     await page.screenshot({ path: join(OUTPUT, 'events-420-dark.png'), fullPage: false });
     expect(errors).to.deep.equal([]);
   });
