@@ -7,9 +7,9 @@
  * Each batch size runs with integrity off (no chain), with the hash chain alone, and with signed checkpoints
  * (HMAC-SHA256 and Ed25519, a checkpoint every 1,000 events): the ratio column is events/s against "off". The
  * variant's chain is then read back by `verify` (events/s, checkpoints checked with the key), once, over a trail
- * of BENCH_VERIFY_EVENTS (5,000) events written for it in a collection of its own. On FerretDB, verify over
- * 100,000 events (what the integrity issue asked for) had not finished after 11 minutes here: its cursor's sort is
- * done by FerretDB in memory, without an index; on MongoDB the chain index streams it.
+ * of BENCH_VERIFY_EVENTS (5,000) events written for it in a collection of its own. With trails of 100,000 events
+ * (what the integrity issue asked for) the store section had not finished after 11 minutes on FerretDB here, the
+ * database busy throughout (verify's sort is FerretDB's, in memory; on MongoDB the chain index serves it).
  *
  * Beside the "off" rounds, the same documents go through the raw driver (`insertMany` in batches of the same
  * size, one at a time, into a collection with only `_id`): what the library's indexes and writer cost.
