@@ -2,10 +2,9 @@ import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Writable } from 'node:stream';
 import { mongo } from 'mongoose';
-import { main } from '../lib/read/cli.js';
 import { databaseUri } from './support/database.js';
+import { runCli } from './support/cli.js';
 import { useFixture } from './support/helpers.js';
 
 const ROOT = resolve(__dirname, '..');
@@ -20,17 +19,7 @@ function sh(file: string, args: string[]): Promise<{ code: number; stdout: strin
   });
 }
 
-async function inProcess(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const text = { stdout: '', stderr: '' };
-  const sink = (key: 'stdout' | 'stderr'): Writable => new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      text[key] += chunk.toString();
-      cb();
-    },
-  });
-  const code = await main(args, { stdout: sink('stdout'), stderr: sink('stderr') });
-  return { code, ...text };
-}
+const inProcess = runCli;
 
 describe('koa-audit command line: first use (issue 11, item 11)', function () {
   this.timeout(120_000);

@@ -7,6 +7,7 @@ import { Writable } from 'node:stream';
 import { mongo } from 'mongoose';
 import { main } from '../lib/read/cli.js';
 import { CSV_COLUMNS, csvCell, exportEvents } from '../lib/read/export.js';
+import { runCli } from './support/cli.js';
 import { useFixture } from './support/helpers.js';
 
 const ROOT = resolve(__dirname, '..');
@@ -48,18 +49,7 @@ function cli(args: string[], timeoutMs = 400_000, nodeArgs: string[] = []): Prom
   });
 }
 
-/** Runs the CLI's main() in this process with captured output. */
-async function inProcess(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const text = { stdout: '', stderr: '' };
-  const sink = (key: 'stdout' | 'stderr'): Writable => new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      text[key] += chunk.toString();
-      cb();
-    },
-  });
-  const code = await main(args, { stdout: sink('stdout'), stderr: sink('stderr') });
-  return { code, ...text };
-}
+const inProcess = runCli;
 
 /** Event `i` of the big set: every kind, and strings a spreadsheet would run as formulas or a naive CSV would split. */
 function event(i: number, start: number): Record<string, unknown> {
