@@ -47,7 +47,8 @@ async function webhookTarget(): Promise<{ url: string; deadUrl: string; events: 
   let events = 0;
   const server = createServer((req, res) => {
     req.on('data', (c: Buffer) => {
-      for (const b of c) if (b === 0x0a) events++;
+      // indexOf, not a loop over bytes: this process also generates the load, and the count must not slow it.
+      for (let i = c.indexOf(0x0a); i !== -1; i = c.indexOf(0x0a, i + 1)) events++;
     });
     req.on('end', () => res.end());
   });

@@ -83,6 +83,11 @@ describe('webhook sink', () => {
       expect(() => webhookSink({ url: 'https://audit.example.com/', secret: 'short' })).to.throw(TypeError, /webhookSink\.secret/);
       expect(() => webhookSink({ url: 'https://audit.example.com/', secret: SECRET, batchsize: 3 } as never)).to.throw(TypeError, /unknown webhookSink option "batchsize"/);
       expect(() => webhookSink({ url: 'https://audit.example.com/', secret: SECRET, headers: { 'X-Koa-Audit-Signature': 'x' } })).to.throw(TypeError, /headers/);
+      // Header injection is refused when the sink is made, without echoing the value (it may be a key).
+      const injected = (): unknown => webhookSink({ url: 'https://audit.example.com/', secret: SECRET, headers: { 'X-Api-Key': 'k-secret\r\nX-Evil: 1' } });
+      expect(injected).to.throw(TypeError, /webhookSink\.headers\.X-Api-Key.*no CR, LF/);
+      expect(() => injected()).to.throw(TypeError).that.satisfies((e: Error) => !e.message.includes('k-secret'));
+      expect(() => webhookSink({ url: 'https://audit.example.com/', secret: SECRET, headers: { 'Bad Name': 'v' } })).to.throw(TypeError, /webhookSink\.headers\.Bad Name/);
     });
 
     it('createAudit refuses two sinks of one name, and something that is not a sink', () => {
@@ -133,6 +138,8 @@ describe('webhook sink', () => {
     const one = up.events.find((e) => e.kind === 'request') as unknown as AuditEvent & { _id: string };
     expect(one._id).to.match(/^[0-9a-f]{24}$/);
     expect((one as unknown as { http: { path: string } }).http.path).to.equal('/x');
+    // The receiver counts a batch before its answer reaches the sink: the sink's count follows.
+    await eventually(() => a.stats().sinks?.up.delivered === 250);
     const s2 = a.stats();
     expect(s2.sinks?.up).to.include({ delivered: 250, failing: false, queued: 0, dropped: 0 });
     expect(s2.sinks?.down).to.include({ failing: true, delivered: 0 });
@@ -182,6 +189,56 @@ describe('webhook sink', () => {
     expect(r.attempts).to.have.length(2);
     // Without the header the next attempt would come after ~100 ms; the receiver asked for a second.
     expect(r.attempts[1].at - r.attempts[0].at).to.be.at.least(950);
+  });
+
+  it('sends the configured headers beside its own, one signed body of the length it declares', async () => {
+    const r = await receiver();
+    const a = fx.auditor({ collection: `wh_${n++}`, sinks: [webhookSink({ url: r.url, secret: SECRET, headers: { 'X-Api-Key': 'k-1' } })] });
+    await a.withActor({ id: 'cron' }, () => a.loginSucceeded({ user: { id: 'ü-1' } })); // a multi-byte character
+    await a.flush();
+    await eventually(() => r.accepted.size === 1);
+    const h = r.attempts[0].headers ?? {};
+    expect(h['x-api-key']).to.equal('k-1');
+    expect(h['content-type']).to.equal('application/x-ndjson');
+    expect(h['x-koa-audit-delivery']).to.match(/^[0-9a-f-]{36}$/);
+    expect(Number(h['content-length'])).to.equal(Buffer.byteLength(`${JSON.stringify(r.events[0])}\n`));
+    expect(r.refused).to.deep.equal([]);
+    expect(r.events[0].actor?.id).to.equal('ü-1');
+  });
+
+  it('follows no redirect (the signed body goes nowhere it was not sent), and retries until the destination answers 2xx', async function () {
+    this.timeout(20_000);
+    const r = await receiver();
+    const elsewhere = await receiver();
+    r.mode = { status: 307, location: elsewhere.url };
+    const a = fx.auditor({ collection: `wh_${n++}`, sinks: [webhookSink({ url: r.url, secret: SECRET, retryMaxMs: 100 })] });
+    const errors: Error[] = [];
+    a.on('error', (e) => errors.push(e));
+    await a.withActor({ id: 'cron' }, () => a.loginSucceeded({ user: { id: 'u1' } }));
+    await a.flush();
+    await eventually(() => r.attempts.length >= 2);
+    expect(elsewhere.attempts).to.deep.equal([]);
+    expect(errors.some((e) => /answered 307/.test(e.message))).to.equal(true);
+    r.mode = { status: 200 };
+    await eventually(() => r.accepted.size === 1, 10_000);
+    expect(elsewhere.attempts).to.deep.equal([]);
+  });
+
+  it('gives up on an answer that does not come within timeoutMs, and delivers on a later attempt', async function () {
+    this.timeout(20_000);
+    const r = await receiver();
+    r.mode = { status: 200, delayMs: 2000 };
+    const a = fx.auditor({ collection: `wh_${n++}`, sinks: [webhookSink({ url: r.url, secret: SECRET, timeoutMs: 300, retryMaxMs: 100 })] });
+    const errors: Error[] = [];
+    a.on('error', (e) => errors.push(e));
+    await a.withActor({ id: 'cron' }, () => a.loginSucceeded({ user: { id: 'u1' } }));
+    await a.flush();
+    await eventually(() => errors.some((e) => /no answer within 300 ms/.test(e.message)), 5000);
+    expect(a.stats().sinks?.webhook.failing).to.equal(true);
+    r.mode = { status: 200 };
+    await eventually(() => a.stats().sinks?.webhook.delivered === 1, 10_000);
+    expect(a.stats().sinks?.webhook.failing).to.equal(false);
+    expect([...r.accepted.keys()]).to.have.length(1); // a late answer's copy carries the same _id: one event
   });
 
   it('records a loss in the trail, naming the sink, when the destination refuses events for good', async function () {

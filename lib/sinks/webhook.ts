@@ -11,6 +11,8 @@
  * is retried, since a 401 or 404 is more likely a receiver being deployed than a verdict on the events.
  */
 import { createHmac, randomUUID } from 'node:crypto';
+import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
 import { isIP } from 'node:net';
 import type { JsonEvent } from '../core/json.js';
 import { bool, checkKnown, fail, nonEmptyString, objectOption, positiveInt } from '../core/options.js';
@@ -59,7 +61,7 @@ export function retryAfterMs(value: string | null, now = Date.now()): number | u
 }
 
 /** The signature header's value for `body` at `timestamp` (unix seconds). */
-export function signWebhook(body: string, secret: string, timestamp: number): string {
+export function signWebhook(body: string | Buffer, secret: string, timestamp: number): string {
   const mac = createHmac('sha256', secret).update(`${timestamp}.`).update(body).digest('hex');
   return `t=${timestamp},v1=${mac}`;
 }
@@ -85,41 +87,66 @@ export function webhookSink(options: WebhookSinkOptions): AuditSink {
   for (const [k, v] of Object.entries(objectOption('webhookSink.headers', o.headers))) {
     if (typeof v !== 'string') fail(`webhookSink.headers.${k}`, 'a string', v);
     if (OWN_HEADERS.has(k.toLowerCase())) fail(`webhookSink.headers.${k}`, 'a header the sink does not set itself', k);
+    try {
+      http.validateHeaderName(k);
+      http.validateHeaderValue(k, v);
+    } catch {
+      fail(`webhookSink.headers.${k}`, 'a valid HTTP header name and value (no CR, LF or other control characters)', '[refused]');
+    }
     headers[k] = v;
   }
   const format = o.format ?? 'ndjson';
   if (format !== 'ndjson' && format !== 'json') fail('webhookSink.format', "'ndjson' or 'json'", format);
   const timeoutMs = positiveInt('webhookSink.timeoutMs', o.timeoutMs, 10_000);
   const contentType = format === 'ndjson' ? 'application/x-ndjson' : 'application/json';
-  const target = url.toString();
   const shown = `${url.origin}${url.pathname}`; // never the query string: it may carry a token
+  // node:http rather than fetch: a batch costs about a fifth of the CPU (fetch's streams and Headers cost ~9 µs an
+  // event at 100 events a POST, as much as the rest of a request's auditing). One socket, kept alive: the relay has
+  // one send in flight at a time.
+  const client = url.protocol === 'https:' ? https : http;
+  const agent = new client.Agent({ keepAlive: true, maxSockets: 1 });
+
+  /** One POST; resolves with the answer's status once its body is read (so the socket is reused). */
+  const post = (body: Buffer, head: Record<string, string>): Promise<{ status: number; retryAfter: string | null }> =>
+    new Promise((resolve, reject) => {
+      const failed = (err: Error): void => {
+        clearTimeout(timer);
+        reject(new SinkError(`webhook ${shown}: ${err.message}`, { cause: err }));
+      };
+      const req = client.request(url, { method: 'POST', headers: head, agent }, (res: IncomingMessage) => {
+        const retryAfter = res.headers['retry-after'] ?? null;
+        res.on('error', failed).on('end', () => {
+          clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 0, retryAfter });
+        }).resume();
+      });
+      const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      req.on('error', failed).end(body);
+    });
 
   return {
     name: nonEmptyString('webhookSink.name', o.name, 'webhook'),
     batchSize: positiveInt('webhookSink.batchSize', o.batchSize, 100),
     retryMaxMs: positiveInt('webhookSink.retryMaxMs', o.retryMaxMs, 30_000),
     async send(events: readonly JsonEvent[]): Promise<void> {
-      const body = format === 'ndjson' ? events.map((e) => `${JSON.stringify(e)}\n`).join('') : JSON.stringify(events);
-      const signature = signWebhook(body, secret, Math.floor(Date.now() / 1000));
-      let res: Response;
-      try {
-        res = await fetch(target, {
-          method: 'POST',
-          headers: { ...headers, 'content-type': contentType, [SIGNATURE_HEADER]: signature, [DELIVERY_HEADER]: randomUUID() },
-          body,
-          redirect: 'error', // a redirect would carry the signed body somewhere nobody configured
-          signal: AbortSignal.timeout(timeoutMs),
-        });
-      } catch (err) {
-        throw new SinkError(`webhook ${shown}: ${(err as Error).message}`, { cause: err });
-      }
-      await res.arrayBuffer().catch(() => undefined); // drain it, so the connection is reused
-      if (res.ok) return;
+      const text = format === 'ndjson' ? events.map((e) => `${JSON.stringify(e)}\n`).join('') : JSON.stringify(events);
+      const body = Buffer.from(text); // encoded once: signed and sent as these bytes
+      const res = await post(body, {
+        ...headers,
+        'content-type': contentType,
+        'content-length': String(body.length),
+        [SIGNATURE_HEADER]: signWebhook(body, secret, Math.floor(Date.now() / 1000)),
+        [DELIVERY_HEADER]: randomUUID(),
+      });
+      if (res.status >= 200 && res.status < 300) return;
+      // A redirect is not followed: it would carry the signed body somewhere nobody configured.
       throw new SinkError(`webhook ${shown} answered ${res.status}`, {
         permanent: PERMANENT.has(res.status),
-        retryAfterMs: retryAfterMs(res.headers.get('retry-after')),
+        retryAfterMs: retryAfterMs(res.retryAfter),
       });
     },
-    async close(): Promise<void> {},
+    async close(): Promise<void> {
+      agent.destroy();
+    },
   };
 }

@@ -7,12 +7,14 @@ import Koa from 'koa';
 import { verifyWebhook, WebhookVerificationError, type JsonEvent } from '../../lib/index.js';
 import { listen, type Running } from './helpers.js';
 
-export type ReceiverMode = { status: number; retryAfter?: string; delayMs?: number };
+export type ReceiverMode = { status: number; retryAfter?: string; delayMs?: number; location?: string };
 
 export interface Attempt {
   at: number;
   status: number;
   events: number;
+  /** The request's headers (webhook receiver only). */
+  headers?: Record<string, string | string[] | undefined>;
 }
 
 export interface Receiver {
@@ -61,9 +63,10 @@ export async function webhookReceiver(secret: string): Promise<Receiver> {
     r.contentTypes.add(String(ctx.get('content-type')));
     const mode = r.mode;
     if (mode.delayMs !== undefined) await new Promise((resolve) => setTimeout(resolve, mode.delayMs));
-    r.attempts.push({ at: Date.now(), status: mode.status, events: events.length });
+    r.attempts.push({ at: Date.now(), status: mode.status, events: events.length, headers: { ...ctx.headers } });
     ctx.status = mode.status;
     if (mode.retryAfter !== undefined) ctx.set('Retry-After', mode.retryAfter);
+    if (mode.location !== undefined) ctx.set('Location', mode.location);
     if (mode.status >= 300) return;
     for (const e of events) {
       r.accepted.set(e._id, (r.accepted.get(e._id) ?? 0) + 1);
