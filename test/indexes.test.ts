@@ -76,7 +76,7 @@ const EXAMPLES: Record<string, () => Example> = {
   'verify: the range in chain order': () => ({ filter: { ts: range }, sort: { 'chain.id': 1, 'chain.seq': 1, _id: 1 } }),
   'verify: one chain': () => ({ filter: { ts: range, 'chain.id': 'c-1' }, sort: { 'chain.id': 1, 'chain.seq': 1, _id: 1 } }),
   'verify: the hash at a position': () => ({ filter: { 'chain.id': 'c-1', 'chain.seq': 7 } }),
-  'verify: prune records': () => ({ filter: { kind: 'prune' } }),
+  'verify: prune and checkpoint records': () => ({ filter: { kind: { $in: ['prune', 'checkpoint'] } } }),
   'verify: the first audit_start': () => ({ filter: { kind: 'audit_start', 'chain.seq': 0 }, sort: { ts: 1 }, limit: 1 }),
   'prune: events before a date': () => ({ filter: { ts: { $lt: TO } }, limit: 1000 }),
   'prune: one kind before a date': () => ({ filter: { kind: 'request', ts: { $lt: TO } }, limit: 1000 }),

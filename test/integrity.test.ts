@@ -7,7 +7,9 @@ import Koa from 'koa';
 import mongoose, { mongo, Schema } from 'mongoose';
 import { auditRouter, createAudit, type Auditor, type AuditOptions, type Checkpoint, type VerifyProblem } from '../lib/index.js';
 import { canonical, eventHash } from '../lib/integrity/canonical.js';
+import { Chain } from '../lib/integrity/chain.js';
 import { LIBRARY_VERSION } from '../lib/integrity/trail.js';
+import { verifyTrail } from '../lib/integrity/verify.js';
 import { main } from '../lib/read/cli.js';
 import { launchChromium } from './support/browser.js';
 import { useFixture } from './support/helpers.js';
@@ -161,6 +163,51 @@ describe('tamper evidence: hash chains, checkpoints, verify', () => {
       expect(result.ok).to.equal(true);
       expect(result.problems.map((p) => p.type)).to.deep.equal(['unsealed_tail']);
     });
+  });
+
+  it('verifies in three queries however far back its checkpoints point: no lookup per checkpoint', async function () {
+    this.timeout(60_000);
+    // A burst: 12,000 events sealed at once, so the 12 checkpoints are all stored after the last event, naming
+    // positions up to 12,000 events back (an outage's backlog written in one go does this).
+    const name = collName();
+    const key = Buffer.from(KEY);
+    const docs: Record<string, unknown>[] = [];
+    const event = (kind: string, i: number): Record<string, unknown> => ({ _id: new mongo.ObjectId(), ts: new Date(), kind, outcome: 'success', actor: { id: `u${i % 7}` } });
+    const chain = new Chain({
+      integrity: { signer: { alg: 'hmac-sha256', key }, checkpointEvery: 1000, checkpointMs: 60_000, onCheckpoint: undefined },
+      startEvent: () => event('audit_start', -1) as never,
+      recordCheckpoint: (checkpoint) => void docs.push(...chain.link({ ...event('checkpoint', -1), checkpoint } as never)),
+      report: (err) => { throw err; },
+    });
+    for (let i = 0; i < 12_000; i++) docs.push(...chain.link(event('login', i) as never));
+    chain.seal();
+    await new Promise((resolve) => setImmediate(resolve)); // the checkpoints are recorded after the seal
+    chain.checkpoint(); // the head, covering the burst's checkpoints
+    chain.seal();
+    chain.stop();
+    const checkpoints = docs.filter((d) => d.kind === 'checkpoint');
+    const named = (d: Record<string, unknown>): number => (d.checkpoint as Checkpoint).seq;
+    const position = (d: Record<string, unknown>): number => (d.chain as { seq: number }).seq;
+    expect(checkpoints).to.have.length(13);
+    expect(named(checkpoints[0])).to.be.below(1000);
+    expect(position(checkpoints[0])).to.be.above(12_000);
+    for (let i = 0; i < docs.length; i += 2000) await coll(name).insertMany(docs.slice(i, i + 2000) as never[]);
+
+    const client = fx.own(await new mongo.MongoClient(fx.uri, { monitorCommands: true }).connect());
+    const finds: string[] = [];
+    client.on('commandStarted', (e) => {
+      if (e.commandName === 'find') finds.push(JSON.stringify(e.command.filter));
+    });
+    const result = await verifyTrail(client.db(fx.conn.db!.databaseName).collection(name), { key, openChains: new Set([chain.id]) });
+    expect(result.problems).to.deep.equal([]);
+    expect(result).to.include({ ok: true, events: docs.length, chains: 1 });
+    expect(finds, 'prune and checkpoint records, the first audit_start, the pass').to.have.length(3);
+
+    // The kept hashes are the stored ones: a rewritten event at a checkpointed position, far back, is caught.
+    const old = (await at(name, chain.id, named(checkpoints[0])))!;
+    await coll(name).updateOne({ _id: old._id }, { $set: { 'actor.id': 'mallory', 'chain.hash': eventHash({ ...old, actor: { id: 'mallory' } }) } });
+    const tampered = await verifyTrail(coll(name) as never, { key, openChains: new Set([chain.id]) });
+    expect(shape(tampered.problems)).to.deep.include({ type: 'bad_signature', chainId: chain.id, seq: position(checkpoints[0]) });
   });
 
   describe('tampering through the driver', () => {

@@ -1,10 +1,11 @@
 /**
  * `verify`: reads the collection chain by chain, each in `seq` order, and reports what does not add up.
  *
- * One pass, sorted on the `{ chain.id, chain.seq, _id }` index. Memory is bounded whatever the collection's
- * size: one cursor (batches of 1,000), the positions of the last RECENT events of the chain being read
- * (checkpoints name recent positions; an older one is looked up), one group of events sharing a `seq` (a
- * forgery), and at most `maxProblems` problems (the rest are counted).
+ * A first query reads the prune and checkpoint records (one in `checkpointEvery` events); then one pass, sorted on
+ * the `{ chain.id, chain.seq, _id }` index. Memory is bounded whatever the collection's size: one cursor (batches
+ * of 1,000), the hashes at the positions checkpoints and witnesses name (one per checkpoint, so no checkpoint
+ * costs a lookup however far back it points), one group of events sharing a `seq` (a forgery), and at most
+ * `maxProblems` problems (the rest are counted).
  *
  * Problem types:
  * - `modified`: the event's hash does not match its content (or a witness knows another hash for it);
@@ -60,7 +61,6 @@ export interface VerifyRun extends VerifyKeys {
   onProgress?: (events: number) => void;
 }
 
-const RECENT = 10_000;
 const BATCH = 1_000;
 const PROGRESS_EVERY = 10_000;
 /** A chain without audit_stop whose unsealed tail is older than this (plus twice its checkpoint period) is dead. */
@@ -119,9 +119,21 @@ export async function verifyTrail(coll: Collection, run: VerifyRun = {}): Promis
     if (events % PROGRESS_EVERY === 0) run.onProgress?.(events);
   };
 
-  // Where prunes cut each chain: the last deleted position, from which the remaining chain is verified.
+  // Where prunes cut each chain (the last deleted position, from which the remaining chain is verified), and the
+  // positions checkpoints name: their hashes are kept as the pass goes by, so no checkpoint costs a lookup, however
+  // far back it points (checkpoints sealed in one burst all name positions thousands of events back).
   const anchors = new Map<string, { seq: number; hash: string }>();
-  for await (const p of coll.find({ kind: 'prune' }, { projection: { prune: 1 } })) {
+  const named = new Map<string, Set<number>>();
+  const records = coll.find({ kind: { $in: ['prune', 'checkpoint'] } }, { projection: { kind: 1, prune: 1, 'checkpoint.chainId': 1, 'checkpoint.seq': 1 } });
+  for await (const p of records) {
+    if (p.kind === 'checkpoint') {
+      const cp = p.checkpoint as { chainId?: unknown; seq?: unknown } | undefined;
+      if (typeof cp?.chainId !== 'string' || typeof cp.seq !== 'number') continue;
+      const seqs = named.get(cp.chainId) ?? new Set<number>();
+      seqs.add(cp.seq);
+      named.set(cp.chainId, seqs);
+      continue;
+    }
     const chains = (p.prune as { chains?: unknown } | undefined)?.chains;
     if (!Array.isArray(chains)) continue;
     for (const c of chains as { id?: unknown; seq?: unknown; hash?: unknown }[]) {
@@ -175,8 +187,10 @@ export async function verifyTrail(coll: Collection, run: VerifyRun = {}): Promis
       chains++;
       current = chainVerifier(coll, id, {
         run, at, problems, anchor: anchors.get(id), witness: (witnesses.get(id) ?? []).sort((a, b) => a.seq - b.seq),
+        named: new Set([...(named.get(id) ?? []), ...(witnesses.get(id) ?? []).map((w) => w.seq)]),
       });
       witnesses.delete(id);
+      named.delete(id);
     }
     await current.push(doc);
   }
@@ -197,6 +211,8 @@ interface ChainRun {
   problems: Problems;
   anchor: { seq: number; hash: string } | undefined;
   witness: Checkpoint[];
+  /** Positions the chain's checkpoints and witnesses name. */
+  named: ReadonlySet<number>;
 }
 
 interface ChainVerifier {
@@ -211,7 +227,8 @@ function chainVerifier(coll: Collection, id: string, c: ChainRun): ChainVerifier
   const { problems, run } = c;
   const add = (type: ProblemType, seq: number | null, detail: string, doc?: Doc): void =>
     problems.add({ type, chainId: id, seq, ...(doc === undefined ? {} : { eventId: idOf(doc) }), detail });
-  const recent = new Map<number, string>();
+  /** Hashes at the positions checkpoints and witnesses name (c.named), kept as the pass goes by. */
+  const kept = new Map<number, string>();
   let expected: number | null = null;
   let lastHash: string | null = null;
   let lastSeq = -1;
@@ -221,9 +238,9 @@ function chainVerifier(coll: Collection, id: string, c: ChainRun): ChainVerifier
   let tail = null as Tail | null;
   let w = 0; // next witness to check
 
-  /** The stored hash at `seq`: recent positions from memory, older ones from the collection. */
+  /** The stored hash at `seq`: from memory when named in advance, else (a checkpoint written since) looked up. */
   async function hashAt(seq: number): Promise<string | undefined> {
-    const known = recent.get(seq);
+    const known = kept.get(seq);
     if (known !== undefined) return known;
     const d = await coll.findOne({ 'chain.id': id, 'chain.seq': seq }, { projection: { chain: 1 } });
     return isChain(d?.chain) ? d.chain.hash : undefined;
@@ -277,8 +294,7 @@ function chainVerifier(coll: Collection, id: string, c: ChainRun): ChainVerifier
     expected = k + 1;
     lastHash = chain.hash;
     lastSeq = k;
-    recent.set(k, chain.hash);
-    if (recent.size > RECENT) recent.delete(recent.keys().next().value as number);
+    if (c.named.has(k)) kept.set(k, chain.hash);
 
     if (doc.kind === 'audit_start') {
       const ms = (doc.meta as { integrity?: { checkpointMs?: unknown } } | undefined)?.integrity?.checkpointMs;

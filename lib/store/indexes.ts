@@ -226,7 +226,7 @@ export const QUERY_CATALOGUE: readonly QueryShape[] = [
     equality: ['chain.id', 'chain.seq'], sort: {}, range: [], residual: [], index: CHAIN,
   },
   {
-    id: 'verify: prune records', runBy: 'lib/integrity/verify.ts verifyTrail()', consumers: ['verify'],
+    id: 'verify: prune and checkpoint records', runBy: 'lib/integrity/verify.ts verifyTrail()', consumers: ['verify'],
     equality: ['kind'], sort: {}, range: [], residual: [], index: KIND,
   },
   {
