@@ -14,7 +14,7 @@
  * Every table is measured side by side in this one run, with medians and ratios. The tables, the machine and
  * the target checks are printed and written into bench/RESULTS.md between its `results` markers (the prose
  * around them is kept). Knobs: BENCH_ROUNDS (3), BENCH_SECONDS (4 per HTTP sample), BENCH_CONNECTIONS (32),
- * BENCH_STORE_EVENTS (20000), BENCH_VERIFY_EVENTS (5000). The database comes from test/support/database.ts (MONGODB_URI, mongod, or FerretDB).
+ * BENCH_STORE_EVENTS (20000), BENCH_VERIFY_EVENTS (100000). The database comes from test/support/database.ts (MONGODB_URI, mongod, or FerretDB).
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { databaseUri, startDatabase, stopDatabase } from '../test/support/database.js';
 import { fmt, machine, table } from './common.js';
 import { runHttpBench, type HttpResult } from './http.js';
-import { runStoreBench, runStoreRollupsBench, type RawRow, type RollupsRow, type StoreRow } from './store.js';
+import { runStoreBench, runStoreRollupsBench, VERIFY_EVENTS, type RawRow, type RollupsRow, type StoreRow } from './store.js';
 import { runDashboardBench, type DashboardBenchResult } from './dashboard.js';
 
 interface MongooseRow {
@@ -86,7 +86,10 @@ function targets(http: HttpResult | null, fixed: HttpResult | null, mongooseRows
   );
   for (const r of storeRows) {
     if (r.integrity === 'off') continue;
-    rows.push(line(`store events/s with integrity (${r.integrity}) / off`, fmt(r.ratio, 2), '>= 0.9', r.ratio >= 0.9, `by ${fmt(0.9 - r.ratio, 2)}`));
+    // Beside it, the same documents by the raw driver: what the chain's fields cost the server with no library code.
+    const measured = `${fmt(r.ratio, 2)} (raw insertMany of the same documents: ${fmt(r.rawStoredRatio, 2)})`;
+    rows.push(line(`store events/s with integrity (${r.integrity}) / off`, measured, '>= 0.9', r.ratio >= 0.9, `by ${fmt(0.9 - r.ratio, 2)}`));
+    if (r.verifyPerSec !== null) rows.push([`verify events/s (${r.integrity}), trail of ${fmt(VERIFY_EVENTS)}`, fmt(r.verifyPerSec), 'measured over 100,000', VERIFY_EVENTS >= 100_000 ? 'met' : 'n/a (BENCH_VERIFY_EVENTS)']);
   }
   for (const r of rawRows) {
     rows.push(line(`store events/s (integrity off) / raw insertMany, _id only (batch ${r.batchSize})`, fmt(r.ratio, 2), '>= 0.8', r.ratio >= 0.8, `by ${fmt(0.8 - r.ratio, 2)}`));
