@@ -13,7 +13,7 @@
  *   from those of an earlier process that had the same pid (a restarted container's pid 1, say).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, chmodSync, closeSync, constants, lstatSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants, lstatSync, mkdirSync, openSync, readSync, writeSync, writevSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -204,4 +204,25 @@ export function replayable(f: FileName, own: string): boolean {
   if (f.instance === own) return f.kind === 'spool';
   if (live.has(f.instance)) return false;
   return !otherProcessAlive(f.pid);
+}
+
+/** One append, all of it: writev may write less than asked (a signal, a full disk that frees up). */
+export function writeAll(fd: number, chunks: Buffer[]): void {
+  let bufs = chunks;
+  for (;;) {
+    let left = 0;
+    for (const b of bufs) left += b.length;
+    const n = bufs.length === 1 ? writeSync(fd, bufs[0]) : writevSync(fd, bufs);
+    if (n >= left) return;
+    let skip = n;
+    const rest: Buffer[] = [];
+    for (const b of bufs) {
+      if (skip >= b.length) skip -= b.length;
+      else {
+        rest.push(skip > 0 ? b.subarray(skip) : b);
+        skip = 0;
+      }
+    }
+    bufs = rest;
+  }
 }

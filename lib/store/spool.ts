@@ -8,7 +8,7 @@
  * The directory and its files are guarded as data (spool-files.ts): a file of another destination, or one
  * that another user could have written, is left alone and reported once.
  */
-import { closeSync, createReadStream, fstatSync, readdirSync, readSync, openSync, renameSync, unlinkSync, writeSync, writevSync } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, readdirSync, readSync, openSync, renameSync, unlinkSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -17,7 +17,7 @@ import type { StoredDoc } from '../core/types.js';
 import { encodeRecords, RecordReader } from './spool-records.js';
 import {
   BSON_SUFFIX, CLAIMED, createOwnFile, distrustFile, instanceToken, isHeader, newFileName, parseName, readDestination, registerInstance,
-  replayable, sameDestination, trustedDir, unregisterInstance, type Destination, type FileName,
+  replayable, sameDestination, trustedDir, unregisterInstance, writeAll, type Destination, type FileName,
 } from './spool-files.js';
 
 const { EJSON } = mongo.BSON;
@@ -236,27 +236,6 @@ export class Spool {
 
 function isBinary(file: string): boolean {
   return file.endsWith(BSON_SUFFIX) || file.endsWith(BSON_SUFFIX + CLAIMED);
-}
-
-/** One append, all of it: writev may write less than asked (a signal, a full disk that frees up). */
-function writeAll(fd: number, chunks: Buffer[]): void {
-  let bufs = chunks;
-  for (;;) {
-    let left = 0;
-    for (const b of bufs) left += b.length;
-    const n = bufs.length === 1 ? writeSync(fd, bufs[0]) : writevSync(fd, bufs);
-    if (n >= left) return;
-    let skip = n;
-    const rest: Buffer[] = [];
-    for (const b of bufs) {
-      if (skip >= b.length) skip -= b.length;
-      else {
-        rest.push(skip > 0 ? b.subarray(skip) : b);
-        skip = 0;
-      }
-    }
-    bufs = rest;
-  }
 }
 
 /** The records of a binary spool file, past its header, a chunk at a time (a record longer than a chunk: a longer read). */

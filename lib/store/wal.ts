@@ -5,19 +5,19 @@
  * segments: a segment is deleted as soon as every event in it is stored (or handed to the spool, itself on
  * disk), and a new one is started when the current one is done or has grown past `SEGMENT_BYTES`.
  *
- * Segments are spool-format files (`wal-…`, with the destination header, 0600, in the spool directory):
- * what a dead process leaves is replayed by the spool of the next one (spool.ts), and `_id`s make the events
- * it had already stored harmless. The write is not fsync'd: it survives the death of the process, not a
+ * Segments are spool-format files (`wal-….bson`, with the destination header, 0600, in the spool directory; one
+ * BSON record per event, spool-records.ts): what a dead process leaves is replayed by the spool of the next one
+ * (spool.ts), and `_id`s make the events it had already stored harmless. (Segments of earlier versions, `.ndjson`
+ * Extended JSON lines, are replayed too.) The write is not fsync'd: it survives the death of the process, not a
  * crash of the machine.
  */
-import { closeSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { mongo } from 'mongoose';
 import type { StoredDoc } from '../core/types.js';
-import { createOwnFile, newFileName, trustedDir } from './spool-files.js';
+import { BSON_SUFFIX, createOwnFile, newFileName, trustedDir, writeAll } from './spool-files.js';
+import { encodeRecords } from './spool-records.js';
 import type { Spool } from './spool.js';
 
-const { EJSON } = mongo.BSON;
 const SEGMENT_BYTES = 16 * 1024 * 1024;
 
 /** One segment: its events not yet stored. */
@@ -39,18 +39,19 @@ export class WriteAheadLog {
 
   /** Appends one event; the returned segment is handed back to `done()` once the event no longer needs it. */
   append(doc: StoredDoc): Segment {
-    const line = `${EJSON.stringify(doc, { relaxed: false })}\n`;
+    // One record, one write(2): BSON, as the driver will send it (Extended JSON text cost ~4× the CPU).
+    const record = encodeRecords([doc]);
     let seg = this.current;
     if (seg === null || seg.bytes > SEGMENT_BYTES) {
       if (seg !== null) this.retire(seg);
       trustedDir(this.spool.dir);
-      const path = join(this.spool.dir, newFileName('wal', this.spool.instance));
-      seg = { path, fd: createOwnFile(path, 'wal', this.spool.destination), pending: 0, bytes: 0 };
+      const path = join(this.spool.dir, newFileName('wal', this.spool.instance, BSON_SUFFIX));
+      seg = { path, fd: createOwnFile(path, 'wal', this.spool.destination, 2), pending: 0, bytes: 0 };
       this.current = seg;
     }
-    writeSync(seg.fd as number, line);
+    writeAll(seg.fd as number, record);
     seg.pending++;
-    seg.bytes += line.length;
+    seg.bytes += record[0].length + record[1].length;
     return seg;
   }
 
