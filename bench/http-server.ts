@@ -15,7 +15,7 @@
  */
 import Koa from 'koa';
 import mongoose, { mongo } from 'mongoose';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,6 +37,7 @@ async function main(): Promise<void> {
   const app = new Koa();
   app.silent = true; // requests cut off at the end of a sample fail their writes: Koa need not print each one
   let auditor: Auditor | null = null;
+  let spoolDir: string | null = null;
   let conn: mongoose.Connection | null = null;
   if (variant !== 'bare' && variant !== 'floor') conn = await mongoose.createConnection(uri).asPromise();
 
@@ -62,12 +63,13 @@ async function main(): Promise<void> {
     const core = createCore({ options, events: new EventEmitter(), model: eventModel(options.connection, collection), sink: () => sink, prepare: async () => {} });
     app.use(createMiddleware(core));
   } else if (variant === 'audited' || variant === 'durable' || variant === 'sync' || variant === 'webhook' || variant === 'deadsink') {
+    spoolDir = mkdtempSync(join(tmpdir(), 'koa-audit-bench-spool-'));
     auditor = createAudit({
       connection: conn as mongoose.Connection,
       collection,
       mode: variant === 'sync' ? 'sync' : 'async',
       durability: variant === 'durable' ? 'disk' : 'memory',
-      spoolDir: mkdtempSync(join(tmpdir(), 'koa-audit-bench-spool-')),
+      spoolDir,
       // 'webhook': a live receiver (in the parent process); 'deadsink': a closed port, the sink failing throughout.
       ...(variant === 'webhook' || variant === 'deadsink' ? { sinks: [webhookSink({ url: hook, secret: 'bench-secret-0123456789', retryMaxMs: 1000 })] } : {}),
       ...scrubOff,
@@ -127,6 +129,8 @@ async function main(): Promise<void> {
       const stored = conn === null ? 0 : await conn.collection(collection).countDocuments();
       send({ closed, drainMs, stored, stats: auditor?.stats() ?? null });
       await conn?.close();
+      // What a sink could not deliver by now stays only as long as the sample (a dead sink's spool, 30 MB a round).
+      if (spoolDir !== null) rmSync(spoolDir, { recursive: true, force: true });
       process.exit(0);
     }
   });
