@@ -177,16 +177,6 @@ export interface HttpResult {
   notes: string[];
 }
 
-/**
- * Between samples: the kernel writes back what the last one left dirty (tens of MB of spool and database files)
- * before the next is measured. Without this the sample after a storing one, even bare Koa, was seen at twice its
- * CPU per request (36 µs against 16) with no process of ours busy: kernel write-back on the same 2 vCPUs.
- */
-async function settle(): Promise<void> {
-  execFileSync('sync');
-  await new Promise((resolve) => setTimeout(resolve, 1000));
-}
-
 export async function runHttpBench(uri: string, o: HttpOptions, log: (s: string) => void): Promise<HttpResult> {
   const dbCpu = dbCpuMeter(uri);
   const samples = Object.fromEntries(VARIANTS.map((v) => [v, [] as Sample[]])) as Record<Variant, Sample[]>;
@@ -206,7 +196,6 @@ export async function runHttpBench(uri: string, o: HttpOptions, log: (s: string)
       // autocannon counts responses that completed within the window; requests in flight at its end are served too.
       if (!NO_STORE.has(v) && (s.stored < s.responses || s.stored > s.responses + 2 * o.connections)) notes.push(`${v} round ${round + 1}: ${s.stored} events stored for ${s.responses} responses`);
       if (s.errors > 0) notes.push(`${v} round ${round + 1}: ${s.errors} errors/timeouts/non-2xx`);
-      await settle();
     }
   }
   const med = (v: Variant): Medians => ({
