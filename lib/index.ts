@@ -69,7 +69,7 @@ export type * from './core/types.js';
 export type { AuditSink } from './core/sink.js';
 export { SinkError } from './core/sink.js';
 export { webhookSink, signWebhook } from './sinks/webhook.js';
-export type { WebhookSinkOptions } from './sinks/webhook.js';
+export type { WebhookSinkOptions, WebhookTls } from './sinks/webhook.js';
 export { verifyWebhook, WebhookVerificationError } from './sinks/verify.js';
 export type { VerifiedWebhook, VerifyWebhookOptions, WebhookFailure, WebhookInput } from './sinks/verify.js';
 export { kafkaSink, defaultKafkaKey } from './sinks/kafka.js';

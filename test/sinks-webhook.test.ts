@@ -1,5 +1,8 @@
 import { expect } from 'chai';
-import { existsSync, readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { signWebhook, verifyWebhook, webhookSink, WebhookVerificationError, type AuditEvent, type Auditor } from '../lib/index.js';
 import { eventually, useFixture, type Running, APP_EVENTS } from './support/helpers.js';
@@ -239,6 +242,69 @@ describe('webhook sink', () => {
     await eventually(() => a.stats().sinks?.webhook.delivered === 1, 10_000);
     expect(a.stats().sinks?.webhook.failing).to.equal(false);
     expect([...r.accepted.keys()]).to.have.length(1); // a late answer's copy carries the same _id: one event
+  });
+
+  it('delivers over HTTPS to a receiver with a private CA that asks for a client certificate (tls: { ca, cert, key }), and to no other', async function () {
+    this.timeout(30_000);
+    // A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl for this test.
+    const dir = fx.tmp();
+    const ssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+    ssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=koa-audit test CA');
+    writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1\n');
+    writeFileSync(join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\n');
+    for (const who of ['server', 'client']) {
+      ssl('req', ...ec, '-keyout', `${who}.key`, '-out', `${who}.csr`, '-subj', `/CN=${who}`);
+      ssl('x509', '-req', '-in', `${who}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${who}.crt`, '-days', '1', '-extfile', `${who}.ext`);
+    }
+    const pem = (f: string): string => readFileSync(join(dir, f), 'utf8');
+    const received: string[] = [];
+    const server = https.createServer({ key: pem('server.key'), cert: pem('server.crt'), ca: pem('ca.crt'), requestCert: true, rejectUnauthorized: true }, (req, res) => {
+      verifyWebhook(req, SECRET).then(({ events }) => {
+        received.push(...events.map((e) => e._id));
+        res.end();
+      }, () => {
+        res.statusCode = 400;
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    fx.cleanup(() => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }));
+    const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+
+    const a = fx.auditor({
+      collection: `wh_${n++}`,
+      sinks: [
+        webhookSink({ url, secret: SECRET, name: 'trusted', tls: { ca: pem('ca.crt'), cert: pem('client.crt'), key: pem('client.key') }, retryMaxMs: 100 }),
+        webhookSink({ url, secret: SECRET, name: 'nocert', tls: { ca: [Buffer.from(pem('ca.crt'))] }, retryMaxMs: 100 }),
+        webhookSink({ url, secret: SECRET, name: 'noca', retryMaxMs: 100 }),
+      ],
+    });
+    const errors: Error[] = [];
+    a.on('error', (e) => errors.push(e));
+    await a.withActor({ id: 'cron' }, () => a.loginSucceeded({ user: { id: 'u1' } }));
+    await a.flush();
+    await eventually(() => a.stats().sinks?.trusted.delivered === 1);
+    await eventually(() => (a.stats().sinks?.nocert.retried ?? 0) > 0 && (a.stats().sinks?.noca.retried ?? 0) > 0);
+    expect(received).to.have.length(1, 'only the sink with the CA and a client certificate got through');
+    expect(a.stats().sinks?.nocert).to.include({ delivered: 0, failing: true });
+    expect(a.stats().sinks?.noca).to.include({ delivered: 0, failing: true });
+    // The server's certificate is not trusted without the CA.
+    expect(errors.some((e) => /self[- ]signed|unable to (verify|get local issuer)/i.test(e.message))).to.equal(true);
+  });
+
+  it('refuses tls options that cannot work, without showing a key', () => {
+    const key = '-----BEGIN PRIVATE KEY-----\nsecret-key-material\n-----END PRIVATE KEY-----\n';
+    expect(() => webhookSink({ url: 'http://127.0.0.1:9/hook', secret: SECRET, tls: { ca: 'x' } })).to.throw(TypeError, /webhookSink\.tls.*https/);
+    const halfPair = (): unknown => webhookSink({ url: 'https://audit.example.com/', secret: SECRET, tls: { key } });
+    expect(halfPair).to.throw(TypeError, /webhookSink\.tls.*both cert and key/);
+    expect(() => halfPair()).to.throw(TypeError).that.satisfies((e: Error) => !e.message.includes('secret-key-material'));
+    expect(() => webhookSink({ url: 'https://audit.example.com/', secret: SECRET, tls: { ca: [] } })).to.throw(TypeError, /webhookSink\.tls\.ca/);
+    expect(() => webhookSink({ url: 'https://audit.example.com/', secret: SECRET, tls: { cert: 42, key } } as never)).to.throw(TypeError, /webhookSink\.tls\.cert/);
+    expect(() => webhookSink({ url: 'https://audit.example.com/', secret: SECRET, tls: { rejectUnauthorized: false } } as never)).to.throw(TypeError, /unknown webhookSink\.tls option "rejectUnauthorized"/);
   });
 
   it('records a loss in the trail, naming the sink, when the destination refuses events for good', async function () {

@@ -40,6 +40,48 @@ export interface WebhookSinkOptions {
   name?: string;
   /** Longest backoff between attempts. Default 30,000 ms. */
   retryMaxMs?: number;
+  /** For an `https:` URL: a private CA to trust, and a client certificate (mutual TLS). */
+  tls?: WebhookTls;
+}
+
+/** PEM text or bytes, as `node:tls` takes them. */
+export type Pem = string | Buffer;
+
+export interface WebhookTls {
+  /** Certificates to trust instead of Node's bundled roots (an internal CA). */
+  ca?: Pem | readonly Pem[];
+  /** Client certificate chain, with `key`. */
+  cert?: Pem;
+  /** Client private key, with `cert`. */
+  key?: Pem;
+  /** Of an encrypted `key`. */
+  passphrase?: string;
+}
+
+const isPem = (v: unknown): v is Pem => (typeof v === 'string' && v.length > 0) || Buffer.isBuffer(v);
+
+/** The TLS options of `tls`, checked; values are never shown in errors (a key is a secret). */
+function tlsOptions(v: unknown, https: boolean): { ca?: Pem | Pem[]; cert?: Pem; key?: Pem; passphrase?: string } {
+  const t = objectOption('webhookSink.tls', v);
+  checkKnown(t, ['ca', 'cert', 'key', 'passphrase'], 'webhookSink.tls');
+  if (Object.keys(t).length > 0 && !https) fail('webhookSink.tls', 'given only with an https: URL', '[tls options]');
+  const out: { ca?: Pem | Pem[]; cert?: Pem; key?: Pem; passphrase?: string } = {};
+  if (t.ca !== undefined) {
+    const list = Array.isArray(t.ca) ? t.ca : [t.ca];
+    if (list.length === 0 || !list.every(isPem)) fail('webhookSink.tls.ca', 'PEM text or a Buffer, or a non-empty list of them', '[refused]');
+    out.ca = list as Pem[];
+  }
+  for (const k of ['cert', 'key'] as const) {
+    if (t[k] === undefined) continue;
+    if (!isPem(t[k])) fail(`webhookSink.tls.${k}`, 'PEM text or a Buffer', '[refused]');
+    out[k] = t[k];
+  }
+  if ((out.cert === undefined) !== (out.key === undefined)) fail('webhookSink.tls', 'both cert and key, or neither', '[one of them]');
+  if (t.passphrase !== undefined) {
+    if (typeof t.passphrase !== 'string') fail('webhookSink.tls.passphrase', 'a string', '[refused]');
+    out.passphrase = t.passphrase;
+  }
+  return out;
 }
 
 const PERMANENT = new Set([400, 413, 422]);
@@ -68,7 +110,7 @@ export function signWebhook(body: string | Buffer, secret: string, timestamp: nu
 
 export function webhookSink(options: WebhookSinkOptions): AuditSink {
   const o = objectOption('webhookSink', options);
-  checkKnown(o, ['url', 'secret', 'headers', 'batchSize', 'timeoutMs', 'format', 'allowHttp', 'name', 'retryMaxMs'], 'webhookSink');
+  checkKnown(o, ['url', 'secret', 'headers', 'batchSize', 'timeoutMs', 'format', 'allowHttp', 'name', 'retryMaxMs', 'tls'], 'webhookSink');
   const urlText = nonEmptyString('webhookSink.url', o.url, '');
   let url: URL;
   try {
@@ -103,8 +145,10 @@ export function webhookSink(options: WebhookSinkOptions): AuditSink {
   // node:http rather than fetch: a batch costs about a fifth of the CPU (fetch's streams and Headers cost ~9 µs an
   // event at 100 events a POST, as much as the rest of a request's auditing). One socket, kept alive: the relay has
   // one send in flight at a time.
-  const client = url.protocol === 'https:' ? https : http;
-  const agent = new client.Agent({ keepAlive: true, maxSockets: 1 });
+  const secure = url.protocol === 'https:';
+  const tls = tlsOptions(o.tls, secure);
+  const client = secure ? https : http;
+  const agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 1, ...tls }) : new http.Agent({ keepAlive: true, maxSockets: 1 });
 
   /** One POST; resolves with the answer's status once its body is read (so the socket is reused). */
   const post = (body: Buffer, head: Record<string, string>): Promise<{ status: number; retryAfter: string | null }> =>
