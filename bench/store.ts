@@ -19,7 +19,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import mongoose, { mongo } from 'mongoose';
-import type { CheckpointSigner, ResolvedIntegrity } from '../lib/core/integrity-options.js';
+import type { CheckpointSigner } from '../lib/core/integrity-options.js';
 import { Chain } from '../lib/integrity/chain.js';
 import { verifyTrail, type VerifyRun } from '../lib/integrity/verify.js';
 import { RollupStore } from '../lib/rollup/store.js';
@@ -55,32 +55,41 @@ export interface RawRow {
 
 export const VERIFY_EVENTS = Number.parseInt(process.env.BENCH_VERIFY_EVENTS ?? '', 10) > 0 ? Number.parseInt(process.env.BENCH_VERIFY_EVENTS as string, 10) : 100_000;
 
-/** verify's events/s over a chained trail of `n` request events written for it (not timed) in its own collection. */
-async function verifyRate(conn: mongoose.Connection, variant: IntegrityVariant, n: number, batchSize: number): Promise<number> {
-  const model = eventModel(conn, `store_bench_verify_${variant}`);
-  await model.createIndexes();
-  const coll = model.collection;
-  const { signer, keys } = signerFor(variant);
+/**
+ * The writer as the store runs it, with room for every event, and a hash chain with a checkpoint every 1,000 events
+ * (none when `signer` is null). Its checkpoints go through the writer like any other event.
+ */
+function benchWriter(coll: mongoose.Collection, signer: CheckpointSigner | null, batchSize: number, maxQueue: number): { w: Writer; chain: Chain | null } {
   let w: Writer | null = null;
-  const chain = new Chain({
+  const chain = signer === null ? null : new Chain({
     integrity: { signer, checkpointEvery: 1000, checkpointMs: 60_000, onCheckpoint: undefined },
     startEvent: () => trailEvent('audit_start', -1),
     recordCheckpoint: (checkpoint) => void (w as Writer).accept({ ...trailEvent('checkpoint', -1), checkpoint }),
     report: (err) => { throw err; },
   });
   w = new Writer(() => coll, {
-    batchSize, flushIntervalMs: 250, maxQueue: n * 2, maxQueueBytes: 1 << 30, onFull: 'drop', spool: null, wal: null,
+    batchSize, flushIntervalMs: 250, maxQueue, maxQueueBytes: 1 << 30, onFull: 'drop', spool: null, wal: null,
     blockTimeoutMs: 5000, writeConcern: undefined, degradedAfterMs: 5000, retryMinMs: 50, retryMaxMs: 5000,
     lossEvent: () => { throw new Error('store bench: nothing is dropped under drop with room for every event'); },
     chain,
   }, new EventEmitter());
+  return { w, chain };
+}
+
+/** verify's events/s over a chained trail of `n` request events written for it (not timed) in its own collection. */
+async function verifyRate(conn: mongoose.Connection, variant: IntegrityVariant, n: number, batchSize: number): Promise<number> {
+  const model = eventModel(conn, `store_bench_verify_${variant}`);
+  await model.createIndexes();
+  const coll = model.collection;
+  const { signer, keys } = signerFor(variant);
+  const { w, chain } = benchWriter(coll, signer, batchSize, n * 2);
   for (let i = 0; i < n; i++) w.accept(requestEvent(i));
   await w.flush();
-  chain.checkpoint();
+  chain?.checkpoint();
   await w.close(5000);
-  chain.stop();
+  chain?.stop();
   const t = performance.now();
-  const result = await verifyTrail(coll, { ...keys, openChains: new Set([chain.id]) });
+  const result = await verifyTrail(coll, { ...keys, openChains: new Set([(chain as Chain).id]) });
   const secs = (performance.now() - t) / 1000;
   if (!result.ok) throw new Error(`store bench: verify found ${JSON.stringify(result.problems.slice(0, 3))}`);
   await coll.drop();
@@ -155,21 +164,7 @@ export async function runStoreBench(
           const model = eventModel(conn, `store_bench_${batchSize}_${variant}_${r}`);
           await model.createIndexes();
           const coll = model.collection;
-          const { signer } = signerFor(variant);
-          const integrity: ResolvedIntegrity = { signer, checkpointEvery: 1000, checkpointMs: 60_000, onCheckpoint: undefined };
-          let w: Writer | null = null;
-          const chain = variant === 'off' ? null : new Chain({
-            integrity,
-            startEvent: () => trailEvent('audit_start', -1),
-            recordCheckpoint: (checkpoint) => void (w as Writer).accept({ ...trailEvent('checkpoint', -1), checkpoint }),
-            report: (err) => { throw err; },
-          });
-          w = new Writer(() => coll, {
-            batchSize, flushIntervalMs: 250, maxQueue: events * 2, maxQueueBytes: 1 << 30, onFull: 'drop', spool: null, wal: null,
-            blockTimeoutMs: 5000, writeConcern: undefined, degradedAfterMs: 5000, retryMinMs: 50, retryMaxMs: 5000,
-            lossEvent: () => { throw new Error('store bench: nothing is dropped under drop with room for every event'); },
-            chain,
-          }, new EventEmitter());
+          const { w, chain } = benchWriter(coll, variant === 'off' ? null : signerFor(variant).signer, batchSize, events * 2);
           const docs = Array.from({ length: events }, (_, i) => requestEvent(i));
           // The same documents, copied before the writer touches them; raw and store alternate which goes first.
           const rawDocs = variant === 'off' ? docs.map((d) => ({ ...d })) : null;
