@@ -96,6 +96,57 @@ describe('rollups equal a fresh count of the events', function () {
     await w.close(1000);
   });
 
+  it('flush() returns under steady load: it waits for what was handed before it, not for the worker to go idle', async () => {
+    const name = `ev${++n}`;
+    const events = fx.conn.collection(name);
+    const real = fx.conn.collection(RollupStore.collectionName(name));
+    // Rollup writes slower than batches arrive, as on a busy server: the worker is never idle while the load lasts.
+    const slow = new Proxy(real, {
+      get(target, key, receiver) {
+        const v = Reflect.get(target, key, receiver) as unknown;
+        if (key !== 'replaceOne' && key !== 'insertOne' || typeof v !== 'function') return v;
+        return async (...args: unknown[]) => {
+          await new Promise((resolve) => setTimeout(resolve, 30));
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const store = new RollupStore(() => events, () => slow, { days: 4000, topK: 100 });
+    await store.prepare(new Date(0));
+    const list = trail(3000);
+    let i = 0;
+    let stop = false;
+    const load = (async () => {
+      while (!stop) {
+        const batch = list.slice(i % 2900, (i % 2900) + 20).map((e) => ({ ...e, _id: new mongo.ObjectId() })) as StoredDoc[];
+        i += 20;
+        await events.insertMany(batch);
+        void store.afterStore(batch, [], (err) => { throw err; });
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 300)); // the worker is busy by now
+      const handed = i;
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        store.flush().then(() => 'flushed'),
+        new Promise((resolve) => (timer = setTimeout(() => resolve('still waiting after 20 s'), 20_000))),
+      ]);
+      clearTimeout(timer);
+      expect(outcome).to.equal('flushed');
+      expect(i, 'the load went on meanwhile').to.be.above(handed);
+    } finally {
+      stop = true;
+      await load;
+    }
+    await store.flush();
+    const deps = (withRollups: boolean) => ({ events: () => events, rollups: withRollups ? store : null, degraded: () => false });
+    const [a, b] = [await dashboard(deps(true), RANGE), await dashboard(deps(false), RANGE)];
+    expect(a.source).to.equal('rollups');
+    expect(a.totals).to.deep.equal(b.totals);
+  });
+
   it('after a retried batch whose first attempt was stored (the answer was lost)', async () => {
     const s = await setUp();
     let failOnce = true;

@@ -219,6 +219,13 @@ export class RollupStore {
   private readonly failedHours = new Set<number>();
   private recounting: number | null = null;
   private running: Promise<void> | null = null;
+  /** Batches given to `afterStore` that added deltas, and how many of those the worker has written (flush). */
+  private handed = 0;
+  private written = 0;
+  /** flush() calls waiting for the worker's next step. */
+  private stepWaiters: (() => void)[] = [];
+  /** Held by exclusive(): the worker stops at its next step and does not start again. */
+  private holding = 0;
   private reportTo: (err: unknown) => void = () => undefined;
   private covered: Date | null = null;
   /** Closed buckets written since their blocks were last told, by block id. */
@@ -293,25 +300,50 @@ export class RollupStore {
       }
       add.push(d);
     }
-    tallyByBucket(add, 'h', this.pending);
-    tallyByBucket(add, 'd', this.pending);
+    this.addDeltas(add);
     this.kick();
     return Promise.resolve();
   }
 
-  /** Resolves when every batch handed to `afterStore` so far is in the rollups (or left to a recount). */
+  /**
+   * Resolves when every batch handed to `afterStore` so far is in the rollups (or left to a recount), and the
+   * recounts asked for by then are done. It does not wait for the worker to go idle: under steady load, batches
+   * handed after the call keep it busy, and would keep a flush (and every dashboard answer) waiting for ever.
+   */
   async flush(): Promise<void> {
     for (const h of this.failedHours) this.recounts.add(h);
     this.failedHours.clear();
+    const deltas = this.handed;
     this.kick();
-    while (this.running !== null) await this.running;
+    await this.until(() => this.written >= deltas);
+    // Then the recounts asked for by now: those deltas' own, when a write of theirs failed, included.
+    const hours = [...this.recounts];
+    if (this.recounting !== null) hours.push(this.recounting);
+    const days = [...this.redoDays.keys()];
+    await this.until(() => !hours.some((h) => this.recounts.has(h) || this.recounting === h) && !days.some((d) => this.redoDays.has(d)));
+  }
+
+  /** Waits, step by step of the worker, until `done()` or the worker stops. */
+  private async until(done: () => boolean): Promise<void> {
+    while (this.running !== null && !done()) {
+      await Promise.race([this.running, new Promise<void>((resolve) => this.stepWaiters.push(resolve))]);
+    }
+  }
+
+  /** The worker finished a step: flush() calls look again. */
+  private stepped(): void {
+    for (const w of this.stepWaiters.splice(0)) w();
   }
 
   /** Runs `f` with the worker stopped (a prune, a rebuild): no two writes of one document at once in this process. */
   private async exclusive<T>(f: () => Promise<T>): Promise<T> {
-    for (;;) {
-      await this.flush();
-      if (this.running === null) break;
+    await this.flush();
+    // Then the worker stops after its current step (see work()), and nothing starts it until f is done.
+    this.holding++;
+    try {
+      while (this.running !== null) await this.running;
+    } finally {
+      this.holding--;
     }
     const p = f();
     this.running = p.then(() => undefined, () => undefined).finally(() => {
@@ -322,7 +354,7 @@ export class RollupStore {
   }
 
   private kick(): void {
-    if (this.running !== null || (this.pending.size === 0 && this.recounts.size === 0 && this.redoDays.size === 0)) return;
+    if (this.holding > 0 || this.running !== null || (this.pending.size === 0 && this.recounts.size === 0 && this.redoDays.size === 0)) return;
     this.running = this.work().finally(() => {
       this.running = null;
       this.kick();
@@ -331,8 +363,18 @@ export class RollupStore {
 
   /** Deltas first (a recount must come after the deltas of the same hour written before it), then recounts. */
   private async work(): Promise<void> {
-    for (;;) {
+    try {
+      await this.steps();
+    } finally {
+      this.stepped();
+    }
+  }
+
+  private async steps(): Promise<void> {
+    for (;; this.stepped()) {
+      if (this.holding > 0) return;
       if (this.pending.size > 0) {
+        const upTo = this.handed;
         const batch = [...this.pending.values()];
         this.pending = new Map();
         await pool(batch, READS_AT_ONCE, async (b) => {
@@ -349,6 +391,7 @@ export class RollupStore {
         } catch (err) {
           this.report(err);
         }
+        this.written = upTo;
         continue;
       }
       const hour = this.recounts.values().next();
@@ -659,9 +702,17 @@ export class RollupStore {
    * uses to count a large trail quickly through the same code as the store path.
    */
   async addStored(docs: StoredDoc[]): Promise<void> {
+    this.addDeltas(docs);
+    this.kick();
+    await this.flush();
+  }
+
+  /** Adds the events' deltas to those the worker writes next; flush() waits for them. */
+  private addDeltas(docs: StoredDoc[]): void {
+    if (docs.length === 0) return;
     tallyByBucket(docs, 'h', this.pending);
     tallyByBucket(docs, 'd', this.pending);
-    await this.flush();
+    this.handed++;
   }
 }
 
