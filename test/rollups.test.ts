@@ -9,6 +9,7 @@ import type { Collection } from 'mongoose';
 import { mongo } from 'mongoose';
 import { dashboard, type DashboardAnswer, type DashboardQuery } from '../lib/rollup/dashboard.js';
 import { RollupStore } from '../lib/rollup/store.js';
+import { DEGRADED_NAME, RECOVERED_NAME, STORE_MONITOR } from '../lib/store/health.js';
 import { Spool } from '../lib/store/spool.js';
 import { Writer } from '../lib/store/writer.js';
 import type { StoredDoc } from '../lib/core/types.js';
@@ -145,6 +146,23 @@ describe('rollups equal a fresh count of the events', function () {
     const [a, b] = [await dashboard(deps(true), RANGE), await dashboard(deps(false), RANGE)];
     expect(a.source).to.equal('rollups');
     expect(a.totals).to.deep.equal(b.totals);
+  });
+
+  it('shows the newest 100 degraded periods, the one under way included, however many the range holds', async () => {
+    const s = await setUp();
+    const mark = (name: string, t: number) => ({
+      _id: new mongo.ObjectId(), ts: new Date(START + t * 60_000), kind: 'security', name, outcome: name === DEGRADED_NAME ? 'failure' : 'success',
+      actor: { id: 'system' }, meta: { monitor: STORE_MONITOR },
+    });
+    // 150 periods of a flapping store, then one that has not ended.
+    const docs = [];
+    for (let p = 0; p < 150; p++) docs.push(mark(DEGRADED_NAME, 2 * p), mark(RECOVERED_NAME, 2 * p + 1));
+    docs.push(mark(DEGRADED_NAME, 300));
+    await s.events.insertMany(docs);
+    const periods = (await s.fresh()).degradedPeriods;
+    expect(periods).to.have.length(100);
+    expect(periods[99]).to.include({ from: docs[300].ts.toISOString(), to: null }, 'the period under way is shown');
+    expect(periods[98]).to.include({ from: docs[298].ts.toISOString(), to: docs[299].ts.toISOString() });
   });
 
   it('after a retried batch whose first attempt was stored (the answer was lost)', async () => {

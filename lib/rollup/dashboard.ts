@@ -235,7 +235,8 @@ async function readDegraded(events: Collection, plan: ReturnType<typeof planDash
     kind: 'security', name: { $in: [DEGRADED_NAME, RECOVERED_NAME] }, 'meta.monitor': STORE_MONITOR, ts: { $gte: new Date(plan.from), $lt: new Date(plan.to) },
   };
   if (plan.tenant !== null) filter.tenant = plan.tenant;
-  const docs = (await events.find(filter, { sort: { ts: 1, _id: 1 }, limit: 2 * MAX_PERIODS }).toArray()) as StoredDoc[];
+  // The newest transitions (a period under way included), then paired oldest first.
+  const docs = ((await events.find(filter, { sort: { ts: -1, _id: -1 }, limit: 2 * MAX_PERIODS }).toArray()) as StoredDoc[]).reverse();
   const out: DashboardDegradedPeriod[] = [];
   let open: DashboardDegradedPeriod | null = null;
   for (const d of docs) {
