@@ -164,7 +164,7 @@ export function webhookSink(options: WebhookSinkOptions): AuditSink {
           resolve({ status: res.statusCode ?? 0, retryAfter });
         }).resume();
       });
-      const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs).unref();
       req.on('error', failed).end(body);
     });
 

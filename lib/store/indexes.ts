@@ -27,7 +27,8 @@ export function indexName(key: IndexKey): string {
 
 const index = (key: IndexKey): AuditIndex => ({ name: indexName(key), key });
 
-const isNetworkError = (err: unknown): boolean => /^Mongo(Network|NetworkTimeout|ServerSelection)Error$/.test(String((err as { name?: unknown } | null)?.name));
+/** A fault of the connection, not the server's answer about the operation: such a failure says nothing about support. */
+export const isNetworkError = (err: unknown): boolean => /^Mongo(Network|NetworkTimeout|ServerSelection)Error$/.test(String((err as { name?: unknown } | null)?.name));
 
 /**
  * Every secondary index of the audit collection (the schema's, lib/store/model.ts). Newest-first keyset

@@ -7,17 +7,13 @@ import type { AuditCore } from '../core/core.js';
 import { RETENTION_KINDS } from '../core/options.js';
 import type { ChainFields, PruneRecord } from '../core/types.js';
 import { OWN_FILTER } from './model.js';
+import { isNetworkError } from './indexes.js';
 
 /** Events deleted per round trip by `prune`: bounded work per command, whatever the backlog. */
 export const PRUNE_BATCH = 1000;
 
 /** How often the scheduled prune runs where TTL indexes cannot do the work. */
 export const PRUNE_EVERY_MS = 60 * 60 * 1000;
-
-function isNetworkError(err: unknown): boolean {
-  const name = (err as { name?: unknown } | null)?.name;
-  return typeof name === 'string' && /^Mongo(Network|NetworkTimeout|ServerSelection)Error$/.test(name);
-}
 
 /**
  * Retention: TTL indexes where the server has them (with `byKind`, one partial TTL index per kind); otherwise a
@@ -32,9 +28,9 @@ export async function setUpRetention(core: AuditCore): Promise<'ttl' | 'prune' |
   try {
     await core.model.collection.createIndex({ ts: 1 }, { name: 'koa_audit_retention', expireAfterSeconds: seconds });
   } catch (err) {
-    const e = err as { code?: unknown; name?: unknown };
+    const e = err as { code?: unknown };
     // A network fault says nothing about TTL support: fail ready() so that it is tried again.
-    if (typeof e.name === 'string' && /^Mongo(Network|NetworkTimeout|ServerSelection)Error$/.test(e.name)) throw err;
+    if (isNetworkError(err)) throw err;
     // IndexOptionsConflict: the index exists with another period (retention was changed); change it in place.
     if (e.code === 85) {
       try {

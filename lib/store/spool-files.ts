@@ -8,9 +8,10 @@
  *   directory or a file that another user owns, or that others can write, is refused: never read, never replayed.
  * - Destination: the first line of every file names the database and collection it belongs to; a file of
  *   another destination is left alone.
- * - Names: `<kind>-<time>-<seq>-<instance>-<pid>.<format>`, the format `bson` (spool files: spool-records.ts) or
- *   `ndjson` (write-ahead files, and the spool files of earlier versions: Extended JSON lines); the instance token tells this auditor's own files
- *   from those of an earlier process that had the same pid (a restarted container's pid 1, say).
+ * - Names: `<kind>-<time>-<seq>-<instance>-<pid>.<format>`, the format `bson` (spool and write-ahead files:
+ *   spool-records.ts) or `ndjson` (both kinds, as earlier versions wrote them: Extended JSON lines); the instance
+ *   token tells this auditor's own files from those of an earlier process that had the same pid (a restarted
+ *   container's pid 1, say).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, chmodSync, closeSync, constants, lstatSync, mkdirSync, openSync, readSync, writeSync, writevSync } from 'node:fs';
