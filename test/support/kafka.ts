@@ -110,9 +110,10 @@ export async function startKafka(why: { reason?: string } = {}): Promise<KafkaBr
   // Small and quick to start: the machine is shared, the broker holds a few thousand messages.
   const jvm = ['-Xms128m', '-Xmx384m', '-XX:+UseSerialGC', '-XX:TieredStopAtLevel=1', '-Xshare:auto', '-Dlog4j.configuration=none',
     '-Dorg.slf4j.simpleLogger.defaultLogLevel=warn', '-cp', found.cp];
-  // A cluster id is 16 random bytes in URL-safe base64 without padding.
+  // A cluster id is 16 random bytes in URL-safe base64 without padding. Given as `--cluster-id=<id>`: one id in 64
+  // starts with '-', which the tool's parser took for an option (seen failing CI).
   const clusterId = randomBytes(16).toString('base64url');
-  await run('java', [...jvm, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', props], { timeout: 120_000 });
+  await run('java', [...jvm, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', props], { timeout: 120_000 });
 
   let child: ChildProcess | null = null;
   let log = '';
